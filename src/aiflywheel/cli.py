@@ -1,0 +1,241 @@
+"""The ``flywheel`` command line: each command a few lines over a stage.
+
+Errors a user can fix are printed in one line (no traceback) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from aiflywheel.errors import FlywheelError, RecipeError
+
+app = typer.Typer(
+    name="flywheel",
+    help="Own an AI feature end to end: data -> train -> evaluate -> serve -> feedback.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+recipe_app = typer.Typer(help="Recipe schema and validation.", no_args_is_help=True)
+data_app = typer.Typer(help="Check and prepare data.", no_args_is_help=True)
+runs_app = typer.Typer(help="Recorded runs.", no_args_is_help=True)
+db_app = typer.Typer(help="The store's database schema.", no_args_is_help=True)
+app.add_typer(recipe_app, name="recipe")
+app.add_typer(data_app, name="data")
+app.add_typer(runs_app, name="runs")
+app.add_typer(db_app, name="db")
+
+console = Console()
+TEMPLATES_PACKAGE = "aiflywheel.recipes"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from aiflywheel import __version__
+
+        console.print(f"aiflywheel {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Show the version."
+        ),
+    ] = False,
+) -> None:
+    """flywheel: turn product data into a trained, evaluated, served model, and back."""
+
+
+def _templates() -> dict[str, str]:
+    folder = resources.files(TEMPLATES_PACKAGE)
+    return {
+        entry.name.removesuffix(".yaml"): entry.read_text(encoding="utf-8")
+        for entry in folder.iterdir()
+        if entry.name.endswith(".yaml")
+    }
+
+
+@app.command()
+def init(
+    template: Annotated[
+        str, typer.Option("--template", "-t", help="Template name (see --list).")
+    ] = "zh-reviews",
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write the recipe.")
+    ] = Path("recipe.yaml"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    list_templates: Annotated[
+        bool, typer.Option("--list", help="List the templates and exit.")
+    ] = False,
+) -> None:
+    """Write a starter recipe."""
+    templates = _templates()
+    if list_templates:
+        for name, text in sorted(templates.items()):
+            console.print(f"[bold]{name}[/bold]  {text.splitlines()[0].lstrip('# ')}")
+        return
+    if template not in templates:
+        raise RecipeError(f"unknown template {template!r}; known: {', '.join(sorted(templates))}")
+    if output.exists() and not force:
+        raise RecipeError(f"{output} already exists; pass --force to overwrite it")
+    from aiflywheel.files import write_text_atomic
+
+    write_text_atomic(output, templates[template])
+    console.print(f"wrote {output} (template {template}); next: flywheel data check {output}")
+
+
+@recipe_app.command("schema")
+def recipe_schema() -> None:
+    """Print the recipe's JSON Schema."""
+    from aiflywheel.recipe import recipe_json_schema
+
+    sys.stdout.write(json.dumps(recipe_json_schema(), indent=2, ensure_ascii=False) + "\n")
+
+
+@recipe_app.command("validate")
+def recipe_validate(recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")]) -> None:
+    """Validate a recipe and print it with every default filled in."""
+    import yaml
+
+    from aiflywheel.recipe import load_recipe
+
+    loaded = load_recipe(recipe)
+    sys.stdout.write(
+        yaml.safe_dump(loaded.model_dump(mode="json"), allow_unicode=True, sort_keys=False)
+    )
+
+
+@data_app.command("check")
+def data_check(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write here instead of a new run folder.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Ingest, clean, redact PII, split; print the data-quality summary; write the report."""
+    from aiflywheel.data.check import run_data_check
+    from aiflywheel.recipe import load_recipe
+    from aiflywheel.settings import get_settings
+    from aiflywheel.store import open_store
+
+    loaded = load_recipe(recipe)
+    settings = get_settings()
+    store = open_store()
+    with console.status(f"checking {loaded.data.source} ..."):
+        result, run_id = run_data_check(
+            loaded, store=store, runs_dir=settings.runs_dir, out_dir=out
+        )
+    if as_json:
+        sys.stdout.write(json.dumps(result.report, ensure_ascii=False, indent=2) + "\n")
+        return
+    from aiflywheel.data.summary import print_data_summary
+
+    print_data_summary(result.report, console)
+    console.print(f"\nrun {run_id}: [bold]{result.report_html}[/bold] and data_report.json")
+
+
+@data_app.command("sources")
+def data_sources() -> None:
+    """List the built-in demo data sources."""
+    from aiflywheel.data.demo_sources import DEMO_PREFIX, DEMO_SOURCES
+
+    for name, (_, description) in DEMO_SOURCES.items():
+        console.print(f"[bold]{DEMO_PREFIX}{name}[/bold]  {description}")
+
+
+@data_app.command("versions")
+def data_versions(feature: Annotated[str, typer.Argument(help="Feature name.")]) -> None:
+    """List the dataset versions recorded for a feature."""
+    from aiflywheel.store import open_store
+
+    table = Table("id", "dataset (content hash)", "split", "rows", "labels", "created")
+    for version in open_store().list_dataset_versions(feature):
+        labels = ", ".join(f"{k} {v}" for k, v in list(version.labels.items())[:4])
+        table.add_row(
+            str(version.id),
+            version.content_hash[:12],
+            version.split_version[:12],
+            str(version.rows),
+            labels,
+            f"{version.created_at:%Y-%m-%d %H:%M}",
+        )
+    console.print(table)
+
+
+@runs_app.command("list")
+def runs_list(
+    feature: Annotated[str | None, typer.Option("--feature", help="Only this feature.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many, newest first.")] = 20,
+) -> None:
+    """List recorded runs, newest first."""
+    from aiflywheel.store import open_store
+
+    table = Table("run", "feature", "kind", "status", "started", "folder / error")
+    for run, name in open_store().list_runs(feature, limit=limit):
+        detail = run.error if run.status == "failed" else run.run_dir
+        table.add_row(
+            run.id, name, run.kind, run.status, f"{run.started_at:%Y-%m-%d %H:%M:%S}", detail
+        )
+    console.print(table)
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Show the store URL and its schema revision."""
+    from aiflywheel.settings import get_settings
+    from aiflywheel.store import open_store
+
+    store = open_store()
+    console.print(f"store {get_settings().store_url} at revision {store.revision()}")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending schema migrations (opening the store does this too)."""
+    from aiflywheel.store import open_store
+
+    store = open_store()
+    store.upgrade()
+    console.print(f"store at revision {store.revision()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app; user errors print one line and exit 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except FlywheelError as exc:
+        Console(stderr=True).print(
+            f"[red]error:[/red] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True
+        )
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted")
+        return 130
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data in: ingest, clean, PII redaction, splits and the data-quality report."""

@@ -1,0 +1,158 @@
+"""The data stage end to end: ingest -> clean/PII -> split -> report, written to one directory.
+
+``check_data(recipe, out_dir)`` writes, atomically per file::
+
+    out_dir/
+      recipe.yaml                     the recipe as validated
+      dataset.jsonl                   cleaned, PII-free records (the dataset version)
+      splits/train.jsonl val.jsonl test.jsonl
+      splits/folds.json               k-fold ids over train+val (when split.k_folds)
+      data_report.json                every figure of the report
+      data_report.html                the same, self-contained, for people
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from aiflywheel.data.clean import clean_dataset
+from aiflywheel.data.ingest import ingest
+from aiflywheel.data.report import build_data_report
+from aiflywheel.data.report_html import render_data_report_html
+from aiflywheel.data.split import SPLITS, split_dataset
+from aiflywheel.errors import DataError, RecipeError
+from aiflywheel.files import write_json_atomic, write_text_atomic
+from aiflywheel.recipe import Recipe
+
+
+@dataclass
+class DataCheckResult:
+    """Where the data stage wrote its files and the report it made."""
+
+    out_dir: Path
+    report: dict
+    dataset_version: str
+    split_version: str
+
+    @property
+    def report_json(self) -> Path:
+        return self.out_dir / "data_report.json"
+
+    @property
+    def report_html(self) -> Path:
+        return self.out_dir / "data_report.html"
+
+
+def check_data(recipe: Recipe, out_dir: Path) -> DataCheckResult:
+    """Run the data stage for ``recipe`` and write its artifacts under ``out_dir``."""
+    started = time.perf_counter()
+    if recipe.task == "text_classification" and recipe.data.columns.label is None:
+        raise RecipeError(
+            "data.columns.label is null, but task text_classification needs a label column"
+        )
+    ingested = ingest(recipe.data, base_dir=recipe.base_dir, seed=recipe.seed)
+    cleaned = clean_dataset(ingested.dataset, recipe.clean, recipe.pii, seed=recipe.seed)
+    dataset = cleaned.dataset
+    if not len(dataset):
+        raise DataError(
+            f"no rows left after cleaning {recipe.data.source!r} "
+            f"({ingested.rows_read} read; dropped: {_drop_summary(ingested, cleaned)})"
+        )
+    labels = sorted({r.label for r in dataset if r.label is not None})
+    if recipe.task == "text_classification" and len(labels) < 2:
+        raise DataError(
+            f"label column {recipe.data.columns.label!r} has a single class {labels[0]!r} "
+            f"after cleaning ({len(dataset)} rows); a classifier needs at least 2 classes"
+        )
+    split = split_dataset(dataset, recipe.split, seed=recipe.seed)
+    dataset_version = dataset.content_hash()
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(
+        out_dir / "recipe.yaml",
+        yaml.safe_dump(recipe.model_dump(mode="json"), allow_unicode=True, sort_keys=False),
+    )
+    dataset.to_jsonl(out_dir / "dataset.jsonl")
+    for name in SPLITS:
+        split.parts[name].to_jsonl(out_dir / "splits" / f"{name}.jsonl")
+    if split.folds is not None:
+        write_json_atomic(out_dir / "splits" / "folds.json", {"folds": split.folds})
+    report = build_data_report(
+        recipe,
+        ingested,
+        cleaned,
+        split,
+        dataset_version=dataset_version,
+        seconds=time.perf_counter() - started,
+    )
+    write_json_atomic(out_dir / "data_report.json", report)
+    write_text_atomic(out_dir / "data_report.html", render_data_report_html(report))
+    return DataCheckResult(
+        out_dir=out_dir, report=report, dataset_version=dataset_version, split_version=split.version
+    )
+
+
+def _drop_summary(ingested, cleaned) -> str:
+    drops = ingested.drops + cleaned.drops
+    if ingested.malformed:
+        drops["malformed"] = len(ingested.malformed)
+    return ", ".join(f"{n} {reason}" for reason, n in drops.most_common()) or "nothing"
+
+
+def run_data_check(recipe: Recipe, *, store, runs_dir: Path, out_dir: Path | None = None):
+    """Run the data stage as a recorded run: a run dir that is complete or absent.
+
+    Returns ``(result, run_id)``. The feature, the dataset version and the run are
+    recorded in ``store``; a failed run is recorded with its error and leaves no files.
+    """
+    import shutil
+
+    from aiflywheel.store import new_run_id
+
+    store.upsert_feature(
+        recipe.feature, recipe.task, recipe.description, recipe.model_dump(mode="json")
+    )
+    run_id = new_run_id()
+    final_dir = out_dir if out_dir is not None else runs_dir / recipe.feature / run_id
+    work_dir = final_dir.parent / f".{final_dir.name}.partial"
+    replaceable = not final_dir.exists() or (final_dir / "data_report.json").is_file()
+    if not replaceable and any(final_dir.iterdir()):
+        raise DataError(
+            f"output folder {final_dir} exists and holds other files; "
+            "choose a new or empty folder (or an earlier data-check folder to replace)"
+        )
+    store.start_run(recipe.feature, "data_check", str(final_dir), run_id=run_id)
+    try:
+        if work_dir.exists():
+            shutil.rmtree(work_dir)
+        result = check_data(recipe, work_dir)
+        if final_dir.exists():
+            shutil.rmtree(final_dir)
+        work_dir.rename(final_dir)
+        result.out_dir = final_dir
+    except BaseException as exc:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        message = str(exc) if isinstance(exc, Exception) else type(exc).__name__
+        store.finish_run(run_id, status="failed", error=message)
+        raise
+    version = store.record_dataset_version(
+        recipe.feature,
+        content_hash=result.dataset_version,
+        split_version=result.split_version,
+        rows=result.report["rows"]["kept"],
+        labels=result.report["labels"]["counts"],
+        source=recipe.data.source,
+        path=str(final_dir / "dataset.jsonl"),
+    )
+    summary = {
+        "rows": result.report["rows"],
+        "warnings": len(result.report["warnings"]),
+        "dataset_version": result.dataset_version,
+        "split_version": result.split_version,
+    }
+    store.finish_run(run_id, status="succeeded", summary=summary, dataset_version_id=version.id)
+    return result, run_id

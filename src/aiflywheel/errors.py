@@ -1,0 +1,66 @@
+"""The one error tree of aiflywheel.
+
+Every error a user can cause is a ``FlywheelError``; its message names the bad value
+and what was expected, in one line. The CLI prints it without a traceback and exits 2;
+the API maps it to a 4xx answer with the same message.
+
+::
+
+    FlywheelError
+    ├── RecipeError          a recipe file or value is wrong (unknown key, bad range)
+    ├── SettingsError        a runtime setting (environment variable) is wrong
+    ├── DataError            data cannot be used as given
+    │   ├── IngestError      a source cannot be read (missing, empty, binary, encoding,
+    │   │                    delimiter, absent column, malformed JSON)
+    │   └── SplitError       a split cannot be made (one class, too few rows or groups)
+    ├── MissingExtraError    an optional dependency is not installed (names the pip line)
+    └── StoreError           the store cannot be opened or written
+"""
+
+from __future__ import annotations
+
+
+class FlywheelError(Exception):
+    """Base of every error a user of aiflywheel can cause or fix."""
+
+
+class RecipeError(FlywheelError):
+    """A recipe file or one of its values is invalid."""
+
+
+class SettingsError(FlywheelError):
+    """A runtime setting (FLYWHEEL_* environment variable) is invalid."""
+
+
+class DataError(FlywheelError):
+    """Data cannot be used as given."""
+
+
+class IngestError(DataError):
+    """A data source cannot be read."""
+
+
+class SplitError(DataError):
+    """A train/val/test split cannot be made from the data."""
+
+
+class MissingExtraError(FlywheelError):
+    """An optional dependency is missing; the message says which pip line installs it."""
+
+    def __init__(self, what: str, install: str) -> None:
+        super().__init__(f"{what} needs an optional dependency: run `{install}`")
+        self.install = install
+
+
+class StoreError(FlywheelError):
+    """The store (database) cannot be opened or written."""
+
+
+def require_module(module: str, *, what: str, install: str):
+    """Import ``module`` or raise ``MissingExtraError`` naming the ``install`` line."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtraError(what, install) from exc

@@ -1,0 +1,268 @@
+"""The recipe: one YAML file that declares an AI feature and how its data is prepared.
+
+``load_recipe(path)`` reads and validates it; every field has a description (see
+``flywheel recipe schema``) and unknown keys are errors that name the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from aiflywheel.errors import RecipeError
+
+PII_TYPE_NAMES = ("email", "phone", "cn_id", "bank_card", "ip", "url_secret")
+PiiType = Literal["email", "phone", "cn_id", "bank_card", "ip", "url_secret"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnMapping(_Strict):
+    """Which source columns hold the text, the label, a row id and metadata."""
+
+    text: str = Field("text", description="Column with the input text.")
+    label: str | None = Field(
+        "label", description="Column with the label; null for unlabeled data."
+    )
+    id: str | None = Field(
+        None,
+        description="Column with a unique row id; null derives a stable id from the text.",
+    )
+    meta: list[str] = Field(
+        default_factory=list,
+        description="Extra columns kept as metadata (slices for fairness views, group_by).",
+    )
+
+
+class DataConfig(_Strict):
+    """Where the data comes from and how to read it."""
+
+    source: str = Field(
+        ...,
+        description=(
+            "A file path (relative to the recipe file) or a built-in demo source: "
+            "'demo:zh-reviews' or 'demo:en-reviews'."
+        ),
+    )
+    format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet", "xlsx"] = Field(
+        "auto", description="File format; 'auto' decides by the file extension."
+    )
+    encoding: str = Field(
+        "auto",
+        description="Text encoding; 'auto' detects UTF-8, UTF-8 with BOM, UTF-16 and GBK/GB18030.",
+    )
+    delimiter: str | None = Field(
+        None, description="CSV delimiter; null sniffs among , tab ; |.", min_length=1, max_length=1
+    )
+    sheet: str | None = Field(None, description="Excel sheet name; null takes the first sheet.")
+    columns: ColumnMapping = Field(
+        default_factory=ColumnMapping, description="Column mapping by name."
+    )
+    label_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Rename raw label values, e.g. {'1': 'negative', '5': 'positive'}.",
+    )
+    sample: int | None = Field(
+        None, gt=0, description="Keep a random sample of this many rows (seeded); null keeps all."
+    )
+
+
+class CleanConfig(_Strict):
+    """Normalization and row filters."""
+
+    unicode_nfkc: bool = Field(
+        True, description="Apply Unicode NFKC (full-width to half-width letters and digits)."
+    )
+    strip_html: bool = Field(True, description="Remove HTML tags and decode HTML entities.")
+    collapse_whitespace: bool = Field(
+        True, description="Collapse runs of whitespace to one space and trim the ends."
+    )
+    min_chars: int = Field(2, ge=0, description="Drop rows shorter than this (after cleaning).")
+    max_chars: int = Field(5000, gt=0, description="Drop rows longer than this (after cleaning).")
+    duplicates: Literal["near", "exact", "off"] = Field(
+        "near",
+        description=(
+            "Drop duplicates: 'exact' (same cleaned text), 'near' (also same text up to case, "
+            "punctuation, spaces, and near-identical texts by character-shingle similarity)."
+        ),
+    )
+    near_duplicate_threshold: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Jaccard similarity of character 3-grams above which two texts are near "
+        "duplicates (used when duplicates is 'near').",
+    )
+    conflicting_labels: Literal["drop", "majority", "keep"] = Field(
+        "drop",
+        description=(
+            "When the same (normalized) text carries different labels: 'drop' all copies, "
+            "keep the 'majority' label (drop on a tie), or 'keep' every copy (flagged only)."
+        ),
+    )
+
+
+class PiiConfig(_Strict):
+    """Personal data detection and redaction."""
+
+    mode: Literal["redact", "mask", "drop_row", "off"] = Field(
+        "redact",
+        description=(
+            "'redact' replaces with typed placeholders like <PHONE>; 'mask' hides part "
+            "(138****5678); 'drop_row' drops rows with any hit; 'off' skips detection."
+        ),
+    )
+    types: list[PiiType] = Field(
+        default_factory=lambda: list(PII_TYPE_NAMES),
+        description="PII types to detect: " + ", ".join(PII_TYPE_NAMES) + ".",
+    )
+
+
+class SplitConfig(_Strict):
+    """Train/validation/test split."""
+
+    train: float = Field(0.8, gt=0, lt=1, description="Fraction of rows for training.")
+    val: float = Field(0.1, ge=0, lt=1, description="Fraction of rows for validation.")
+    test: float = Field(0.1, gt=0, lt=1, description="Fraction of rows for the frozen test set.")
+    stratify: bool = Field(True, description="Keep label proportions equal across splits.")
+    group_by: str | None = Field(
+        None,
+        description="A metadata column (e.g. user id): all rows of a group land in one split.",
+    )
+    k_folds: int | None = Field(
+        None,
+        ge=2,
+        le=20,
+        description="Also write k-fold cross-validation indices over train+val; null for none.",
+    )
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(
+                f"split fractions train+val+test must sum to 1, got "
+                f"{self.train}+{self.val}+{self.test}={total:g}"
+            )
+        return self
+
+
+class ReportConfig(_Strict):
+    """Thresholds behind the data-quality warnings."""
+
+    min_examples_per_label: int = Field(
+        100, ge=1, description="Warn when a label has fewer examples than this."
+    )
+    max_imbalance_ratio: float = Field(
+        10.0, gt=1, description="Warn when the largest label outnumbers the smallest by more."
+    )
+
+
+class Recipe(_Strict):
+    """An AI feature: its name, task, data and how the data is prepared."""
+
+    feature: str = Field(
+        ...,
+        pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        description="Feature name: lowercase letters, digits and dashes, e.g. review-sentiment.",
+    )
+    task: Literal["text_classification"] = Field("text_classification", description="Task kind.")
+    description: str = Field("", description="What the feature is for, in a sentence.")
+    seed: int = Field(42, description="Seed for sampling, splitting and training.")
+    data: DataConfig = Field(..., description="Data source and column mapping.")
+    clean: CleanConfig = Field(default_factory=CleanConfig, description="Cleaning options.")
+    pii: PiiConfig = Field(default_factory=PiiConfig, description="PII options.")
+    split: SplitConfig = Field(default_factory=SplitConfig, description="Split options.")
+    report: ReportConfig = Field(
+        default_factory=ReportConfig, description="Data-quality warning thresholds."
+    )
+
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @model_validator(mode="after")
+    def _group_by_is_meta(self) -> Recipe:
+        group = self.split.group_by
+        if group is not None and group not in self.data.columns.meta:
+            raise ValueError(
+                f"split.group_by {group!r} must be one of data.columns.meta "
+                f"{self.data.columns.meta}"
+            )
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        """Directory that relative data paths are resolved against (the recipe's folder)."""
+        return self._base_dir
+
+    def with_base_dir(self, base_dir: Path) -> Recipe:
+        self._base_dir = Path(base_dir)
+        return self
+
+
+def parse_recipe(obj: Any, *, origin: str = "recipe", base_dir: Path | None = None) -> Recipe:
+    """Validate a parsed YAML/JSON object as a Recipe, raising RecipeError in one line."""
+    if not isinstance(obj, dict):
+        raise RecipeError(f"{origin}: expected a mapping of recipe keys, got {type(obj).__name__}")
+    try:
+        recipe = Recipe.model_validate(obj)
+    except ValidationError as exc:
+        raise RecipeError(f"{origin}: {describe_validation_error(exc, Recipe)}") from None
+    return recipe.with_base_dir(base_dir or Path.cwd())
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read a recipe YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file not found: {path}")
+    try:
+        obj = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: recipe must be UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"{path}: invalid YAML{where}: {problem}") from None
+    return parse_recipe(obj, origin=str(path), base_dir=path.resolve().parent)
+
+
+def recipe_json_schema() -> dict:
+    """JSON Schema of the recipe (what ``flywheel recipe schema`` prints)."""
+    return Recipe.model_json_schema()
+
+
+def describe_validation_error(exc: ValidationError, model: type[BaseModel]) -> str:
+    """Turn the first pydantic error into one line that names the key and the bad value."""
+    errors = exc.errors()
+    first = errors[0]
+    loc = ".".join(str(part) for part in first["loc"])
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    if first["type"] == "extra_forbidden":
+        parent = _model_at(model, first["loc"][:-1])
+        allowed = ", ".join(parent.model_fields) if parent else "see `flywheel recipe schema`"
+        return f"unknown key {loc!r} (allowed here: {allowed}){more}"
+    if first["type"] == "missing":
+        return f"missing required key {loc!r}{more}"
+    message = first["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    where = f"{loc}: " if loc else ""
+    shown = first.get("input")
+    got = "" if isinstance(shown, dict) else f", got {shown!r}"
+    return f"{where}{message}{got}{more}"
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    current: Any = model
+    for part in loc:
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        current = fields[part].annotation
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None

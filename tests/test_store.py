@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from aiflywheel.errors import StoreError
+from aiflywheel.store import Store
+
+
+def _store(tmp_path: Path) -> Store:
+    return Store(f"sqlite:///{tmp_path / 'fw.db'}")
+
+
+def test_store_migrates_to_head_and_uses_wal(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    assert store.revision() == "0001"
+    mode = sqlite3.connect(tmp_path / "fw.db").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+    # Opening again is a no-op upgrade.
+    assert _store(tmp_path).revision() == "0001"
+
+
+def test_features_runs_and_dataset_versions(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.upsert_feature("tickets", "text_classification", "route", {"feature": "tickets"})
+    store.upsert_feature("tickets", "text_classification", "route tickets", {"feature": "tickets"})
+    assert [f.description for f in store.list_features()] == ["route tickets"]
+
+    first = store.record_dataset_version(
+        "tickets",
+        content_hash="a" * 64,
+        split_version="b" * 64,
+        rows=10,
+        labels={"x": 5, "y": 5},
+        source="t.csv",
+        path="/tmp/d.jsonl",
+    )
+    again = store.record_dataset_version(
+        "tickets",
+        content_hash="a" * 64,
+        split_version="b" * 64,
+        rows=10,
+        labels={"x": 5, "y": 5},
+        source="t.csv",
+        path="/tmp/d.jsonl",
+    )
+    assert again.id == first.id
+    assert len(store.list_dataset_versions("tickets")) == 1
+
+    run = store.start_run("tickets", "data_check", "/tmp/run")
+    store.finish_run(run.id, status="succeeded", summary={"rows": 10}, dataset_version_id=first.id)
+    ((stored, name),) = store.list_runs("tickets")
+    assert (stored.status, stored.summary, name) == ("succeeded", {"rows": 10}, "tickets")
+    assert stored.finished_at is not None
+
+
+def test_unknown_feature_is_a_store_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="unknown feature 'ghost'"):
+        _store(tmp_path).start_run("ghost", "data_check", "/tmp/x")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("not a url", "is not a database URL"),
+        ("postgresql+nosuchdriver://u@localhost/db", "cannot open the store"),
+    ],
+)
+def test_bad_store_urls(url: str, message: str) -> None:
+    with pytest.raises(StoreError, match=message):
+        Store(url)
+
+
+def test_unwritable_sqlite_location(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="cannot open the store"):
+        Store(f"sqlite:///{blocker / 'sub' / 'fw.db'}")
