@@ -7,7 +7,13 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from aiflywheel.charts import bar_chart_svg, histogram_svg, line_chart_svg, stacked_bar_svg
+from aiflywheel.charts import (
+    bar_chart_svg,
+    heatmap_svg,
+    histogram_svg,
+    line_chart_svg,
+    stacked_bar_svg,
+)
 
 NASTY = '<script>alert("x")</script> & 好评'
 
@@ -204,8 +210,77 @@ def test_charts_reference_nothing_outside_themselves() -> None:
         histogram_svg([0, 1], [1], title="t", x_label="x"),
         stacked_bar_svg(["a"], {"x": [1]}, title="t"),
         line_chart_svg([0, 1], {"a": [0, 1]}, title="t", x_label="x", y_label="y"),
+        heatmap_svg(["a"], ["b"], [[1]], title="t"),
     ]
     for svg in svgs:
         assert "http" not in svg
         assert "href" not in svg
         assert "<script" not in svg
+
+
+def _cells(root: ET.Element) -> list[ET.Element]:
+    return [r for r in root.iter("rect") if r.find("title") is not None]
+
+
+def test_heatmap_draws_one_cell_per_value_with_counts_and_escaped_labels() -> None:
+    svg = heatmap_svg(
+        [NASTY, "退款"],
+        [NASTY, "退款"],
+        [[50, 3], [0, 47]],
+        title="Confusion <matrix>",
+        x_label="predicted",
+        y_label="true",
+        normalize="rows",
+        highlight_diagonal=True,
+    )
+    assert "<script>" not in svg
+    root = _parse(svg)
+    cells = _cells(root)
+    assert len(cells) == 4
+    texts = _texts(root)
+    assert {"50", "3", "0", "47", "predicted", "true", "退款"} <= set(texts)
+    assert f"{NASTY} → 退款: 3 (5.7% of row)" in _titles(root)
+    fills = [c.get("fill") for c in cells]
+    assert fills[0] != fills[1]  # the diagonal is blue, the mistake red
+    assert fills[2] == "#f6f8fa"  # an empty cell stays blank
+
+
+def test_heatmap_shades_by_row_share_when_asked() -> None:
+    root = _parse(heatmap_svg(["a", "b"], ["a", "b"], [[90, 10], [1, 9]], title="t"))
+    by_all = [c.get("fill") for c in _cells(root)]
+    root = _parse(
+        heatmap_svg(["a", "b"], ["a", "b"], [[90, 10], [1, 9]], title="t", normalize="rows")
+    )
+    by_rows = [c.get("fill") for c in _cells(root)]
+    assert by_all[0] == "#4e79a7"  # the largest value gets the full colour
+    assert by_rows[3] < by_all[3]  # 9 is 10% of the largest value but 90% of its row: darker
+
+
+def test_heatmap_with_many_labels_rotates_them_and_drops_cell_text() -> None:
+    labels = [f"类别{i}" for i in range(40)]
+    values = [[100 if i == j else 1 for j in range(40)] for i in range(40)]
+    root = _parse(heatmap_svg(labels, labels, values, title="t", width=600))
+    assert len(_cells(root)) == 1600
+    assert any(el.get("transform", "").startswith("rotate(") for el in root.iter("text"))
+    assert "100" not in _texts(root)  # cells too small for their numbers
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols", "values"),
+    [([], [], []), (["a"], [], [[]]), (["a"], ["b"], [[0]]), (["a"], ["b"], [[math.nan]])],
+)
+def test_heatmap_without_data_says_so(
+    rows: list[str], cols: list[str], values: list[list[float]]
+) -> None:
+    assert _is_no_data(_parse(heatmap_svg(rows, cols, values, title="t")))
+
+
+def test_heatmap_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="lengths differ"):
+        heatmap_svg(["a", "b"], ["x"], [[1]], title="t")
+    with pytest.raises(ValueError, match="lengths differ"):
+        heatmap_svg(["a"], ["x", "y"], [[1]], title="t")
+    with pytest.raises(ValueError, match=">= 0"):
+        heatmap_svg(["a"], ["x"], [[-1]], title="t")
+    with pytest.raises(ValueError, match="normalize"):
+        heatmap_svg(["a"], ["x"], [[1]], title="t", normalize="cols")

@@ -15,7 +15,7 @@ Charts: :func:`bar_chart_svg` (one value per label, horizontal or vertical),
 :func:`histogram_svg` (counts between bin edges), :func:`stacked_bar_svg` (the share of
 each series inside each category, e.g. label share per split) and
 :func:`line_chart_svg` (one or more y series over shared x values, e.g. a reliability
-plot).
+plot) and :func:`heatmap_svg` (a grid of shaded cells, e.g. a confusion matrix).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from itertools import pairwise
 __all__ = [
     "PALETTE",
     "bar_chart_svg",
+    "heatmap_svg",
     "histogram_svg",
     "line_chart_svg",
     "stacked_bar_svg",
@@ -50,6 +51,8 @@ PALETTE: tuple[str, ...] = (
 )
 _OTHER_COLOR = "#bab0ac"
 _BAR_COLOR = PALETTE[0]
+_ERROR_COLOR = PALETTE[3]
+_EMPTY_CELL = "#f6f8fa"
 _INK = "#1f2328"
 _MUTED = "#656d76"
 _GRID = "#d8dee4"
@@ -763,5 +766,161 @@ def line_chart_svg(
                         f'<circle cx="{_n(sx(x))}" cy="{_n(sy(y))}" r="3" '
                         f'fill="{color}"><title>{tip}</title></circle>'
                     )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _mix(low: str, high: str, t: float) -> str:
+    """The hex colour ``t`` of the way from ``low`` to ``high`` (``t`` clipped to [0, 1])."""
+    t = min(max(t, 0.0), 1.0)
+    channels = []
+    for i in (1, 3, 5):
+        a, b = int(low[i : i + 2], 16), int(high[i : i + 2], 16)
+        channels.append(round(a + (b - a) * t))
+    return "#" + "".join(f"{c:02x}" for c in channels)
+
+
+def heatmap_svg(
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    values: Sequence[Sequence[float]],
+    *,
+    title: str,
+    x_label: str = "",
+    y_label: str = "",
+    value_format: str = "{:,.0f}",
+    normalize: str = "all",
+    highlight_diagonal: bool = False,
+    width: int = 560,
+) -> str:
+    """A grid of cells, one per (row, column), shaded by value, e.g. a confusion matrix.
+
+    ``values`` holds one row of non-negative numbers per row label, one per column
+    label. A cell's shade is its value divided by the largest value (``normalize="all"``)
+    or by its row total (``normalize="rows"``, e.g. the share of each true label's rows
+    that went to each prediction). With ``highlight_diagonal`` cells off the diagonal
+    are shaded red instead of blue, so that in a confusion matrix the mistakes stand
+    out. Values are written inside cells that have room; every cell shows its row,
+    column, value (and row share) on hover. Row labels sit on the left, column labels
+    under the grid, rotated when they do not fit. Empty input, or values that are all
+    zero or non-finite, give a "no data" note.
+
+    Raises:
+        ValueError: ``values`` is not one row per row label and one value per column
+            label, a value is negative, or ``normalize`` is not "all" or "rows".
+    """
+    if normalize not in ("all", "rows"):
+        raise ValueError(f"heatmap_svg normalize must be 'all' or 'rows', got {normalize!r}")
+    _check_same_length("heatmap_svg rows of values and row_labels", values, row_labels)
+    grid: list[list[float]] = []
+    for i, row in enumerate(values):
+        _check_same_length(f"heatmap_svg values row {i} and col_labels", row, col_labels)
+        cells = [_as_float(v) for v in row]
+        if any(v < 0 for v in cells):
+            raise ValueError(f"heatmap_svg values must be >= 0, row {i} has {list(row)}")
+        grid.append(cells)
+    finite = [v for row in grid for v in row if math.isfinite(v)]
+    if not row_labels or not col_labels or not finite or max(finite) == 0:
+        return _no_data(title, width)
+
+    w = float(width)
+    rows = [_clean(label) for label in row_labels]
+    cols = [_clean(label) for label in col_labels]
+    y_axis_w = 18.0 if y_label else 0.0
+    label_w = min(max(_text_width(r) for r in rows), w * 0.28) + 8
+    x0 = _PAD + y_axis_w + label_w
+    cell_w = min(max(w - x0 - _PAD, 40.0) / len(cols), 96.0)
+    cell_h = min(max(cell_w * 0.6, 18.0), 40.0)
+    plot_w = cell_w * len(cols)
+    top = _TITLE_H + 6
+    plot_h = cell_h * len(rows)
+
+    longest = max(_text_width(c) for c in cols)
+    rotate = longest > cell_w - 4
+    steep = rotate and cell_w * 0.64 < 15
+    angle = 90 if steep else 40
+    stride = max(1, math.ceil(15 / cell_w)) if steep else 1
+    max_label = 110.0 if rotate else cell_w - 4
+    col_label_h = (min(longest, max_label) * (1.0 if steep else 0.65) + 18) if rotate else 20.0
+    x_axis_h = 18.0 if x_label else 0.0
+    height = top + plot_h + col_label_h + x_axis_h + _PAD
+
+    row_totals = [sum(v for v in row if math.isfinite(v)) for row in grid]
+    top_value = max(finite)
+    font = 11.0 if cell_h < 24 else _FONT_SIZE
+    parts = _open(w, height, title)
+    for i, (name, row) in enumerate(zip(rows, grid, strict=True)):
+        y = top + i * cell_h
+        shown = _fit(name, label_w - 8)
+        parts.append(
+            _text(
+                x0 - 6,
+                y + cell_h / 2 + 4,
+                shown,
+                anchor="end",
+                tooltip=name if shown != name else None,
+            )
+        )
+        for j, value in enumerate(row):
+            x = x0 + j * cell_w
+            base = _ERROR_COLOR if highlight_diagonal and i != j else _BAR_COLOR
+            denominator = row_totals[i] if normalize == "rows" else top_value
+            share = value / denominator if math.isfinite(value) and denominator > 0 else 0.0
+            fill = _mix(_EMPTY_CELL, base, 0.08 + 0.92 * share) if share > 0 else _EMPTY_CELL
+            if not math.isfinite(value):
+                fill = "#ffffff"
+            shown_value = _format(value_format, value)
+            tip = f"{name} → {cols[j]}: {shown_value}"
+            if normalize == "rows" and math.isfinite(value) and row_totals[i] > 0:
+                tip += f" ({value / row_totals[i]:.1%} of row)"
+            parts.append(_rect(x + 0.5, y + 0.5, cell_w - 1, cell_h - 1, fill, tip))
+            if cell_h >= 14 and _text_width(shown_value, font) + 4 <= cell_w:
+                parts.append(
+                    _text(
+                        x + cell_w / 2,
+                        y + cell_h / 2 + font / 3,
+                        shown_value,
+                        anchor="middle",
+                        size=font,
+                        fill=_text_color_on(fill) if value else _MUTED,
+                    )
+                )
+    axis_y = top + plot_h
+    for j, name in enumerate(cols):
+        if j % stride:
+            continue
+        centre = x0 + (j + 0.5) * cell_w
+        shown = _fit(name, max_label)
+        tip = name if shown != name else None
+        y_text = axis_y + (8 if steep else 14)
+        if rotate:
+            parts.append(
+                _text(
+                    centre + 4,
+                    y_text,
+                    shown,
+                    anchor="end",
+                    tooltip=tip,
+                    transform=f"rotate(-{angle} {_n(centre + 4)} {_n(y_text)})",
+                )
+            )
+        else:
+            parts.append(_text(centre, y_text, shown, anchor="middle", tooltip=tip))
+    if x_label:
+        parts.append(
+            _text(x0 + plot_w / 2, height - _PAD - 2, x_label, anchor="middle", fill=_MUTED)
+        )
+    if y_label:
+        mid = top + plot_h / 2
+        parts.append(
+            _text(
+                _PAD + 12,
+                mid,
+                y_label,
+                anchor="middle",
+                fill=_MUTED,
+                transform=f"rotate(-90 {_n(_PAD + 12)} {_n(mid)})",
+            )
+        )
     parts.append("</svg>")
     return "".join(parts)

@@ -162,12 +162,11 @@ def _resolve_group(group: list[Record], policy: str, result: CleanResult) -> set
         for offset, record in enumerate(group):
             if offset == first:
                 continue
-            _drop(
-                result,
-                record,
-                "conflicting_label" if record.label != winner else _dup_kind(group[first], record),
-            )
-            _remember(result, group[first], record)
+            if record.label != winner:
+                _drop(result, record, "conflicting_label")
+            else:
+                _drop(result, record, _dup_kind(group[first], record))
+                _remember(result, group[first], record)
         return {first}
     for record in group[1:]:
         _drop(result, record, _dup_kind(group[0], record))
@@ -180,10 +179,14 @@ def _dup_kind(kept: Record, dropped: Record) -> str:
 
 
 def _remember(result: CleanResult, kept: Record, dropped: Record) -> None:
-    if len(result.duplicate_examples) < _MAX_EXAMPLES and kept.text != dropped.text:
-        result.duplicate_examples.append(
-            {"kept": kept.text, "dropped": dropped.text, "kind": "near"}
-        )
+    """Keep a few distinct near-duplicate pairs as examples for the report."""
+    example = {"kept": kept.text, "dropped": dropped.text, "kind": "near"}
+    if (
+        len(result.duplicate_examples) < _MAX_EXAMPLES
+        and kept.text != dropped.text
+        and example not in result.duplicate_examples
+    ):
+        result.duplicate_examples.append(example)
 
 
 def _drop_similar(

@@ -1,0 +1,1 @@
+"""Starter recipes written by `flywheel init --template NAME`."""
