@@ -6,11 +6,15 @@ def test_public_api_is_pinned() -> None:
         "DataCheckResult",
         "Dataset",
         "FlywheelError",
+        "LoadedModel",
+        "Prediction",
         "Recipe",
         "Record",
         "Store",
         "__version__",
         "check_data",
+        "explain_prediction",
+        "load",
         "load_recipe",
     ]
     for name in aiflywheel.__all__:

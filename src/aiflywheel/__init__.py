@@ -21,6 +21,10 @@ _EXPORTS = {
     "Recipe": "aiflywheel.recipe",
     "load_recipe": "aiflywheel.recipe",
     "Store": "aiflywheel.store",
+    "load": "aiflywheel.registry",
+    "LoadedModel": "aiflywheel.registry",
+    "Prediction": "aiflywheel.classifiers.base",
+    "explain_prediction": "aiflywheel.explain",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from aiflywheel.errors import FlywheelError, RecipeError
+from aiflywheel.errors import FlywheelError, RecipeError, TrainingInterrupted
 
 app = typer.Typer(
     name="flywheel",
@@ -28,10 +28,12 @@ recipe_app = typer.Typer(help="Recipe schema and validation.", no_args_is_help=T
 data_app = typer.Typer(help="Check and prepare data.", no_args_is_help=True)
 runs_app = typer.Typer(help="Recorded runs.", no_args_is_help=True)
 db_app = typer.Typer(help="The store's database schema.", no_args_is_help=True)
+models_app = typer.Typer(help="Model catalog and registered model versions.", no_args_is_help=True)
 app.add_typer(recipe_app, name="recipe")
 app.add_typer(data_app, name="data")
 app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
+app.add_typer(models_app, name="models")
 
 console = Console()
 TEMPLATES_PACKAGE = "aiflywheel.recipes"
@@ -174,6 +176,133 @@ def data_versions(feature: Annotated[str, typer.Argument(help="Feature name.")])
     console.print(table)
 
 
+@app.command()
+def train(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    method: Annotated[
+        str | None,
+        typer.Option("--method", help="Override model.method: auto, head, finetune, lora."),
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Override model.name.")] = None,
+) -> None:
+    """Data check -> baseline -> train -> evaluate -> register a candidate version.
+
+    Ctrl-C saves a checkpoint; the same command resumes from it.
+    """
+    from aiflywheel.recipe import load_recipe, with_model_overrides
+    from aiflywheel.settings import get_settings
+    from aiflywheel.store import open_store
+    from aiflywheel.train import train_feature
+
+    loaded = with_model_overrides(load_recipe(recipe), name=model, method=method)
+    result = train_feature(
+        loaded,
+        store=open_store(),
+        settings=get_settings(),
+        report=lambda line: console.print(f"[dim]·[/dim] {line}", highlight=False),
+    )
+    summary = result.metrics
+    console.print(f"\n[bold]{summary['verdict']}[/bold]", highlight=False)
+    console.print(
+        f"{loaded.feature} v{result.version} registered as candidate ({result.method}); "
+        f"report: [bold]{result.report_html}[/bold]"
+    )
+
+
+@models_app.command("catalog")
+def models_catalog() -> None:
+    """Packaged encoders usable offline, by alias."""
+    from aiflywheel.models.catalog import CATALOG
+
+    table = Table("alias", "languages", "size", "layers", "license", "package", "what")
+    for entry in CATALOG.values():
+        table.add_row(
+            entry.alias,
+            ", ".join(entry.languages),
+            f"{entry.size_mb} MB",
+            str(entry.layers),
+            entry.license,
+            entry.package,
+            entry.description,
+        )
+    console.print(table)
+    console.print(
+        "A local transformers folder works too; a Hugging Face id needs FLYWHEEL_ALLOW_DOWNLOAD=1."
+    )
+
+
+@models_app.command("list")
+def models_list(
+    feature: Annotated[str | None, typer.Argument(help="Only this feature.")] = None,
+) -> None:
+    """Registered model versions."""
+    from aiflywheel.store import open_store
+
+    table = Table(
+        "feature", "version", "status", "model", "macro-F1", "baseline", "beats baseline", "created"
+    )
+    for version, name in open_store().list_model_versions(feature):
+        m = version.metrics
+        table.add_row(
+            name,
+            f"v{version.version}",
+            version.status,
+            f"{version.base_model}/{version.method}",
+            f"{m.get('macro_f1', 0):.3f}",
+            f"{m.get('baseline_macro_f1', 0):.3f}",
+            "yes" if m.get("beats_baseline") else "no",
+            f"{version.created_at:%Y-%m-%d %H:%M}",
+        )
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(ref: Annotated[str, typer.Argument(help="FEATURE or FEATURE:VERSION.")]) -> None:
+    """One model version: verdict, figures, where its files are."""
+    from aiflywheel.registry import parse_version_ref
+    from aiflywheel.store import open_store
+
+    feature, number = parse_version_ref(ref)
+    version = open_store().get_model_version(feature, number)
+    m = version.metrics
+    console.print(
+        f"[bold]{feature} v{version.version}[/bold] ({version.status}) "
+        f"{version.base_model}/{version.method}"
+    )
+    console.print(m.get("verdict", ""), highlight=False)
+    lo, hi = m.get("macro_f1_ci", [0, 0])
+    console.print(
+        f"macro-F1 {m.get('macro_f1', 0):.4f} (95% CI {lo:.4f}–{hi:.4f}), accuracy "
+        f"{m.get('accuracy', 0):.4f}, baseline {m.get('baseline_macro_f1', 0):.4f}, "
+        f"{m.get('test_rows', 0)} test rows, trained in {m.get('train_seconds', 0):.0f} s"
+    )
+    run_dir = Path(version.model_path).parent
+    console.print(
+        f"model: {version.model_path}\nreport: {run_dir / 'report.html'}\nrun: {version.run_id}"
+    )
+
+
+@app.command()
+def predict(
+    ref: Annotated[str, typer.Argument(help="FEATURE or FEATURE:VERSION.")],
+    texts: Annotated[list[str], typer.Argument(help="Texts to classify.")],
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Show the tokens behind each label.")
+    ] = False,
+) -> None:
+    """Classify texts with a registered model (prints JSON lines)."""
+    from aiflywheel.registry import load
+
+    model = load(ref)
+    for text, prediction in zip(texts, model.predict(texts), strict=True):
+        line = {"text": text, **prediction.to_json(), "version": model.version}
+        if explain:
+            from aiflywheel.explain import top_tokens
+
+            line["top_tokens"] = top_tokens(model.explain(text, prediction.label))
+        sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
 @runs_app.command("list")
 def runs_list(
     feature: Annotated[str | None, typer.Option("--feature", help="Only this feature.")] = None,
@@ -215,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app; user errors print one line and exit 2."""
     try:
         app(args=argv, standalone_mode=False)
+    except TrainingInterrupted as exc:
+        Console(stderr=True).print(f"interrupted: {exc}", highlight=False, soft_wrap=True)
+        return 130
     except FlywheelError as exc:
         Console(stderr=True).print(
             f"[red]error:[/red] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True

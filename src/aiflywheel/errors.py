@@ -13,6 +13,9 @@ the API maps it to a 4xx answer with the same message.
     │   ├── IngestError      a source cannot be read (missing, empty, binary, encoding,
     │   │                    delimiter, absent column, malformed JSON)
     │   └── SplitError       a split cannot be made (one class, too few rows or groups)
+    ├── ModelError           a model cannot be resolved, trained or used as asked
+    │   ├── NotFittedError   predict/save before fit
+    │   └── TrainingInterrupted  Ctrl-C during training: checkpoint saved, rerun resumes
     ├── MissingExtraError    an optional dependency is not installed (names the pip line)
     └── StoreError           the store cannot be opened or written
 """
@@ -42,6 +45,18 @@ class IngestError(DataError):
 
 class SplitError(DataError):
     """A train/val/test split cannot be made from the data."""
+
+
+class ModelError(FlywheelError):
+    """A model cannot be resolved, trained or used as asked."""
+
+
+class NotFittedError(ModelError):
+    """A model was used before ``fit``."""
+
+
+class TrainingInterrupted(ModelError):
+    """Training stopped on SIGINT after saving a checkpoint; the same command resumes."""
 
 
 class MissingExtraError(FlywheelError):

@@ -163,6 +163,87 @@ class ReportConfig(_Strict):
     )
 
 
+class ModelConfig(_Strict):
+    """Which encoder to start from and how to train it."""
+
+    name: str = Field(
+        "e5-small",
+        description="A catalog alias (see `flywheel models catalog`: minilm, e5-small), a local "
+        "transformers folder, or a Hugging Face id (fetched only with FLYWHEEL_ALLOW_DOWNLOAD=1).",
+    )
+    method: Literal["auto", "head", "finetune", "lora"] = Field(
+        "auto",
+        description="'head': frozen encoder features + logistic regression (fast on CPU); "
+        "'finetune': full fine-tuning with the HF Trainer; 'lora': PEFT LoRA adapters; "
+        "'auto': chosen from the hardware and the data size (the reason is logged).",
+    )
+    max_length: int | None = Field(
+        None,
+        ge=8,
+        le=512,
+        description="Maximum tokens per text; null takes the 95th percentile of training-text "
+        "token lengths (at most 256).",
+    )
+
+
+class TrainConfig(_Strict):
+    """Training options (used by finetune and lora; head uses batch_size and class_weights)."""
+
+    epochs: float = Field(3.0, gt=0, le=100, description="Passes over the training rows.")
+    batch_size: int = Field(16, ge=1, le=1024, description="Rows per training step.")
+    learning_rate: float | None = Field(
+        None, gt=0, lt=1, description="Peak learning rate; null: 5e-5 finetune, 5e-4 lora."
+    )
+    weight_decay: float = Field(0.01, ge=0, lt=1, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps for LR warmup.")
+    eval_every_steps: int | None = Field(
+        None, ge=1, description="Evaluate on validation every N steps; null: once per epoch."
+    )
+    early_stopping_patience: int = Field(
+        2, ge=1, description="Stop after this many evaluations without a better val macro-F1."
+    )
+    class_weights: bool = Field(
+        True, description="Weigh the loss by inverse label frequency (helps rare labels)."
+    )
+    max_train_samples: int | None = Field(
+        None, ge=10, description="Train on a seeded sample of at most this many rows; null: all."
+    )
+    freeze_embeddings: bool = Field(
+        True,
+        description="Keep the word-embedding matrix frozen when fine-tuning (much faster on CPU "
+        "for large-vocabulary models, usually no loss in quality).",
+    )
+    lora_r: int = Field(8, ge=1, le=256, description="LoRA rank.")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling alpha.")
+    lora_dropout: float = Field(0.1, ge=0, lt=1, description="LoRA dropout.")
+    time_budget_minutes: float = Field(
+        20.0,
+        gt=0,
+        description="For method 'auto': fine-tune only if the estimated time fits this budget.",
+    )
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for torch; null uses every core."
+    )
+
+
+class EvaluateConfig(_Strict):
+    """Evaluation options."""
+
+    bootstrap_resamples: int = Field(
+        1000, ge=100, le=100_000, description="Resamples for confidence intervals."
+    )
+    slices: list[str] | None = Field(
+        None, description="Metadata columns to report per-slice metrics for; null: all meta."
+    )
+    min_slice_rows: int = Field(20, ge=1, description="Slices with fewer test rows are not scored.")
+    cross_validation: bool = Field(
+        False, description="Also run k-fold cross-validation (k = split.k_folds, default 5)."
+    )
+    explain_mistakes: int = Field(
+        10, ge=0, le=200, description="Most confident mistakes shown with token attributions."
+    )
+
+
 class Recipe(_Strict):
     """An AI feature: its name, task, data and how the data is prepared."""
 
@@ -181,6 +262,11 @@ class Recipe(_Strict):
     report: ReportConfig = Field(
         default_factory=ReportConfig, description="Data-quality warning thresholds."
     )
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Model to train.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Training options.")
+    evaluate: EvaluateConfig = Field(
+        default_factory=EvaluateConfig, description="How the model is compared with the baseline."
+    )
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
@@ -194,6 +280,16 @@ class Recipe(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _slices_are_meta(self) -> Recipe:
+        for column in self.evaluate.slices or []:
+            if column not in self.data.columns.meta:
+                raise ValueError(
+                    f"evaluate.slices column {column!r} must be one of data.columns.meta "
+                    f"{self.data.columns.meta}"
+                )
+        return self
+
     @property
     def base_dir(self) -> Path:
         """Directory that relative data paths are resolved against (the recipe's folder)."""
@@ -202,6 +298,18 @@ class Recipe(_Strict):
     def with_base_dir(self, base_dir: Path) -> Recipe:
         self._base_dir = Path(base_dir)
         return self
+
+
+def with_model_overrides(recipe: Recipe, *, name: str | None, method: str | None) -> Recipe:
+    """The recipe with ``model.name`` / ``model.method`` replaced (validated like the file)."""
+    if name is None and method is None:
+        return recipe
+    obj = recipe.model_dump(mode="json")
+    if name is not None:
+        obj["model"]["name"] = name
+    if method is not None:
+        obj["model"]["method"] = method
+    return parse_recipe(obj, origin="command line", base_dir=recipe.base_dir)
 
 
 def parse_recipe(obj: Any, *, origin: str = "recipe", base_dir: Path | None = None) -> Recipe:

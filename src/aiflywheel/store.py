@@ -97,6 +97,32 @@ class Run(Base):
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
+class ModelVersion(Base):
+    """A trained and evaluated model of a feature: candidate, champion or archived."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("feature_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    feature_id: Mapped[int] = mapped_column(ForeignKey("features.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id"), nullable=True)
+    dataset_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("dataset_versions.id"), nullable=True
+    )
+    model_path: Mapped[str] = mapped_column(Text)
+    base_model: Mapped[str] = mapped_column(String(200))
+    method: Mapped[str] = mapped_column(String(32))
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    recipe: Mapped[dict[str, Any]] = mapped_column(JSON)
+    code_version: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+MODEL_STATUSES = ("candidate", "champion", "archived", "rejected")
+
+
 def new_run_id() -> str:
     """Sortable, readable and unique: 20261125-010203-9f2c1a."""
     return f"{utcnow():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
@@ -289,6 +315,86 @@ class Store:
                 query = query.where(Feature.name == feature)
             query = query.order_by(Run.started_at.desc(), Run.id.desc()).limit(limit)
             return [(run, name) for run, name in session.execute(query)]
+
+    # -- model versions -------------------------------------------------------------
+    def register_model_version(
+        self,
+        feature: str,
+        *,
+        run_id: str | None,
+        dataset_version_id: int | None,
+        model_path: str,
+        base_model: str,
+        method: str,
+        metrics: dict,
+        recipe: dict,
+        status: str = "candidate",
+    ) -> ModelVersion:
+        """Add the next version number of ``feature`` (1, 2, ...)."""
+        with self.session() as session:
+            feature_id = self._feature_id(session, feature)
+            latest = session.scalar(
+                select(ModelVersion.version)
+                .where(ModelVersion.feature_id == feature_id)
+                .order_by(ModelVersion.version.desc())
+                .limit(1)
+            )
+            version = ModelVersion(
+                feature_id=feature_id,
+                version=(latest or 0) + 1,
+                status=status,
+                run_id=run_id,
+                dataset_version_id=dataset_version_id,
+                model_path=model_path,
+                base_model=base_model,
+                method=method,
+                metrics=metrics,
+                recipe=recipe,
+                code_version=code_version(),
+            )
+            session.add(version)
+            session.flush()
+            return version
+
+    def list_model_versions(self, feature: str | None = None) -> list[tuple[ModelVersion, str]]:
+        """Model versions with their feature names, by feature then version."""
+        with self.session() as session:
+            query = select(ModelVersion, Feature.name).join(
+                Feature, ModelVersion.feature_id == Feature.id
+            )
+            if feature is not None:
+                self._feature_id(session, feature)
+                query = query.where(Feature.name == feature)
+            query = query.order_by(Feature.name, ModelVersion.version)
+            return [(version, name) for version, name in session.execute(query)]
+
+    def get_model_version(self, feature: str, version: int | None = None) -> ModelVersion:
+        """A version by number; without one, the champion, else the newest candidate."""
+        with self.session() as session:
+            feature_id = self._feature_id(session, feature)
+            query = select(ModelVersion).where(ModelVersion.feature_id == feature_id)
+            if version is not None:
+                found = session.scalar(query.where(ModelVersion.version == version))
+                if found is None:
+                    known = session.scalars(query.with_only_columns(ModelVersion.version)).all()
+                    raise StoreError(
+                        f"feature {feature!r} has no version {version}; versions: "
+                        f"{', '.join(map(str, known)) or 'none'}"
+                    )
+                return found
+            champion = session.scalar(query.where(ModelVersion.status == "champion"))
+            if champion is not None:
+                return champion
+            newest = session.scalar(
+                query.where(ModelVersion.status == "candidate")
+                .order_by(ModelVersion.version.desc())
+                .limit(1)
+            )
+            if newest is None:
+                raise StoreError(
+                    f"feature {feature!r} has no model versions yet; run `flywheel train` first"
+                )
+            return newest
 
     @staticmethod
     def _feature_id(session: Session, name: str) -> int:

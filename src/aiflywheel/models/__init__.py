@@ -1,0 +1,1 @@
+"""Model catalog, packaged encoders and their conversion."""

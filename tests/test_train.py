@@ -1,0 +1,198 @@
+"""Training flow on tiny models built from config: train, evaluate, register, load, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from aiflywheel.cli import main
+from aiflywheel.errors import ModelError, StoreError
+from aiflywheel.recipe import load_recipe
+from aiflywheel.registry import load
+from aiflywheel.settings import get_settings
+from aiflywheel.store import open_store
+from aiflywheel.train import train_feature
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_models import build_tiny_bert, sentiment_rows  # noqa: E402
+
+RECIPE = """\
+feature: tiny-sentiment
+seed: 7
+data: {{source: {data}, columns: {{text: text, label: label, meta: [channel]}}}}
+model: {{name: {model}, method: {method}}}
+train: {{epochs: {epochs}, batch_size: 16, learning_rate: 0.003, early_stopping_patience: 4,
+        freeze_embeddings: false, eval_every_steps: {every}}}
+evaluate: {{bootstrap_resamples: 200, explain_mistakes: 3, min_slice_rows: 5}}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny-world")
+    rows = sentiment_rows(300)
+    build_tiny_bert(root / "tiny-bert", [text for text, _ in rows])
+    with (root / "reviews.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label", "channel"])
+        for i, (text, label) in enumerate(rows):
+            writer.writerow([text, label, ("app", "web", "email")[i % 3]])
+    return root
+
+
+def _recipe(
+    world: Path, tmp_path: Path, method: str, *, epochs: int = 12, every: str = "null"
+) -> Path:
+    path = tmp_path / f"{method}.yaml"
+    path.write_text(
+        RECIPE.format(
+            data=world / "reviews.csv",
+            model=world / "tiny-bert",
+            method=method,
+            epochs=epochs,
+            every=every,
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_finetune_trains_evaluates_registers_and_loads(
+    tiny_world: Path, tmp_path: Path, capsys
+) -> None:
+    recipe = load_recipe(_recipe(tiny_world, tmp_path, "finetune"))
+    result = train_feature(recipe, store=open_store(), settings=get_settings())
+    assert result.version == 1 and result.method == "finetune"
+    for name in (
+        "model/classifier.json",
+        "model/model.safetensors",
+        "baseline/weights.safetensors",
+        "metrics.json",
+        "report.html",
+        "train_log.jsonl",
+        "splits/test.jsonl",
+    ):
+        assert (result.run_dir / name).is_file(), name
+    assert not (result.run_dir / "checkpoints").exists()
+    metrics = json.loads((result.run_dir / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["model"]["metrics"]["macro_f1"] > 0.8  # the tiny task is learnable
+    assert metrics["version"] == "v1" and metrics["verdict"]
+    assert metrics["model"]["macro_f1_ci"][0] <= metrics["model"]["metrics"]["macro_f1"]
+    assert "channel" in metrics["slices"]
+    assert metrics["mistakes"] == [] or metrics["mistakes"][0]["attributions"]
+    assert "<svg" in (result.run_dir / "report.html").read_text(encoding="utf-8")
+
+    model = load("tiny-sentiment")
+    assert model.version == 1 and model.labels == ["negative", "positive"]
+    predictions = model.predict(["很好 great product", "很差 terrible 退货"])
+    assert [p.label for p in predictions] == ["positive", "negative"]
+    assert abs(sum(predictions[0].probabilities.values()) - 1) < 1e-5
+    assert any(score != 0 for _, score in model.explain("很好 great product"))
+
+    assert main(["models", "list"]) == 0
+    assert main(["models", "show", "tiny-sentiment:1"]) == 0
+    assert main(["predict", "tiny-sentiment", "很好 great", "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-sentiment" in out and '"label": "positive"' in out and "top_tokens" in out
+    (run, _), *_ = open_store().list_runs()
+    assert run.kind == "train" and run.status == "succeeded" and run.summary["version"] == 1
+
+
+@pytest.mark.parametrize("method", ["head", "lora"])
+def test_head_and_lora_methods(method: str, tiny_world: Path, tmp_path: Path) -> None:
+    recipe = load_recipe(_recipe(tiny_world, tmp_path, method))
+    result = train_feature(recipe, store=open_store(), settings=get_settings())
+    assert result.method == method
+    model = load("tiny-sentiment")
+    assert len(model.predict(["很好 great"])) == 1
+    assert result.metrics["baseline"]["name"].startswith("tfidf")
+
+
+def test_auto_method_measures_and_says_why(tiny_world: Path, tmp_path: Path) -> None:
+    lines: list[str] = []
+    recipe = load_recipe(_recipe(tiny_world, tmp_path, "auto", epochs=2))
+    result = train_feature(recipe, store=open_store(), settings=get_settings(), report=lines.append)
+    assert result.method == "finetune"
+    assert "auto: no GPU; one training step" in result.method_reason
+    assert result.method_reason in lines
+
+
+def test_predict_bad_inputs(tiny_world: Path, tmp_path: Path) -> None:
+    train_feature(
+        load_recipe(_recipe(tiny_world, tmp_path, "head")),
+        store=open_store(),
+        settings=get_settings(),
+    )
+    model = load("tiny-sentiment")
+    for bad, message in [
+        ([], "at least one text, got an empty list"),
+        (None, "got None"),
+        (["ok", 3], "item 1 is int"),
+        ("just a string", "got a single string"),
+    ]:
+        with pytest.raises(ModelError, match=message):
+            model.predict(bad)
+    with pytest.raises(StoreError, match="has no version 9; versions: 1"):
+        load("tiny-sentiment:9")
+    with pytest.raises(StoreError, match="unknown feature 'nope'"):
+        load("nope")
+
+
+def test_unknown_model_alias_and_empty_validation(tiny_world: Path, tmp_path: Path, capsys) -> None:
+    path = _recipe(tiny_world, tmp_path, "head")
+    code = main(["train", str(path), "--model", "bert-nonexistent"])
+    err = capsys.readouterr().err
+    assert code == 2 and "known alias (minilm, e5-small)" in " ".join(err.split())
+    assert "FLYWHEEL_ALLOW_DOWNLOAD=1" in " ".join(err.split())
+    path.write_text(path.read_text() + "split: {train: 0.8, val: 0, test: 0.2}\n")
+    code = main(["train", str(path)])
+    assert code == 2 and "validation split is empty" in " ".join(capsys.readouterr().err.split())
+
+
+def _flywheel(home: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "FLYWHEEL_HOME": str(home)}
+    script = Path(sys.executable).parent / "flywheel"
+    return subprocess.Popen(
+        [str(script), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def test_sigint_saves_a_checkpoint_and_the_same_command_resumes(
+    tiny_world: Path, tmp_path: Path
+) -> None:
+    recipe = _recipe(tiny_world, tmp_path, "finetune", epochs=12)
+    straight_home, resumed_home = tmp_path / "straight", tmp_path / "resumed"
+    straight = _flywheel(straight_home, "train", str(recipe))
+    assert straight.wait(timeout=300) == 0, straight.stdout.read()
+
+    first = _flywheel(resumed_home, "train", str(recipe))
+    feature_dir = resumed_home / "runs" / "tiny-sentiment"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(
+        feature_dir.glob(".train-*/checkpoints/checkpoint-*")
+    ):
+        time.sleep(0.05)
+    first.send_signal(signal.SIGINT)
+    output = first.communicate(timeout=120)[0]
+    assert first.returncode == 130, output
+    assert "interrupted: training interrupted at step" in output and "Traceback" not in output
+    assert list(feature_dir.glob(".train-*/checkpoints/checkpoint-*"))
+
+    second = _flywheel(resumed_home, "train", str(recipe))
+    output = second.communicate(timeout=300)[0]
+    assert second.returncode == 0, output
+    assert "resuming from the checkpoints" in output
+
+    def final_f1(home: Path) -> float:
+        (metrics_file,) = (home / "runs" / "tiny-sentiment").glob("*/metrics.json")
+        return json.loads(metrics_file.read_text(encoding="utf-8"))["model"]["metrics"]["macro_f1"]
+
+    assert abs(final_f1(resumed_home) - final_f1(straight_home)) <= 0.05
