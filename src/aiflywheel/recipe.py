@@ -213,6 +213,12 @@ class TrainConfig(_Strict):
         description="Keep the word-embedding matrix frozen when fine-tuning (much faster on CPU "
         "for large-vocabulary models, usually no loss in quality).",
     )
+    freeze_layers: int = Field(
+        0,
+        ge=0,
+        description="Freeze the bottom N transformer layers when fine-tuning: no backward pass "
+        "through them, so each step is cheaper on CPU; the top layers and the head still learn.",
+    )
     lora_r: int = Field(8, ge=1, le=256, description="LoRA rank.")
     lora_alpha: int = Field(16, ge=1, description="LoRA scaling alpha.")
     lora_dropout: float = Field(0.1, ge=0, lt=1, description="LoRA dropout.")

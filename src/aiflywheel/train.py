@@ -71,7 +71,9 @@ def choose_method(
 
     if torch.cuda.is_available():
         return "finetune", "auto: a GPU is available, so the encoder is fine-tuned"
-    seconds = measure_step_seconds(resolved.source, recipe.train.batch_size, max_length)
+    seconds = measure_step_seconds(
+        resolved.source, recipe.train.batch_size, max_length, recipe.train.freeze_layers
+    )
     steps = math.ceil(
         min(n_train, recipe.train.max_train_samples or n_train) / recipe.train.batch_size
     )
@@ -89,13 +91,17 @@ def choose_method(
     )
 
 
-def measure_step_seconds(source: str, batch_size: int, max_length: int) -> float:
+def measure_step_seconds(source: str, batch_size: int, max_length: int, freeze_layers: int) -> float:
     """Wall time of one forward+backward pass at this batch size and length (2nd of 2)."""
     import torch
-    from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2)
-    model.get_input_embeddings().weight.requires_grad = False
+    from aiflywheel.classifiers.finetuned import FinetunedClassifier, FinetuneSettings
+
+    probe = FinetunedClassifier(
+        "probe", source, settings=FinetuneSettings(freeze_layers=freeze_layers)
+    )
+    probe.labels = ["a", "b"]
+    model = probe._new_model()
     length = min(max_length, getattr(model.config, "max_position_embeddings", max_length))
     ids = torch.randint(5, max(6, min(1000, model.config.vocab_size)), (batch_size, length))
     labels = torch.zeros(batch_size, dtype=torch.long)
@@ -140,6 +146,7 @@ def _build_model(recipe: Recipe, method: str, resolved: ResolvedModel):
         early_stopping_patience=t.early_stopping_patience,
         class_weights=t.class_weights,
         freeze_embeddings=t.freeze_embeddings,
+        freeze_layers=t.freeze_layers,
         lora_r=t.lora_r,
         lora_alpha=t.lora_alpha,
         lora_dropout=t.lora_dropout,

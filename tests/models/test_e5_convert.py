@@ -218,9 +218,9 @@ def test_config_matches_the_file_header(converted: Path) -> None:
     assert len(marker["source_sha256"]) == 64
     assert marker["query_prefix"] == "query: "
 
-    raw = (converted / "model.safetensors").read_bytes()[:8]
-    (header_len,) = struct.unpack("<Q", raw)
-    header = json.loads((converted / "model.safetensors").read_bytes()[8 : 8 + header_len])
+    with (converted / "model.safetensors").open("rb") as handle:
+        (header_len,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(header_len))
     assert header["embeddings.word_embeddings.weight"]["shape"] == [250037, 384]
     assert header["encoder.layer.11.output.dense.weight"]["shape"] == [384, 1536]
     assert all(v["dtype"] == "F32" for k, v in header.items() if k != "__metadata__")

@@ -49,6 +49,7 @@ class FinetuneSettings:
     early_stopping_patience: int = 2
     class_weights: bool = True
     freeze_embeddings: bool = True
+    freeze_layers: int = 0
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.1
@@ -233,10 +234,12 @@ class FinetunedClassifier(ClassifierBase):
                 target_modules=_attention_projections(model),
             )
             model = peft.get_peft_model(model, config)
-        elif s.freeze_embeddings:
-            embeddings = model.get_input_embeddings()
-            for parameter in embeddings.parameters():
-                parameter.requires_grad = False
+        else:
+            if s.freeze_embeddings:
+                for parameter in model.get_input_embeddings().parameters():
+                    parameter.requires_grad = False
+            if s.freeze_layers:
+                _freeze_bottom_layers(model, s.freeze_layers)
         return model
 
     def _tokenize(self, tokenizer, texts: Sequence[str], labels: np.ndarray) -> _TextDataset:
@@ -299,6 +302,23 @@ class FinetunedClassifier(ClassifierBase):
         )
         model._model.eval()
         return model
+
+
+def _freeze_bottom_layers(model, count: int) -> None:
+    """Stop gradients through the embeddings and the bottom ``count`` encoder layers."""
+    base = getattr(model, model.base_model_prefix, model)
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if layers is None:
+        raise ModelError("train.freeze_layers: this model has no encoder.layer list to freeze")
+    if count >= len(layers):
+        raise ModelError(
+            f"train.freeze_layers={count} would freeze all {len(layers)} layers; "
+            f"use at most {len(layers) - 1}"
+        )
+    frozen = [base.embeddings, *layers[:count]]
+    for module in frozen:
+        for parameter in module.parameters():
+            parameter.requires_grad = False
 
 
 def _attention_projections(model) -> list[str]:

