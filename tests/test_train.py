@@ -196,3 +196,21 @@ def test_sigint_saves_a_checkpoint_and_the_same_command_resumes(
         return json.loads(metrics_file.read_text(encoding="utf-8"))["model"]["metrics"]["macro_f1"]
 
     assert abs(final_f1(resumed_home) - final_f1(straight_home)) <= 0.05
+
+
+def test_freeze_layers_cannot_freeze_every_layer(tiny_world: Path, tmp_path: Path, capsys) -> None:
+    path = _recipe(tiny_world, tmp_path, "finetune", epochs=1)
+    path.write_text(path.read_text().replace("freeze_embeddings: false", "freeze_layers: 2"))
+    code = main(["train", str(path)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "freeze_layers=2 would freeze all 2 layers; use at most 1" in err
+
+
+def test_sampled_model_is_compared_with_a_baseline_on_the_full_split(
+    tiny_world: Path, tmp_path: Path
+) -> None:
+    path = _recipe(tiny_world, tmp_path, "head")
+    path.write_text(path.read_text().replace("freeze_embeddings: false", "max_train_samples: 60"))
+    result = train_feature(load_recipe(path), store=open_store(), settings=get_settings())
+    assert result.metrics["train_rows"] == 60
+    assert result.metrics["baseline"]["train_rows"] > 200

@@ -18,7 +18,11 @@ def torch_module():
 
 
 def transformers_module():
-    return require_module("transformers", what="encoder models", install=TRAIN_EXTRA)
+    """transformers, with its load reports and loading bars quieted (errors still show)."""
+    transformers = require_module("transformers", what="encoder models", install=TRAIN_EXTRA)
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    return transformers
 
 
 def load_tokenizer(source: str):
