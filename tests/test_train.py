@@ -214,3 +214,40 @@ def test_sampled_model_is_compared_with_a_baseline_on_the_full_split(
     result = train_feature(load_recipe(path), store=open_store(), settings=get_settings())
     assert result.metrics["train_rows"] == 60
     assert result.metrics["baseline"]["train_rows"] > 200
+
+
+def test_cross_validation_reports_mean_and_spread(tiny_world: Path, tmp_path: Path) -> None:
+    path = _recipe(tiny_world, tmp_path, "head")
+    text = path.read_text().replace(
+        "evaluate: {",
+        "split: {train: 0.8, val: 0.1, test: 0.1, k_folds: 3}\nevaluate: {cross_validation: true, ",
+    )
+    path.write_text(text)
+    result = train_feature(load_recipe(path), store=open_store(), settings=get_settings())
+    cv = result.metrics["cross_validation"]
+    assert cv["k"] == 3 and len(cv["per_fold"]) == 3
+    assert cv["macro_f1_std"] >= 0 and 0.5 < cv["macro_f1_mean"] <= 1
+
+
+def test_cross_validation_needs_folds(tiny_world: Path, tmp_path: Path, capsys) -> None:
+    path = _recipe(tiny_world, tmp_path, "head")
+    path.write_text(path.read_text().replace("evaluate: {", "evaluate: {cross_validation: true, "))
+    assert main(["train", str(path)]) == 2
+    assert "needs split.k_folds" in " ".join(capsys.readouterr().err.split())
+
+
+def test_lora_without_peft_names_the_extra(
+    tiny_world: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import importlib
+
+    real_import = importlib.import_module
+
+    def no_peft(name, *args, **kwargs):
+        if name == "peft":
+            raise ImportError("No module named 'peft'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib, "import_module", no_peft)
+    assert main(["train", str(_recipe(tiny_world, tmp_path, "lora", epochs=1))]) == 2
+    assert "pip install 'aiflywheel[lora]'" in " ".join(capsys.readouterr().err.split())

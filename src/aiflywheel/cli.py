@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from aiflywheel.errors import FlywheelError, RecipeError, TrainingInterrupted
@@ -199,10 +200,10 @@ def train(
         loaded,
         store=open_store(),
         settings=get_settings(),
-        report=lambda line: console.print(f"[dim]·[/dim] {line}", highlight=False),
+        report=lambda line: console.print(f"[dim]·[/dim] {escape(line)}", highlight=False),
     )
     summary = result.metrics
-    console.print(f"\n[bold]{summary['verdict']}[/bold]", highlight=False)
+    console.print(f"\n[bold]{escape(summary['verdict'])}[/bold]", highlight=False)
     console.print(
         f"{loaded.feature} v{result.version} registered as candidate ({result.method}); "
         f"report: [bold]{result.report_html}[/bold]"
@@ -269,7 +270,7 @@ def models_show(ref: Annotated[str, typer.Argument(help="FEATURE or FEATURE:VERS
         f"[bold]{feature} v{version.version}[/bold] ({version.status}) "
         f"{version.base_model}/{version.method}"
     )
-    console.print(m.get("verdict", ""), highlight=False)
+    console.print(escape(m.get("verdict", "")), highlight=False)
     lo, hi = m.get("macro_f1_ci", [0, 0])
     console.print(
         f"macro-F1 {m.get('macro_f1', 0):.4f} (95% CI {lo:.4f}–{hi:.4f}), accuracy "
@@ -345,11 +346,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except TrainingInterrupted as exc:
-        Console(stderr=True).print(f"interrupted: {exc}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(
+            f"interrupted: {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         return 130
     except FlywheelError as exc:
         Console(stderr=True).print(
-            f"[red]error:[/red] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True
+            f"[red]error:[/red] {type(exc).__name__}: {escape(str(exc))}",
+            highlight=False,
+            soft_wrap=True,
         )
         return 2
     except typer.Exit as exc:

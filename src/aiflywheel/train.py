@@ -165,7 +165,16 @@ def _build_model(recipe: Recipe, method: str, resolved: ResolvedModel):
 
 def _fit(model, method: str, train: Dataset, val: Dataset, work_dir: Path) -> None:
     if method == "head":
-        model.fit(train.texts, train.labels, val_texts=val.texts, val_labels=val.labels)
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(train), desc="encoding train rows", unit="text") as bar:
+            model.fit(
+                train.texts,
+                train.labels,
+                val_texts=val.texts,
+                val_labels=val.labels,
+                progress=lambda done: bar.update(done - bar.n),
+            )
     else:
         model.fit(
             train.texts,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 _LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -31,7 +32,7 @@ def print_data_summary(report: dict, console: Console) -> None:
     total = sum(labels["counts"].values()) or 1
     for label, count in list(labels["counts"].items())[:30]:
         table.add_row(
-            label,
+            escape(label),
             f"{count:,}",
             f"{count / total:.1%}",
             *(f"{parts[name]['labels'].get(label, 0):,}" for name in ("train", "val", "test")),
@@ -56,6 +57,8 @@ def print_data_summary(report: dict, console: Console) -> None:
     )
     for warning in report["warnings"]:
         level = warning["level"]
-        console.print(f"[{_LEVEL_STYLE[level]}]{level}:[/] {warning['message']}", highlight=False)
+        console.print(
+            f"[{_LEVEL_STYLE[level]}]{level}:[/] {escape(warning['message'])}", highlight=False
+        )
     if not report["warnings"]:
         console.print("[green]no problems found[/green]")
