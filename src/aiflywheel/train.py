@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiflywheel.data.check import check_data
+from aiflywheel.data.check import check_data, record_dataset_version
 from aiflywheel.data.dataset import Dataset
 from aiflywheel.errors import DataError, ModelError, TrainingInterrupted
 from aiflywheel.evaluate import cross_validate, evaluate_against_baseline, write_evaluation
@@ -205,15 +205,7 @@ def train_feature(
     try:
         report("resuming from the checkpoints in " + str(work_dir) if resuming else "checking data")
         data = check_data(recipe, work_dir)
-        version = store.record_dataset_version(
-            recipe.feature,
-            content_hash=data.dataset_version,
-            split_version=data.split_version,
-            rows=data.report["rows"]["kept"],
-            labels=data.report["labels"]["counts"],
-            source=recipe.data.source,
-            path=str(final_dir / "dataset.jsonl"),
-        )
+        version = record_dataset_version(store, recipe, data, final_dir)
         parts = {
             n: Dataset.from_jsonl(work_dir / "splits" / f"{n}.jsonl")
             for n in ("train", "val", "test")

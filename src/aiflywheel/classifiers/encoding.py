@@ -51,6 +51,21 @@ def length_sorted_batches(texts: Sequence[str], batch_size: int) -> Iterator[lis
         yield order[start : start + batch_size]
 
 
+def tokenized_batches(
+    tokenizer, texts: Sequence[str], *, prefix: str, max_length: int | None, batch_size: int
+) -> Iterator[tuple[list[int], dict]]:
+    """``(indices, model inputs)`` for length-sorted batches, padded per batch."""
+    for batch in length_sorted_batches(texts, batch_size):
+        inputs = tokenizer(
+            [prefix + texts[i] for i in batch],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        yield batch, inputs
+
+
 @contextmanager
 def torch_threads(threads: int | None):
     torch = torch_module()
@@ -105,14 +120,14 @@ class TextEncoder:
         out: np.ndarray | None = None
         done = 0
         with torch.inference_mode():
-            for batch in length_sorted_batches(texts, batch_size):
-                inputs = self._tokenizer(
-                    [self.prefix + texts[i] for i in batch],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                )
+            batches = tokenized_batches(
+                self._tokenizer,
+                texts,
+                prefix=self.prefix,
+                max_length=self.max_length,
+                batch_size=batch_size,
+            )
+            for batch, inputs in batches:
                 hidden = self._model(**inputs).last_hidden_state
                 pooled = torch.nn.functional.normalize(
                     mean_pool(hidden, inputs["attention_mask"]), dim=-1

@@ -21,8 +21,8 @@ import numpy as np
 from aiflywheel.classifiers.base import ClassifierBase, check_texts, read_manifest
 from aiflywheel.classifiers.encoding import (
     choose_max_length,
-    length_sorted_batches,
     load_tokenizer,
+    tokenized_batches,
     torch_module,
     transformers_module,
 )
@@ -254,14 +254,14 @@ class FinetunedClassifier(ClassifierBase):
         texts = check_texts(texts)
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         with torch.inference_mode():
-            for batch in length_sorted_batches(texts, batch_size):
-                inputs = self._tokenizer(
-                    [self.prefix + texts[i] for i in batch],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                )
+            batches = tokenized_batches(
+                self._tokenizer,
+                texts,
+                prefix=self.prefix,
+                max_length=self.max_length,
+                batch_size=batch_size,
+            )
+            for batch, inputs in batches:
                 logits = self._model(**inputs).logits
                 out[batch] = torch.softmax(logits.float(), dim=-1).numpy()
         return out

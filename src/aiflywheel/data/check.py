@@ -96,6 +96,19 @@ def check_data(recipe: Recipe, out_dir: Path) -> DataCheckResult:
     )
 
 
+def record_dataset_version(store, recipe: Recipe, result: DataCheckResult, run_dir: Path):
+    """The store's version row for this data check (created on first sight of the data)."""
+    return store.record_dataset_version(
+        recipe.feature,
+        content_hash=result.dataset_version,
+        split_version=result.split_version,
+        rows=result.report["rows"]["kept"],
+        labels=result.report["labels"]["counts"],
+        source=recipe.data.source,
+        path=str(run_dir / "dataset.jsonl"),
+    )
+
+
 def _drop_summary(ingested, cleaned) -> str:
     drops = ingested.drops + cleaned.drops
     if ingested.malformed:
@@ -139,15 +152,7 @@ def run_data_check(recipe: Recipe, *, store, runs_dir: Path, out_dir: Path | Non
         message = str(exc) if isinstance(exc, Exception) else type(exc).__name__
         store.finish_run(run_id, status="failed", error=message)
         raise
-    version = store.record_dataset_version(
-        recipe.feature,
-        content_hash=result.dataset_version,
-        split_version=result.split_version,
-        rows=result.report["rows"]["kept"],
-        labels=result.report["labels"]["counts"],
-        source=recipe.data.source,
-        path=str(final_dir / "dataset.jsonl"),
-    )
+    version = record_dataset_version(store, recipe, result, final_dir)
     summary = {
         "rows": result.report["rows"],
         "warnings": len(result.report["warnings"]),

@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from aiflywheel.data.dataset import Dataset, Record
+from aiflywheel.data.disjoint_sets import DisjointSets
 from aiflywheel.data.near_duplicates import near_duplicate_pairs
 from aiflywheel.data.pii import scrub
 from aiflywheel.data.text_normalize import (
@@ -193,25 +194,16 @@ def _drop_similar(
     records: list[Record], keys: list[str], threshold: float, result: CleanResult, *, seed: int
 ) -> list[Record]:
     """Drop texts within ``threshold`` Jaccard of an earlier text with the same label."""
-    parent = list(range(len(records)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    sets = DisjointSets(len(records))
     for i, j in near_duplicate_pairs(keys, threshold, seed=seed):
         if records[i].label != records[j].label:
             result.similar_with_other_label += 1
             continue
-        root_i, root_j = find(i), find(j)
-        if root_i != root_j:
-            parent[max(root_i, root_j)] = min(root_i, root_j)
+        sets.union(i, j)
 
     survivors = []
     for index, record in enumerate(records):
-        root = find(index)
+        root = sets.find(index)
         if root == index:
             survivors.append(record)
         else:

@@ -17,15 +17,23 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
-from importlib import metadata
+from collections.abc import Mapping
 from typing import Any
 
 import jinja2
-from markupsafe import Markup
 
 from aiflywheel.charts import bar_chart_svg, histogram_svg, stacked_bar_svg
+from aiflywheel.report_format import (
+    as_dict,
+    as_list,
+    finite_float,
+    format_when,
+    short_hash,
+    shorten,
+    svg,
+    template_environment,
+    tool_version,
+)
 
 __all__ = ["render_data_report_html"]
 
@@ -107,18 +115,8 @@ def render_data_report_html(report: Mapping[str, Any]) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
-    """The jinja2 environment for the package templates (autoescaping, strict names)."""
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("aiflywheel", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters["num"] = _num
-    env.globals["pct"] = _pct
-    return env
+    """The package templates' environment with this report's ``num`` and ``pct``."""
+    return template_environment(filters={"num": _num}, functions={"pct": _pct})
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -151,11 +149,8 @@ def _pct(part: object, whole: object) -> str:
 
 def _float(value: object) -> float:
     """``value`` as a finite float; anything else is 0."""
-    try:
-        out = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return 0.0
-    return out if math.isfinite(out) else 0.0
+    number = finite_float(value)
+    return 0.0 if number is None else number
 
 
 def _int(value: object) -> int:
@@ -163,54 +158,9 @@ def _int(value: object) -> int:
     return int(round(_float(value)))
 
 
-def _dict(value: object) -> Mapping[str, Any]:
-    """``value`` if it is a mapping, else an empty one."""
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: object) -> list[Any]:
-    """``value`` as a list if it is a sequence (not a string), else an empty list."""
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
-        return list(value)
-    return []
-
-
 def _humanize(key: str, names: Mapping[str, str]) -> str:
     """The display name of ``key``: from ``names``, else the key with spaces."""
     return names.get(key, str(key).replace("_", " "))
-
-
-def _short(text: object, limit: int = EXAMPLE_CHARS) -> str:
-    """``text`` on one line, cut to ``limit`` characters with "…"."""
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
-
-
-def _when(value: object) -> str:
-    """An ISO timestamp as ``2026-11-25 01:02:03 UTC``; other text is shown as given."""
-    if not value:
-        return "—"
-    try:
-        moment = datetime.fromisoformat(str(value))
-    except ValueError:
-        return str(value)
-    if moment.tzinfo is None:
-        return f"{moment:%Y-%m-%d %H:%M:%S}"
-    offset = moment.utcoffset()
-    if offset is not None and offset.total_seconds() == 0:
-        return f"{moment.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
-    return f"{moment:%Y-%m-%d %H:%M:%S %z}"
-
-
-def _hash(value: object) -> dict[str, str]:
-    """A hash as its first 12 characters plus the full value (for a tooltip)."""
-    full = str(value) if value else ""
-    return {"short": full[:12] if full else "—", "full": full}
-
-
-def _svg(markup: str) -> Markup:
-    """A chart from :mod:`aiflywheel.charts`; it escapes its own text."""
-    return Markup(markup)  # safe: the chart functions escape every text they draw
 
 
 # ----------------------------------------------------------------------------- sections
@@ -218,19 +168,19 @@ def _svg(markup: str) -> Markup:
 
 def _view(report: Mapping[str, Any]) -> dict[str, Any]:
     """Everything the template shows, one entry per page section."""
-    rows = _dict(report.get("rows"))
+    rows = as_dict(report.get("rows"))
     read, kept = _int(rows.get("read")), _int(rows.get("kept"))
-    labels = _labels(_dict(report.get("labels")))
-    lengths = _lengths(_dict(report.get("lengths")))
-    pii = _pii(_dict(report.get("pii")))
-    splits = _splits(_dict(report.get("splits")), labels["order"])
+    labels = _labels(as_dict(report.get("labels")))
+    lengths = _lengths(as_dict(report.get("lengths")))
+    pii = _pii(as_dict(report.get("pii")))
+    splits = _splits(as_dict(report.get("splits")), labels["order"])
     header = {
         "feature": str(report.get("feature") or "unnamed feature"),
         "task": str(report.get("task") or ""),
         "source": str(report.get("source") or "—"),
-        "generated": _when(report.get("generated_at")),
+        "generated": format_when(report.get("generated_at")),
         "generated_iso": str(report.get("generated_at") or ""),
-        "version": _hash(report.get("dataset_version")),
+        "version": short_hash(report.get("dataset_version")),
         "seconds": _float(report.get("seconds")),
     }
     tiles = [
@@ -261,17 +211,17 @@ def _view(report: Mapping[str, Any]) -> dict[str, Any]:
         )
     return {
         "header": header,
-        "verdict": _verdict(_list(report.get("warnings"))),
+        "verdict": _verdict(as_list(report.get("warnings"))),
         "tiles": tiles,
-        "flow": _flow(rows, _dict(report.get("drops")), _dict(report.get("cleaning"))),
-        "duplicates": _duplicates(_dict(report.get("duplicates"))),
+        "flow": _flow(rows, as_dict(report.get("drops")), as_dict(report.get("cleaning"))),
+        "duplicates": _duplicates(as_dict(report.get("duplicates"))),
         "pii": pii,
         "labels": labels,
         "lengths": lengths,
-        "languages": _languages(_dict(report.get("languages"))),
+        "languages": _languages(as_dict(report.get("languages"))),
         "splits": splits,
-        "notes": _notes(_dict(report.get("input")), header["seconds"]),
-        "tool_version": _tool_version(),
+        "notes": _notes(as_dict(report.get("input")), header["seconds"]),
+        "tool_version": tool_version(),
     }
 
 
@@ -279,7 +229,7 @@ def _verdict(warnings: list[Any]) -> dict[str, Any]:
     """Warnings sorted most serious first, with the level of the worst one."""
     items = []
     for warning in warnings:
-        entry = _dict(warning)
+        entry = as_dict(warning)
         level = str(entry.get("level") or "info").lower()
         items.append(
             {
@@ -320,7 +270,7 @@ def _flow(
     dropped_reasons = [(name, n) for name, n in reasons if n > 0]
     chart = None
     if dropped_reasons:
-        chart = _svg(
+        chart = svg(
             bar_chart_svg(
                 [name for name, _ in dropped_reasons],
                 [n for _, n in dropped_reasons],
@@ -343,12 +293,12 @@ def _flow(
 def _duplicates(dup: Mapping[str, Any]) -> dict[str, Any]:
     """Duplicate counts, the conflict policy and a few kept/dropped example pairs."""
     examples: list[dict[str, str]] = []
-    for raw in _list(dup.get("examples")):
-        entry = _dict(raw)
+    for raw in as_list(dup.get("examples")):
+        entry = as_dict(raw)
         example = {
             "kind": str(entry.get("kind") or ""),
-            "kept": _short(entry.get("kept", "")),
-            "dropped": _short(entry.get("dropped", "")),
+            "kept": shorten(entry.get("kept", ""), EXAMPLE_CHARS),
+            "dropped": shorten(entry.get("dropped", ""), EXAMPLE_CHARS),
         }
         if example not in examples:  # the same pair can be recorded more than once
             examples.append(example)
@@ -373,13 +323,13 @@ def _pii(pii: Mapping[str, Any]) -> dict[str, Any]:
     mode = str(pii.get("mode") or "")
     hits = [
         {"name": _humanize(k, _PII_TYPES), "key": str(k), "count": _int(v)}
-        for k, v in _dict(pii.get("hits")).items()
+        for k, v in as_dict(pii.get("hits")).items()
     ]
     hits.sort(key=lambda h: -h["count"])
     return {
         "mode": mode or "—",
         "mode_text": _PII_MODES.get(mode.lower(), ""),
-        "types": [_humanize(str(t), _PII_TYPES) for t in _list(pii.get("types"))],
+        "types": [_humanize(str(t), _PII_TYPES) for t in as_list(pii.get("types"))],
         "rows_with_pii": _int(pii.get("rows_with_pii")),
         "hits": hits,
         "total_hits": sum(h["count"] for h in hits),
@@ -389,14 +339,14 @@ def _pii(pii: Mapping[str, Any]) -> dict[str, Any]:
 def _labels(labels: Mapping[str, Any]) -> dict[str, Any]:
     """The label chart (top labels), how many are left out and the imbalance ratio."""
     counts = sorted(
-        ((str(k), _int(v)) for k, v in _dict(labels.get("counts")).items()),
+        ((str(k), _int(v)) for k, v in as_dict(labels.get("counts")).items()),
         key=lambda kv: (-kv[1], kv[0]),
     )
     top, rest = counts[:TOP_LABELS], counts[TOP_LABELS:]
     chart = None
     if counts:
         title = "Rows per label" + (f" (top {len(top)} of {len(counts)})" if rest else "")
-        chart = _svg(
+        chart = svg(
             bar_chart_svg([k for k, _ in top], [v for _, v in top], title=title, width=_CHART_WIDTH)
         )
     ratio = labels.get("imbalance_ratio")
@@ -422,12 +372,12 @@ def _lengths(lengths: Mapping[str, Any]) -> dict[str, Any]:
         if key in lengths
     ]
     present = any(s["value"] is not None for s in stats)
-    histogram = _dict(lengths.get("histogram"))
-    edges = [_float(e) for e in _list(histogram.get("edges"))]
-    counts = [_int(c) for c in _list(histogram.get("counts"))]
+    histogram = as_dict(lengths.get("histogram"))
+    edges = [_float(e) for e in as_list(histogram.get("edges"))]
+    counts = [_int(c) for c in as_list(histogram.get("counts"))]
     chart = None
     if counts and len(edges) == len(counts) + 1 and sum(counts) > 0:
-        chart = _svg(
+        chart = svg(
             histogram_svg(
                 edges,
                 counts,
@@ -456,7 +406,7 @@ def _languages(languages: Mapping[str, Any]) -> dict[str, Any]:
     total = sum(n for _, n in items)
     chart = None
     if total > 0:
-        chart = _svg(
+        chart = svg(
             bar_chart_svg(
                 [name for name, _ in items],
                 [n for _, n in items],
@@ -473,10 +423,10 @@ def _languages(languages: Mapping[str, Any]) -> dict[str, Any]:
 
 def _splits(splits: Mapping[str, Any], label_order: list[str]) -> dict[str, Any]:
     """The split settings, rows and labels per split, groups and the leakage check."""
-    parts = {str(k): _dict(v) for k, v in _dict(splits.get("parts")).items()}
+    parts = {str(k): as_dict(v) for k, v in as_dict(splits.get("parts")).items()}
     if not splits or not parts:
         return {"present": False, "leakage_total": 0}
-    part_labels = {name: _dict(p.get("labels")) for name, p in parts.items()}
+    part_labels = {name: as_dict(p.get("labels")) for name, p in parts.items()}
     totals: dict[str, int] = {}
     for counts in part_labels.values():
         for label, n in counts.items():
@@ -502,7 +452,7 @@ def _splits(splits: Mapping[str, Any], label_order: list[str]) -> dict[str, Any]
         )
     chart = None
     if totals and sum(totals.values()) > 0:
-        chart = _svg(
+        chart = svg(
             stacked_bar_svg(
                 list(parts),
                 {label: [_int(part_labels[p].get(label)) for p in parts] for label in order},
@@ -511,7 +461,7 @@ def _splits(splits: Mapping[str, Any], label_order: list[str]) -> dict[str, Any]
             )
         )
     leakage = []
-    for key, value in _dict(splits.get("leakage")).items():
+    for key, value in as_dict(splits.get("leakage")).items():
         known = value is not None
         leakage.append(
             {
@@ -520,7 +470,7 @@ def _splits(splits: Mapping[str, Any], label_order: list[str]) -> dict[str, Any]
                 "status": "na" if not known else ("ok" if _int(value) == 0 else "bad"),
             }
         )
-    fractions = _dict(splits.get("fractions"))
+    fractions = as_dict(splits.get("fractions"))
     group_by = splits.get("group_by")
     return {
         "present": True,
@@ -531,7 +481,7 @@ def _splits(splits: Mapping[str, Any], label_order: list[str]) -> dict[str, Any]
         "stratified": bool(splits.get("stratified")),
         "group_by": str(group_by) if group_by else None,
         "k_folds": splits.get("k_folds"),
-        "version": _hash(splits.get("split_version")),
+        "version": short_hash(splits.get("split_version")),
         "table": table,
         "columns": columns,
         "has_other": has_other,
@@ -546,10 +496,10 @@ def _splits(splits: Mapping[str, Any], label_order: list[str]) -> dict[str, Any]
 def _notes(source: Mapping[str, Any], seconds: float) -> dict[str, Any]:
     """How the input was read: format, encoding, notes and malformed lines."""
     malformed = []
-    for entry in _list(source.get("malformed_lines")):
-        pair = _list(entry)
+    for entry in as_list(source.get("malformed_lines")):
+        pair = as_list(entry)
         if len(pair) >= 2:
-            malformed.append({"line": pair[0], "problem": _short(pair[1], 300)})
+            malformed.append({"line": pair[0], "problem": shorten(pair[1], 300)})
         elif pair:
             malformed.append({"line": pair[0], "problem": ""})
     shown = malformed[:MAX_MALFORMED]
@@ -557,17 +507,9 @@ def _notes(source: Mapping[str, Any], seconds: float) -> dict[str, Any]:
     return {
         "format": str(source.get("format") or "—"),
         "encoding": str(source.get("encoding") or "—"),
-        "notes": [str(n) for n in _list(source.get("notes"))],
+        "notes": [str(n) for n in as_list(source.get("notes"))],
         "malformed": shown,
         "malformed_total": total,
         "malformed_more": total - len(shown),
         "seconds": seconds,
     }
-
-
-def _tool_version() -> str:
-    """The installed aiflywheel version, or "" when it is not installed as a package."""
-    try:
-        return metadata.version("aiflywheel")
-    except metadata.PackageNotFoundError:
-        return ""

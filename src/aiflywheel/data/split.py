@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from aiflywheel.data.dataset import Dataset, Record
+from aiflywheel.data.disjoint_sets import DisjointSets
 from aiflywheel.data.text_normalize import near_duplicate_key
 from aiflywheel.errors import SplitError
 from aiflywheel.recipe import SplitConfig
@@ -90,14 +91,7 @@ def leakage_check(parts: dict[str, Dataset], group_by: str | None = None) -> dic
 
 def _linked_units(records: list[Record], group_by: str | None) -> list[list[int]]:
     """Connected components of rows linked by group value or near-duplicate key."""
-    parent = list(range(len(records)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    sets = DisjointSets(len(records))
     first_seen: dict[tuple[str, str], int] = {}
     for index, record in enumerate(records):
         links = [("text", near_duplicate_key(record.text) or record.text)]
@@ -106,12 +100,10 @@ def _linked_units(records: list[Record], group_by: str | None) -> list[list[int]
         for link in links:
             other = first_seen.setdefault(link, index)
             if other != index:
-                a, b = find(index), find(other)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
+                sets.union(index, other)
     units: dict[int, list[int]] = defaultdict(list)
     for index in range(len(records)):
-        units[find(index)].append(index)
+        units[sets.find(index)].append(index)
     return list(units.values())
 
 
