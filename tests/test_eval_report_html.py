@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,9 @@ from aiflywheel.evaluate_metrics import (
     verdict,
     worst_slice,
 )
+
+sys.path.insert(0, str(Path(__file__).parent))
+import report_checks as checks  # noqa: E402
 
 NASTY = '<script>alert("x")</script> & co'
 LABELS = ["billing", "退款", NASTY]
@@ -99,28 +104,12 @@ def _metrics(seed: int = 0) -> dict[str, Any]:
 
 
 def _render(metrics: dict[str, Any]) -> tuple[str, ET.Element]:
-    page = render_eval_report_html(metrics)
-    return page, ET.fromstring(page)  # the page is well-formed XML, inline SVG included
-
-
-def _text(root: ET.Element) -> str:
-    return " ".join(" ".join(root.itertext()).split())
-
-
-def _section(root: ET.Element, section_id: str) -> ET.Element:
-    found = root.find(f".//section[@id='{section_id}']")
-    assert found is not None, section_id
-    return found
+    return checks.render(render_eval_report_html, metrics)
 
 
 def test_page_is_self_contained_and_offline() -> None:
-    page, root = _render(_metrics())
-    assert page.startswith("<!DOCTYPE html>")
-    assert root.find("head/meta[@charset='utf-8']") is not None
-    assert root.find("head/style") is not None
-    for external in ("http://", "https://", "src=", "<link", "href=", "<script", "@import", "url("):
-        assert external not in page, external
-    assert len(root.findall(".//svg")) == 3  # confusion, reliability, confidence histogram
+    # charts: confusion, reliability, confidence histogram
+    checks.assert_self_contained(render_eval_report_html(_metrics()), charts=3)
 
 
 def test_the_verdict_is_the_first_thing_on_the_page() -> None:
@@ -144,48 +133,44 @@ def test_the_verdict_box_is_coloured_by_the_outcome(ci: list[float] | None, leve
     metrics = _metrics()
     metrics["comparison"] = {"diff": 0.02, "ci": ci, "p_value": 0.1} if ci else None
     _, root = _render(metrics)
-    assert f"verdict-{level}" in _section(root, "verdict").get("class", "")
+    assert f"verdict-{level}" in checks.section(root, "verdict").get("class", "")
 
 
 def test_numbers_are_shown() -> None:
     metrics = _metrics()
     _, root = _render(metrics)
-    text = _text(root)
     model_f1 = metrics["model"]["metrics"]["macro_f1"]
-    for expected in (
-        f"{model_f1:.3f}",
-        "300",
-        "3.1 min",
-        "3.40 s",
-        "54.2× the baseline",
-        "tfidf-char(1-3)+logreg",
-        "2026-11-25 01:02:03 UTC",
-        "0.871 ± 0.012",
-        "0.855",
-        "expected calibration error",
-    ):
-        assert expected in text, expected
-    table = _text(_section(root, "comparison"))
+    checks.assert_shows(
+        root,
+        (
+            f"{model_f1:.3f}",
+            "300",
+            "3.1 min",
+            "3.40 s",
+            "54.2× the baseline",
+            "tfidf-char(1-3)+logreg",
+            "2026-11-25 01:02:03 UTC",
+            "0.871 ± 0.012",
+            "0.855",
+            "expected calibration error",
+        ),
+    )
+    table = checks.page_text(checks.section(root, "comparison"))
     assert "ROC-AUC" not in table  # three labels: no ROC-AUC, so no empty row
 
 
 def test_text_from_the_data_is_escaped() -> None:
     metrics = _metrics()
-    metrics["feature"] = "<b>bold</b> & co"
+    metrics["feature"] = checks.BOLD_FEATURE
     metrics["verdict"] = f"{NASTY} beats it"
     page, root = _render(metrics)
-    assert "<script>" not in page
-    assert "<b>bold" not in page
-    assert root.findtext(".//h1") == "<b>bold</b> & co"
-    text = _text(root)
-    assert NASTY in text
-    assert "退款" in text
-    assert metrics["mistakes"][-1]["text"] in text  # a mistake shown as plain text
+    # the last mistake is shown as plain text, without highlighted tokens
+    checks.assert_escaped(page, root, shown=(NASTY, "退款", metrics["mistakes"][-1]["text"]))
 
 
 def test_attributions_are_highlighted_tokens() -> None:
     _, root = _render(_metrics())
-    mistakes = _section(root, "mistakes")
+    mistakes = checks.section(root, "mistakes")
     spans = [s for s in mistakes.iter("span") if "tok" in s.get("class", "").split()]
     assert [s.text for s in spans] == ["refund", "ed", "<b>", "twice"]  # no [CLS] or [SEP]
     styles = [s.get("style", "") for s in spans]
@@ -215,15 +200,16 @@ def test_slices_show_best_worst_and_the_gap() -> None:
         }
     }
     _, root = _render(metrics)
-    slices = _section(root, "slices")
+    slices = checks.section(root, "slices")
     marks = [tr.get("class") for tr in slices.iter("tr") if tr.get("class")]
     assert marks == ["best", "worst"]
     gap = next(b for b in slices.iter("b") if "points" in (b.text or ""))
     assert gap.text == "12.0 points"
     assert gap.get("class") == "bad"
-    text = _text(slices)
-    assert NASTY in text
-    assert "2 values with fewer than 20 test rows (15 rows in all) are not scored" in text
+    checks.assert_shows(
+        slices,
+        (NASTY, "2 values with fewer than 20 test rows (15 rows in all) are not scored"),
+    )
 
 
 def test_many_labels_are_merged_in_the_confusion_matrix() -> None:
@@ -234,12 +220,12 @@ def test_many_labels_are_merged_in_the_confusion_matrix() -> None:
     metrics = _metrics()
     metrics["model"]["metrics"]["confusion"] = {"labels": labels, "matrix": matrix}
     _, root = _render(metrics)
-    confusion = _section(root, "confusion")
+    confusion = checks.section(root, "confusion")
     chart = confusion.find(".//svg")
     assert chart is not None
     texts = {t.text for t in chart.iter("text")}
     assert "other (11 labels)" in texts
-    assert "11 labels with the fewest test rows are merged" in _text(confusion)
+    assert "11 labels with the fewest test rows are merged" in checks.page_text(confusion)
 
 
 def test_cross_validation_is_left_out_when_absent() -> None:
@@ -259,12 +245,16 @@ def test_missing_and_empty_parts_render() -> None:
     metrics["verdict"] = ""
     metrics["generated_at"] = "not a date"
     _, root = _render(metrics)
-    text = _text(root)
-    assert "No verdict was recorded" in text
-    assert "no probabilities" in text
-    assert "No metadata columns to slice by" in text
-    assert "No mistakes were recorded" in text
-    assert "not a date" in text
+    checks.assert_shows(
+        root,
+        (
+            "No verdict was recorded",
+            "no probabilities",
+            "No metadata columns to slice by",
+            "No mistakes were recorded",
+            "not a date",
+        ),
+    )
 
 
 @pytest.mark.parametrize(
@@ -282,4 +272,4 @@ def test_missing_and_empty_parts_render() -> None:
 def test_nearly_empty_metrics_render(metrics: dict[str, Any]) -> None:
     _, root = _render(metrics)
     assert root.findtext(".//h1") == "unnamed feature"
-    assert "—" in _text(root)
+    assert "—" in checks.page_text(root)

@@ -20,15 +20,22 @@ import functools
 import math
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
-from importlib import metadata
+from collections.abc import Mapping
 from typing import Any
 
 import jinja2
-from markupsafe import Markup
 
 from aiflywheel.charts import heatmap_svg, histogram_svg, line_chart_svg
+from aiflywheel.report_format import (
+    as_dict,
+    as_list,
+    finite_float,
+    format_when,
+    shorten,
+    svg,
+    template_environment,
+    tool_version,
+)
 
 __all__ = ["render_eval_report_html"]
 
@@ -65,52 +72,24 @@ def render_eval_report_html(metrics: Mapping[str, Any]) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
-    """The jinja2 environment for the package templates (autoescaping, strict names)."""
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("aiflywheel", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
+    """The package templates' environment with this report's number filters."""
+    return template_environment(
+        filters={"num": _num, "score": _score, "points": _points, "seconds": _seconds}
     )
-    env.filters["num"] = _num
-    env.filters["score"] = _score
-    env.filters["points"] = _points
-    env.filters["seconds"] = _seconds
-    return env
 
 
 # ----------------------------------------------------------------------------- formatting
 
 
 def _float(value: object) -> float | None:
-    """``value`` as a finite float, or ``None``."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        out = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
+    """``value`` as a finite float, or ``None`` (also for ``True`` and ``False``)."""
+    return None if isinstance(value, bool) else finite_float(value)
 
 
 def _int(value: object) -> int:
     """``value`` as an int; ``None`` or non-numbers are 0."""
     number = _float(value)
     return int(round(number)) if number is not None else 0
-
-
-def _dict(value: object) -> Mapping[str, Any]:
-    """``value`` if it is a mapping, else an empty one."""
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: object) -> list[Any]:
-    """``value`` as a list if it is a sequence (not a string), else an empty list."""
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
-        return list(value)
-    return []
 
 
 def _num(value: object) -> str:
@@ -157,7 +136,7 @@ def _unsigned_points(value: object) -> str:
 
 def _interval(ci: object, formatter: Any = _score) -> str:
     """A ``[lo, hi]`` pair as ``0.900–0.925``, or "" when it is missing."""
-    pair = _list(ci)
+    pair = as_list(ci)
     if len(pair) != 2 or _float(pair[0]) is None or _float(pair[1]) is None:
         return ""
     lo, hi = formatter(pair[0]), formatter(pair[1])
@@ -176,52 +155,17 @@ def _p_value(comparison: Mapping[str, Any]) -> str:
     return f"p = {p:.3f}"
 
 
-def _short(text: object, limit: int) -> str:
-    """``text`` on one line, cut to ``limit`` characters with "…"."""
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
-
-
-def _when(value: object) -> str:
-    """An ISO timestamp as ``2026-11-25 01:02:03 UTC``; other text is shown as given."""
-    if not value:
-        return "—"
-    try:
-        moment = datetime.fromisoformat(str(value))
-    except ValueError:
-        return str(value)
-    if moment.tzinfo is None:
-        return f"{moment:%Y-%m-%d %H:%M:%S}"
-    offset = moment.utcoffset()
-    if offset is not None and offset.total_seconds() == 0:
-        return f"{moment.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
-    return f"{moment:%Y-%m-%d %H:%M:%S %z}"
-
-
-def _svg(markup: str) -> Markup:
-    """A chart from :mod:`aiflywheel.charts`; it escapes its own text."""
-    return Markup(markup)  # safe: the chart functions escape every text they draw
-
-
-def _tool_version() -> str:
-    """The installed aiflywheel version, or "" when it is not installed as a package."""
-    try:
-        return metadata.version("aiflywheel")
-    except metadata.PackageNotFoundError:
-        return ""
-
-
 # ----------------------------------------------------------------------------- sections
 
 
 def _view(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """Everything the template shows, one entry per page section."""
-    model = _dict(metrics.get("model"))
-    baseline = _dict(metrics.get("baseline"))
-    model_m = _dict(model.get("metrics"))
-    base_m = _dict(baseline.get("metrics"))
-    comparison = _dict(metrics.get("comparison"))
-    labels = [str(x) for x in _list(metrics.get("labels"))]
+    model = as_dict(metrics.get("model"))
+    baseline = as_dict(metrics.get("baseline"))
+    model_m = as_dict(model.get("metrics"))
+    base_m = as_dict(baseline.get("metrics"))
+    comparison = as_dict(metrics.get("comparison"))
+    labels = [str(x) for x in as_list(metrics.get("labels"))]
     names = {
         "model": str(model.get("name") or model.get("alias") or "model"),
         "baseline": str(baseline.get("name") or "baseline"),
@@ -229,11 +173,11 @@ def _view(metrics: Mapping[str, Any]) -> dict[str, Any]:
     header = {
         "feature": str(metrics.get("feature") or "unnamed feature"),
         "version": str(metrics.get("version") or "—"),
-        "generated": _when(metrics.get("generated_at")),
+        "generated": format_when(metrics.get("generated_at")),
         "generated_iso": str(metrics.get("generated_at") or ""),
         "method": str(model.get("method") or ""),
         "test_rows": metrics.get("test_rows"),
-        "n_labels": len(labels) or len(_dict(model_m.get("per_class"))),
+        "n_labels": len(labels) or len(as_dict(model_m.get("per_class"))),
     }
     compare = _comparison(comparison)
     return {
@@ -244,19 +188,19 @@ def _view(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "tiles": _tiles(metrics, model, baseline, compare),
         "table": _model_table(model, baseline),
         "per_class": _per_class(labels, model_m, base_m),
-        "confusion": _confusion(_dict(model_m.get("confusion")), names["model"]),
+        "confusion": _confusion(as_dict(model_m.get("confusion")), names["model"]),
         "calibration": _calibration(model_m, base_m, names),
-        "slices": _slices(_dict(metrics.get("slices"))),
+        "slices": _slices(as_dict(metrics.get("slices"))),
         "cv": _cross_validation(metrics.get("cross_validation")),
-        "mistakes": _mistakes(_list(metrics.get("mistakes"))),
-        "tool_version": _tool_version(),
+        "mistakes": _mistakes(as_list(metrics.get("mistakes"))),
+        "tool_version": tool_version(),
     }
 
 
 def _comparison(comparison: Mapping[str, Any]) -> dict[str, Any]:
     """The paired bootstrap in words: the difference, its interval and its p-value."""
     diff = _float(comparison.get("diff"))
-    ci = _list(comparison.get("ci"))
+    ci = as_list(comparison.get("ci"))
     lo = _float(ci[0]) if len(ci) == 2 else None
     hi = _float(ci[1]) if len(ci) == 2 else None
     if lo is not None and lo > 0:
@@ -295,7 +239,7 @@ def _tiles(
     compare: Mapping[str, Any],
 ) -> list[dict[str, str]]:
     """The headline numbers: scores with intervals, the difference, times and test rows."""
-    model_m, base_m = _dict(model.get("metrics")), _dict(baseline.get("metrics"))
+    model_m, base_m = as_dict(model.get("metrics")), as_dict(baseline.get("metrics"))
     model_ci = _interval(model.get("macro_f1_ci"))
     base_ci = _interval(baseline.get("macro_f1_ci"))
     diff_note = " · ".join(
@@ -352,12 +296,12 @@ _TABLE_ROWS = (
 
 def _model_table(model: Mapping[str, Any], baseline: Mapping[str, Any]) -> list[dict[str, str]]:
     """Model against baseline, metric by metric, with the difference in points."""
-    model_m, base_m = _dict(model.get("metrics")), _dict(baseline.get("metrics"))
+    model_m, base_m = as_dict(model.get("metrics")), as_dict(baseline.get("metrics"))
     rows = []
     for key, name, higher_is_better in _TABLE_ROWS:
         if key == "ece":
-            a = _float(_dict(model_m.get("calibration")).get("ece"))
-            b = _float(_dict(base_m.get("calibration")).get("ece"))
+            a = _float(as_dict(model_m.get("calibration")).get("ece"))
+            b = _float(as_dict(base_m.get("calibration")).get("ece"))
         else:
             a, b = _float(model_m.get(key)), _float(base_m.get(key))
         if a is None and b is None and key == "roc_auc":
@@ -397,13 +341,13 @@ def _per_class(
     labels: list[str], model_m: Mapping[str, Any], base_m: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Precision, recall and F1 of every label for both models, and the F1 difference."""
-    model_pc, base_pc = _dict(model_m.get("per_class")), _dict(base_m.get("per_class"))
+    model_pc, base_pc = as_dict(model_m.get("per_class")), as_dict(base_m.get("per_class"))
     order = list(labels)
     order += [str(k) for k in model_pc if str(k) not in order]
     order += [str(k) for k in base_pc if str(k) not in order]
     rows = []
     for label in order:
-        a, b = _dict(model_pc.get(label)), _dict(base_pc.get(label))
+        a, b = as_dict(model_pc.get(label)), as_dict(base_pc.get(label))
         f1_a, f1_b = _float(a.get("f1")), _float(b.get("f1"))
         diff = f1_a - f1_b if f1_a is not None and f1_b is not None else None
         status = ""
@@ -429,8 +373,8 @@ def _per_class(
 
 def _confusion(confusion: Mapping[str, Any], model_name: str) -> dict[str, Any]:
     """The model's confusion matrix as a heatmap (largest labels) and its top mistakes."""
-    labels = [str(x) for x in _list(confusion.get("labels"))]
-    matrix = [[_int(v) for v in _list(row)] for row in _list(confusion.get("matrix"))]
+    labels = [str(x) for x in as_list(confusion.get("labels"))]
+    matrix = [[_int(v) for v in as_list(row)] for row in as_list(confusion.get("matrix"))]
     if not labels or len(matrix) != len(labels) or any(len(r) != len(labels) for r in matrix):
         return {"chart": None, "top": [], "merged": 0}
     support = [sum(row) for row in matrix]
@@ -467,7 +411,7 @@ def _confusion(confusion: Mapping[str, Any], model_name: str) -> dict[str, Any]:
         shown = [labels[i] for i in keep] + [f"other ({merged} labels)"]
     chart = None
     if any(any(row) for row in grid):
-        chart = _svg(
+        chart = svg(
             heatmap_svg(
                 shown,
                 shown,
@@ -487,8 +431,8 @@ def _calibration(
     model_m: Mapping[str, Any], base_m: Mapping[str, Any], names: Mapping[str, str]
 ) -> dict[str, Any]:
     """The reliability diagram, the confidence histogram and the ECE of both models."""
-    calib = _dict(model_m.get("calibration"))
-    bins = [_dict(b) for b in _list(calib.get("bins"))]
+    calib = as_dict(model_m.get("calibration"))
+    bins = [as_dict(b) for b in as_list(calib.get("bins"))]
     filled = [
         b for b in bins if _int(b.get("count")) > 0 and _float(b.get("confidence")) is not None
     ]
@@ -496,7 +440,7 @@ def _calibration(
     if filled:
         xs = [0.0] + [_float(b["confidence"]) or 0.0 for b in filled] + [1.0]
         accuracy = [math.nan] + [_float(b.get("accuracy")) or 0.0 for b in filled] + [math.nan]
-        reliability = _svg(
+        reliability = svg(
             line_chart_svg(
                 xs,
                 {names["model"]: accuracy, "perfect calibration": xs},
@@ -512,7 +456,7 @@ def _calibration(
         )
         edges = [_float(bins[0].get("lo")) or 0.0] + [_float(b.get("hi")) or 0.0 for b in bins]
         if all(b > a for a, b in zip(edges, edges[1:], strict=False)):
-            histogram = _svg(
+            histogram = svg(
                 histogram_svg(
                     edges,
                     [_int(b.get("count")) for b in bins],
@@ -531,7 +475,7 @@ def _calibration(
     return {
         "present": bool(calib),
         "ece": _float(calib.get("ece")),
-        "baseline_ece": _float(_dict(base_m.get("calibration")).get("ece")),
+        "baseline_ece": _float(as_dict(base_m.get("calibration")).get("ece")),
         "reliability": reliability,
         "histogram": histogram,
         "overconfident_rows": sum(_int(b.get("count")) for b in overconfident),
@@ -552,12 +496,12 @@ def _slices(slices: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One table per metadata column: scored values, best and worst, and the gap."""
     out = []
     for column, raw in slices.items():
-        result = _dict(raw)
-        best = _dict(result.get("best")).get("value")
-        worst = _dict(result.get("worst")).get("value")
+        result = as_dict(raw)
+        best = as_dict(result.get("best")).get("value")
+        worst = as_dict(result.get("worst")).get("value")
         rows = []
-        for value, scores in _dict(result.get("values")).items():
-            entry = _dict(scores)
+        for value, scores in as_dict(result.get("values")).items():
+            entry = as_dict(scores)
             mark = ""
             if best != worst:
                 mark = "best" if value == best else "worst" if value == worst else ""
@@ -589,10 +533,10 @@ def _slices(slices: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def _cross_validation(cv: object) -> dict[str, Any] | None:
     """Mean ± standard deviation of macro-F1 over the folds, and each fold's score."""
-    entry = _dict(cv)
+    entry = as_dict(cv)
     if not entry:
         return None
-    folds = [_score(v) for v in _list(entry.get("per_fold"))]
+    folds = [_score(v) for v in as_list(entry.get("per_fold"))]
     return {
         "k": entry.get("k") or len(folds) or None,
         "mean": _score(entry.get("macro_f1_mean")),
@@ -605,12 +549,12 @@ def _mistakes(mistakes: list[Any]) -> list[dict[str, Any]]:
     """The most confident mistakes, with highlighted tokens when there are attributions."""
     out = []
     for raw in mistakes[:MAX_MISTAKES]:
-        entry = _dict(raw)
+        entry = as_dict(raw)
         confidence = _float(entry.get("confidence"))
         tokens, more = _tokens(entry.get("attributions"))
         out.append(
             {
-                "text": _short(entry.get("text", ""), MISTAKE_CHARS),
+                "text": shorten(entry.get("text", ""), MISTAKE_CHARS),
                 "label": str(entry.get("label", "")),
                 "predicted": str(entry.get("predicted", "")),
                 "confidence": f"{100 * confidence:.1f}%" if confidence is not None else "—",
@@ -636,8 +580,8 @@ def _tokens(attributions: object) -> tuple[list[dict[str, Any]], int]:
     are pieces of the text as written and are joined as they are.
     """
     pairs: list[tuple[str, float]] = []
-    for item in _list(attributions):
-        pair = _list(item)
+    for item in as_list(attributions):
+        pair = as_list(item)
         if len(pair) < 2 or _SPECIAL_TOKENS.match(str(pair[0])):
             continue
         pairs.append((str(pair[0]), _float(pair[1]) or 0.0))

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from aiflywheel.data.report_html import render_data_report_html
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+import report_checks as checks  # noqa: E402
 
 LEAKED = "validation texts also appear in train"
 
@@ -132,37 +137,21 @@ def _report() -> dict[str, Any]:
 
 
 def _render(report: dict[str, Any]) -> tuple[str, ET.Element]:
-    page = render_data_report_html(report)
-    return page, ET.fromstring(page)  # the page is well-formed XML, inline SVG included
-
-
-def _text(root: ET.Element) -> str:
-    return " ".join(" ".join(root.itertext()).split())
-
-
-def _section(root: ET.Element, section_id: str) -> ET.Element:
-    found = root.find(f".//section[@id='{section_id}']")
-    assert found is not None, section_id
-    return found
+    return checks.render(render_data_report_html, report)
 
 
 def test_page_is_self_contained_and_offline() -> None:
-    page, root = _render(_report())
-    assert page.startswith("<!DOCTYPE html>")
-    assert root.find("head/meta[@charset='utf-8']") is not None
-    assert root.find("head/style") is not None
-    for external in ("http://", "https://", "src=", "<link", "href=", "<script", "@import", "url("):
-        assert external not in page, external
-    assert len(root.findall(".//svg")) == 5  # drops, labels, lengths, languages, splits
+    # charts: drops, labels, lengths, languages, splits
+    checks.assert_self_contained(render_data_report_html(_report()), charts=5)
 
 
 def test_verdict_comes_first_with_the_most_serious_warning_on_top() -> None:
     page, root = _render(_report())
-    verdict = _section(root, "verdict")
+    verdict = checks.section(root, "verdict")
     assert "verdict-error" in verdict.get("class", "")
     levels = [li.get("class") for li in verdict.iter("li")]
     assert levels == ["level-error", "level-warning", "level-info"]
-    assert "1 error, 1 warning, 1 info" in _text(verdict)
+    assert "1 error, 1 warning, 1 info" in checks.page_text(verdict)
     first_warning = page.index(LEAKED)
     assert first_warning < page.index('id="rows"') < page.index('id="splits"')
     assert (
@@ -172,42 +161,44 @@ def test_verdict_comes_first_with_the_most_serious_warning_on_top() -> None:
 
 def test_header_and_numbers_are_shown() -> None:
     _, root = _render(_report())
-    text = _text(root)
     assert root.findtext(".//h1") == "review-sentiment"
-    for expected in (
-        "demo:zh-reviews",
-        "3f2a9c1be4d5",
-        "2026-11-25 01:02:03 UTC",
-        "35,124",
-        "16,890",
-        "18,234",
-        "48.1%",
-        "17,000",
-        "exact duplicate",
-        "1.11",
-        "95.3",
-        "13,512",
-        "7,112",
-        "80%",
-        "phone number",
-        "Chinese (zh)",
-        "94.7%",
-        "decoded as GB18030",
-        "gb18030",
-        "4.2 s",
-    ):
-        assert expected in text, expected
-    assert "3f2a9c1be4d5a6f7" not in text  # the hash is shortened (full one on hover)
+    checks.assert_shows(
+        root,
+        (
+            "demo:zh-reviews",
+            "3f2a9c1be4d5",
+            "2026-11-25 01:02:03 UTC",
+            "35,124",
+            "16,890",
+            "18,234",
+            "48.1%",
+            "17,000",
+            "exact duplicate",
+            "1.11",
+            "95.3",
+            "13,512",
+            "7,112",
+            "80%",
+            "phone number",
+            "Chinese (zh)",
+            "94.7%",
+            "decoded as GB18030",
+            "gb18030",
+            "4.2 s",
+        ),
+    )
+    # the hash is shortened (full one on hover)
+    assert "3f2a9c1be4d5a6f7" not in checks.page_text(root)
 
 
 def test_duplicate_examples_are_listed_once() -> None:
     _, root = _render(_report())
-    assert _text(_section(root, "duplicates")).count("服务很好，下次还来！") == 1
+    assert checks.page_text(checks.section(root, "duplicates")).count("服务很好，下次还来！") == 1
 
 
 def test_leakage_is_green_when_zero_and_red_when_not() -> None:
     _, root = _render(_report())
-    splits = _section(root, "splits")
+    splits = checks.section(root, "splits")
     cells = {
         "".join(row[0].itertext()): row[1]
         for row in splits.iter("tr")
@@ -220,12 +211,12 @@ def test_leakage_is_green_when_zero_and_red_when_not() -> None:
     clean = _report()
     clean["splits"]["leakage"] = dict.fromkeys(clean["splits"]["leakage"], 0)
     _, root = _render(clean)
-    assert "No leakage" in _text(_section(root, "splits"))
+    assert "No leakage" in checks.page_text(checks.section(root, "splits"))
 
 
 def test_malformed_lines_are_listed_with_line_numbers() -> None:
     _, root = _render(_report())
-    notes = _text(_section(root, "notes"))
+    notes = checks.page_text(checks.section(root, "notes"))
     assert "12 invalid JSON: Expecting value" in notes
     assert "40 3 fields, expected 2" in notes
     assert "3 more malformed lines not listed" in notes
@@ -234,29 +225,23 @@ def test_malformed_lines_are_listed_with_line_numbers() -> None:
 def test_text_from_the_data_is_escaped() -> None:
     report = _report()
     nasty = '<script>alert("x")</script>'
-    report["feature"] = "<b>bold</b> & co"
+    report["feature"] = checks.BOLD_FEATURE
     report["labels"]["counts"] = {nasty: 10, "退款": 5, 'say "hi" & go': 3}
     report["splits"]["parts"]["train"]["labels"] = {nasty: 8, "退款": 4}
     report["duplicates"]["examples"] = [{"kept": nasty, "dropped": "<img src=x>", "kind": "near"}]
     report["warnings"] = [{"level": "error", "code": "x", "message": f"label {nasty} is odd"}]
     page, root = _render(report)
-    assert "<script>" not in page
+    checks.assert_escaped(page, root, shown=(nasty, "退款", 'say "hi" & go'))
     assert "<img" not in page
-    assert "<b>bold" not in page
-    assert root.findtext(".//h1") == "<b>bold</b> & co"
-    text = _text(root)
-    assert nasty in text
-    assert "退款" in text
-    assert 'say "hi" & go' in text
 
 
 def test_no_warnings_reads_no_problems_found() -> None:
     report = _report()
     report["warnings"] = []
     _, root = _render(report)
-    verdict = _section(root, "verdict")
+    verdict = checks.section(root, "verdict")
     assert "verdict-ok" in verdict.get("class", "")
-    assert "No problems found" in _text(verdict)
+    assert "No problems found" in checks.page_text(verdict)
 
 
 def test_many_labels_show_the_top_30_and_say_how_many_more() -> None:
@@ -265,14 +250,14 @@ def test_many_labels_show_the_top_30_and_say_how_many_more() -> None:
     report["labels"]["n_labels"] = 200
     report["splits"]["parts"]["train"]["labels"] = {f"类别{i:03d}": 5 for i in range(200)}
     _, root = _render(report)
-    labels = _section(root, "labels")
+    labels = checks.section(root, "labels")
     chart = labels.find(".//svg")
     assert chart is not None
     shown = {t for t in (el.text for el in chart.iter("text")) if t and t.startswith("类别")}
     assert len(shown) == 30
-    assert "top 30 of 200" in _text(labels)
-    assert "170 more labels" in _text(labels)
-    header = [th.text for th in _section(root, "splits").iter("th")]
+    assert "top 30 of 200" in checks.page_text(labels)
+    assert "170 more labels" in checks.page_text(labels)
+    header = [th.text for th in checks.section(root, "splits").iter("th")]
     assert "other labels" in header
 
 
@@ -283,10 +268,10 @@ def test_unlabeled_data_renders() -> None:
     for part in report["splits"]["parts"].values():
         part["labels"] = {}
     _, root = _render(report)
-    assert "unlabeled" in _text(_section(root, "labels"))
-    splits = _section(root, "splits")
+    assert "unlabeled" in checks.page_text(checks.section(root, "labels"))
+    splits = checks.section(root, "splits")
     assert splits.find(".//svg") is None
-    assert "13,512" in _text(splits)
+    assert "13,512" in checks.page_text(splits)
 
 
 def test_zero_rows_render() -> None:
@@ -318,11 +303,15 @@ def test_zero_rows_render() -> None:
     report["splits"]["leakage"] = dict.fromkeys(report["splits"]["leakage"], 0)
     report["warnings"] = []
     _, root = _render(report)
-    text = _text(root)
-    assert "No rows were dropped" in text
-    assert "No rows, so no lengths" in text
-    assert "No rows, so no languages" in text
-    assert "No problems found" in text
+    checks.assert_shows(
+        root,
+        (
+            "No rows were dropped",
+            "No rows, so no lengths",
+            "No rows, so no languages",
+            "No problems found",
+        ),
+    )
 
 
 def test_missing_and_none_sections_render() -> None:
@@ -335,9 +324,7 @@ def test_missing_and_none_sections_render() -> None:
     report["dataset_version"] = None
     report["generated_at"] = "not a date"
     _, root = _render(report)
-    text = _text(root)
-    assert "The data has not been split" in text
-    assert "not a date" in text
+    checks.assert_shows(root, ("The data has not been split", "not a date"))
     assert _render({})[1].findtext(".//h1") == "unnamed feature"
 
 
@@ -347,8 +334,8 @@ def test_groups_are_shown_when_the_split_is_grouped() -> None:
     for n, part in enumerate(report["splits"]["parts"].values()):
         part["groups"] = 100 * (n + 1)
     _, root = _render(report)
-    splits = _section(root, "splits")
-    assert "grouped by user_id" in _text(splits)
+    splits = checks.section(root, "splits")
+    assert "grouped by user_id" in checks.page_text(splits)
     assert "groups" in [th.text for th in splits.iter("th")]
 
 
@@ -357,7 +344,7 @@ def test_each_warning_level_renders(level: str) -> None:
     report = _report()
     report["warnings"] = [{"level": level, "code": "c", "message": "a sentence to act on"}]
     _, root = _render(report)
-    verdict = _section(root, "verdict")
+    verdict = checks.section(root, "verdict")
     expected = level if level != "surprise" else "info"
     assert f"verdict-{expected}" in verdict.get("class", "")
-    assert "a sentence to act on" in _text(verdict)
+    assert "a sentence to act on" in checks.page_text(verdict)
