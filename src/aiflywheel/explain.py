@@ -5,9 +5,8 @@ kept apart); each token is removed in turn and the drop in the log-odds of the e
 label is that token's score (log-odds, not probability, so that a confident model's
 near-1.0 probabilities still show which tokens matter). Positive scores push toward the
 label, negative ones away from it. It needs only ``predict_proba``, so it explains every
-method alike
-(TF-IDF, frozen heads, fine-tuned encoders) and all occluded variants go through the
-model in one batch.
+method alike (TF-IDF, frozen heads, fine-tuned encoders), and all occluded variants go
+through the model in one batch.
 """
 
 from __future__ import annotations

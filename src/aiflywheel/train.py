@@ -20,11 +20,14 @@ import json
 import math
 import random
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from aiflywheel.data.check import check_data, record_dataset_version
 from aiflywheel.data.dataset import Dataset
@@ -332,16 +335,12 @@ def _cross_validation(recipe, method, resolved, data_dir: Path, parts, report: R
         def fit_fold(train: Dataset):
             model = _build_model(recipe, method, resolved)
             model.max_length = probe.max_length
-            import numpy as np
-
             x = np.stack([embeddings[r.id] for r in train])
             return model.fit(train.texts, train.labels, train_embeddings=x)
 
         return cross_validate(fit_fold, pool, folds)
 
     def fit_fold(train: Dataset):
-        import tempfile
-
         model = _build_model(recipe, method, resolved)
         held_out = _sample(train, max(1, len(train) // 10), recipe.seed)
         held_ids = {r.id for r in held_out}

@@ -37,6 +37,18 @@ class Prediction:
         }
 
 
+def macro_f1_of_codes(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Macro-F1 over the label codes present in either array (model selection inside fit)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    scores = []
+    for label in np.unique(np.concatenate([y_true, y_pred])):
+        tp = np.sum((y_pred == label) & (y_true == label))
+        fp = np.sum((y_pred == label) & (y_true != label))
+        fn = np.sum((y_pred != label) & (y_true == label))
+        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores)) if scores else 0.0
+
+
 def check_texts(texts: object) -> list[str]:
     """The texts of a predict call, or a ModelError that says what was wrong."""
     if texts is None:

@@ -11,21 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
-from aiflywheel.classifiers.base import ClassifierBase, check_texts, read_manifest
+from aiflywheel.classifiers.base import (
+    ClassifierBase,
+    check_texts,
+    macro_f1_of_codes,
+    read_manifest,
+)
 from aiflywheel.classifiers.encoding import TRAIN_EXTRA, TextEncoder
 from aiflywheel.errors import require_module
 
 _C_GRID = (0.25, 1.0, 4.0, 16.0)
-
-
-def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> float:
-    scores = []
-    for label in range(n_labels):
-        tp = np.sum((y_pred == label) & (y_true == label))
-        fp = np.sum((y_pred == label) & (y_true != label))
-        fn = np.sum((y_pred != label) & (y_true == label))
-        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores))
 
 
 class EncoderHeadClassifier(ClassifierBase):
@@ -97,7 +92,7 @@ class EncoderHeadClassifier(ClassifierBase):
             for C in _C_GRID:
                 candidate = linear.LogisticRegression(C=C, max_iter=3000, class_weight=weight)
                 candidate.fit(x, y)
-                score = _macro_f1(y_val, candidate.predict(x_val), len(self.labels))
+                score = macro_f1_of_codes(y_val, candidate.predict(x_val))
                 if score > best:
                     best, self.C = score, C
         self.head_ = linear.LogisticRegression(C=self.C, max_iter=3000, class_weight=weight)

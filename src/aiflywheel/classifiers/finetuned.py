@@ -18,7 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from aiflywheel.classifiers.base import ClassifierBase, check_texts, read_manifest
+from aiflywheel.classifiers.base import (
+    ClassifierBase,
+    check_texts,
+    macro_f1_of_codes,
+    read_manifest,
+)
 from aiflywheel.classifiers.encoding import (
     choose_max_length,
     load_tokenizer,
@@ -334,13 +339,10 @@ def _compute_macro_f1(eval_prediction) -> dict[str, float]:
     logits, labels = eval_prediction
     predicted = np.asarray(logits).argmax(axis=-1)
     labels = np.asarray(labels)
-    scores = []
-    for label in np.unique(np.concatenate([labels, predicted])):
-        tp = np.sum((predicted == label) & (labels == label))
-        fp = np.sum((predicted == label) & (labels != label))
-        fn = np.sum((predicted != label) & (labels == label))
-        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return {"macro_f1": float(np.mean(scores)), "accuracy": float(np.mean(predicted == labels))}
+    return {
+        "macro_f1": macro_f1_of_codes(labels, predicted),
+        "accuracy": float(np.mean(predicted == labels)),
+    }
 
 
 class WeightedTrainer(transformers.Trainer):
