@@ -273,7 +273,8 @@ def train_feature(
     except BaseException as exc:
         interrupted = isinstance(exc, (TrainingInterrupted, KeyboardInterrupt))
         status = "interrupted" if interrupted else "failed"
-        if status == "failed":
+        # Checkpoints are kept for a later resume; a folder without any is just debris.
+        if status == "failed" and not (work_dir / "checkpoints").is_dir():
             shutil.rmtree(work_dir, ignore_errors=True)
         store.finish_run(run_id, status=status, error=str(exc) or type(exc).__name__)
         raise
