@@ -251,3 +251,18 @@ def test_lora_without_peft_names_the_extra(
     monkeypatch.setattr(importlib, "import_module", no_peft)
     assert main(["train", str(_recipe(tiny_world, tmp_path, "lora", epochs=1))]) == 2
     assert "pip install 'aiflywheel[lora]'" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_failed_resume_keeps_the_checkpoints(tiny_world: Path, tmp_path: Path) -> None:
+    from aiflywheel.train import work_key
+
+    path = _recipe(tiny_world, tmp_path, "finetune", epochs=1)
+    path.write_text(path.read_text().replace(str(tiny_world / "tiny-bert"), "no-such-model"))
+    recipe = load_recipe(path)
+    work_dir = get_settings().runs_dir / recipe.feature / f".train-{work_key(recipe)}.partial"
+    (work_dir / "checkpoints" / "checkpoint-5").mkdir(parents=True)
+    with pytest.raises(ModelError, match="not a known alias"):
+        train_feature(recipe, store=open_store(), settings=get_settings())
+    assert (work_dir / "checkpoints" / "checkpoint-5").is_dir()
+    (run, _), *_ = open_store().list_runs()
+    assert run.status == "failed"
