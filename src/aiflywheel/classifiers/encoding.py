@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -51,19 +51,40 @@ def length_sorted_batches(texts: Sequence[str], batch_size: int) -> Iterator[lis
         yield order[start : start + batch_size]
 
 
-def tokenized_batches(
-    tokenizer, texts: Sequence[str], *, prefix: str, max_length: int | None, batch_size: int
-) -> Iterator[tuple[list[int], dict]]:
-    """``(indices, model inputs)`` for length-sorted batches, padded per batch."""
-    for batch in length_sorted_batches(texts, batch_size):
-        inputs = tokenizer(
-            [prefix + texts[i] for i in batch],
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-        )
-        yield batch, inputs
+def batched_forward(
+    tokenizer,
+    forward: Callable,
+    texts: Sequence[str],
+    *,
+    prefix: str,
+    max_length: int | None,
+    batch_size: int,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Rows of ``forward(inputs)`` (a 2-D tensor per batch) for every text, in input order.
+
+    Texts run in length-sorted batches padded per batch, without gradients.
+    """
+    torch = torch_module()
+    out: np.ndarray | None = None
+    done = 0
+    with torch.inference_mode():
+        for batch in length_sorted_batches(texts, batch_size):
+            inputs = tokenizer(
+                [prefix + texts[i] for i in batch],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            )
+            rows = forward(inputs).float().numpy()
+            if out is None:
+                out = np.zeros((len(texts), rows.shape[1]), dtype=np.float32)
+            out[batch] = rows
+            done += len(batch)
+            if progress is not None:
+                progress(done)
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
 @contextmanager
@@ -117,25 +138,19 @@ class TextEncoder:
         self._load()
         if self.max_length is None:
             self.max_length = choose_max_length(self._tokenizer, texts, self.prefix)
-        out: np.ndarray | None = None
-        done = 0
-        with torch.inference_mode():
-            batches = tokenized_batches(
-                self._tokenizer,
-                texts,
-                prefix=self.prefix,
-                max_length=self.max_length,
-                batch_size=batch_size,
+
+        def embed(inputs):
+            hidden = self._model(**inputs).last_hidden_state
+            return torch.nn.functional.normalize(
+                mean_pool(hidden, inputs["attention_mask"]), dim=-1
             )
-            for batch, inputs in batches:
-                hidden = self._model(**inputs).last_hidden_state
-                pooled = torch.nn.functional.normalize(
-                    mean_pool(hidden, inputs["attention_mask"]), dim=-1
-                )
-                if out is None:
-                    out = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
-                out[batch] = pooled.numpy()
-                done += len(batch)
-                if progress is not None:
-                    progress(done)
-        return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+        return batched_forward(
+            self._tokenizer,
+            embed,
+            texts,
+            prefix=self.prefix,
+            max_length=self.max_length,
+            batch_size=batch_size,
+            progress=progress,
+        )

@@ -25,9 +25,9 @@ from aiflywheel.classifiers.base import (
     read_manifest,
 )
 from aiflywheel.classifiers.encoding import (
+    batched_forward,
     choose_max_length,
     load_tokenizer,
-    tokenized_batches,
     torch_module,
     transformers_module,
 )
@@ -256,20 +256,14 @@ class FinetunedClassifier(ClassifierBase):
     # -- inference --------------------------------------------------------------------
     def predict_proba(self, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
         self._require_fitted()
-        texts = check_texts(texts)
-        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        with torch.inference_mode():
-            batches = tokenized_batches(
-                self._tokenizer,
-                texts,
-                prefix=self.prefix,
-                max_length=self.max_length,
-                batch_size=batch_size,
-            )
-            for batch, inputs in batches:
-                logits = self._model(**inputs).logits
-                out[batch] = torch.softmax(logits.float(), dim=-1).numpy()
-        return out
+        return batched_forward(
+            self._tokenizer,
+            lambda inputs: torch.softmax(self._model(**inputs).logits.float(), dim=-1),
+            check_texts(texts),
+            prefix=self.prefix,
+            max_length=self.max_length,
+            batch_size=batch_size,
+        )
 
     def save(self, directory: str | Path) -> None:
         self._require_fitted()
