@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from aiflywheel.errors import StoreError
+from aiflywheel.errors import NotFoundError, StoreError
 from aiflywheel.store import Store
 
 
@@ -56,8 +56,8 @@ def test_features_runs_and_dataset_versions(tmp_path: Path) -> None:
     assert stored.finished_at is not None
 
 
-def test_unknown_feature_is_a_store_error(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match="unknown feature 'ghost'"):
+def test_unknown_feature_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="unknown feature 'ghost'"):
         _store(tmp_path).start_run("ghost", "data_check", "/tmp/x")
 
 

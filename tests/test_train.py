@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from aiflywheel.cli import main
-from aiflywheel.errors import ModelError, StoreError
+from aiflywheel.errors import ModelError, NotFoundError, StoreError
 from aiflywheel.recipe import load_recipe
 from aiflywheel.registry import load
 from aiflywheel.settings import get_settings
@@ -140,9 +140,9 @@ def test_predict_bad_inputs(tiny_world: Path, tmp_path: Path) -> None:
     ]:
         with pytest.raises(ModelError, match=message):
             model.predict(bad)
-    with pytest.raises(StoreError, match="has no version 9; versions: 1"):
+    with pytest.raises(NotFoundError, match="has no version 9; versions: 1"):
         load("tiny-sentiment:9")
-    with pytest.raises(StoreError, match="unknown feature 'nope'"):
+    with pytest.raises(NotFoundError, match="unknown feature 'nope'"):
         load("nope")
 
 

@@ -17,7 +17,10 @@ the API maps it to a 4xx answer with the same message.
     │   ├── NotFittedError   predict/save before fit
     │   └── TrainingInterrupted  Ctrl-C during training: checkpoint saved, rerun resumes
     ├── MissingExtraError    an optional dependency is not installed (names the pip line)
-    └── StoreError           the store cannot be opened or written
+    ├── NotFoundError        a named thing does not exist (feature, version, prediction, key)
+    ├── ConflictError        a request contradicts stored state (idempotency key reused
+    │                        with another payload, nothing to roll back to)
+    └── StoreError           the store cannot be opened or written (the API answers 503)
 """
 
 from __future__ import annotations
@@ -65,6 +68,14 @@ class MissingExtraError(FlywheelError):
     def __init__(self, what: str, install: str) -> None:
         super().__init__(f"{what} needs an optional dependency: run `{install}`")
         self.install = install
+
+
+class NotFoundError(FlywheelError):
+    """A feature, model version, prediction or key with that name or id does not exist."""
+
+
+class ConflictError(FlywheelError):
+    """A request contradicts what is stored (e.g. an idempotency key with another payload)."""
 
 
 class StoreError(FlywheelError):

@@ -1,4 +1,4 @@
-"""The store: features, dataset versions and runs, in any SQLAlchemy database.
+"""The store: features, data, runs, model versions, the prediction log, feedback, audit.
 
 SQLite at ``$FLYWHEEL_HOME/flywheel.db`` (WAL mode) by default; Postgres or another
 database through ``FLYWHEEL_DB_URL``. The schema is managed by Alembic migrations that
@@ -10,16 +10,21 @@ it to the newest revision, so a new release never needs a manual step, and
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -27,13 +32,16 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    func,
+    insert,
     select,
+    update,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from aiflywheel.errors import StoreError
+from aiflywheel.errors import ConflictError, NotFoundError, StoreError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -121,6 +129,139 @@ class ModelVersion(Base):
 
 
 MODEL_STATUSES = ("candidate", "champion", "archived", "rejected")
+API_KEY_ROLES = ("client", "admin")
+REVIEW_STATES = ("pending", "accepted", "rejected")
+THUMBS = ("up", "down")
+
+
+class ApiKey(Base):
+    """An API key: only a SHA-256 of its secret is stored; the key itself is shown once."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class PredictionLog(Base):
+    """One served prediction: the input after PII redaction, the output, the latency."""
+
+    __tablename__ = "predictions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    feature_id: Mapped[int] = mapped_column(ForeignKey("features.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    label: Mapped[str] = mapped_column(String(200))
+    probabilities: Mapped[dict[str, Any]] = mapped_column(JSON)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Feedback(Base):
+    """A user's answer to a prediction, and its review state (pending/accepted/rejected)."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prediction_id: Mapped[str] = mapped_column(ForeignKey("predictions.id"), index=True)
+    feature_id: Mapped[int] = mapped_column(ForeignKey("features.id"))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
+    corrected_label: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    thumb: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    review_state: Mapped[str] = mapped_column(String(16), default="pending")
+    reviewer: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    reviewed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def training_label(self, predicted: str) -> str | None:
+        """The label this feedback teaches: the correction, or the prediction on a thumbs up."""
+        if self.corrected_label:
+            return self.corrected_label
+        return predicted if self.thumb == "up" else None
+
+
+class ShadowPrediction(Base):
+    """A candidate's answer to live traffic, scored in the background next to the champion."""
+
+    __tablename__ = "shadow_predictions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prediction_id: Mapped[str] = mapped_column(ForeignKey("predictions.id"))
+    feature_id: Mapped[int] = mapped_column(ForeignKey("features.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(String(200))
+    probabilities: Mapped[dict[str, Any]] = mapped_column(JSON)
+    agrees: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEvent(Base):
+    """A decision about which version serves: who, when, from/to, why, with the figures."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    feature_id: Mapped[int] = mapped_column(ForeignKey("features.id"), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(100))
+    from_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    to_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    decision: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+@dataclass(frozen=True)
+class FeedbackItem:
+    """A feedback row joined with the prediction it answers (what reviewers look at)."""
+
+    id: int
+    prediction_id: str
+    feature: str
+    version: int
+    text: str
+    predicted: str
+    corrected_label: str | None
+    thumb: str | None
+    comment: str | None
+    review_state: str
+    reviewer: str | None
+    created_at: datetime
+
+    @property
+    def label(self) -> str | None:
+        """The label this item teaches when accepted (see ``Feedback.training_label``)."""
+        if self.corrected_label:
+            return self.corrected_label
+        return self.predicted if self.thumb == "up" else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "prediction_id": self.prediction_id,
+            "feature": self.feature,
+            "version": self.version,
+            "text": self.text,
+            "predicted": self.predicted,
+            "corrected_label": self.corrected_label,
+            "thumb": self.thumb,
+            "comment": self.comment,
+            "review_state": self.review_state,
+            "reviewer": self.reviewer,
+            "created_at": self.created_at.isoformat(timespec="seconds"),
+        }
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
 def new_run_id() -> str:
@@ -377,7 +518,7 @@ class Store:
                 found = session.scalar(query.where(ModelVersion.version == version))
                 if found is None:
                     known = session.scalars(query.with_only_columns(ModelVersion.version)).all()
-                    raise StoreError(
+                    raise NotFoundError(
                         f"feature {feature!r} has no version {version}; versions: "
                         f"{', '.join(map(str, known)) or 'none'}"
                     )
@@ -391,16 +532,454 @@ class Store:
                 .limit(1)
             )
             if newest is None:
-                raise StoreError(
+                raise NotFoundError(
                     f"feature {feature!r} has no model versions yet; run `flywheel train` first"
                 )
             return newest
+
+    def champion(self, feature: str) -> ModelVersion | None:
+        """The version serving ``feature`` now, or None before the first promotion."""
+        with self.session() as session:
+            feature_id = self._feature_id(session, feature)
+            return session.scalar(
+                select(ModelVersion).where(
+                    ModelVersion.feature_id == feature_id, ModelVersion.status == "champion"
+                )
+            )
+
+    def champion_versions(self) -> dict[str, int]:
+        """``{feature: champion version}`` for every feature with a champion (one query)."""
+        with self.session() as session:
+            query = (
+                select(Feature.name, ModelVersion.version)
+                .join(Feature, ModelVersion.feature_id == Feature.id)
+                .where(ModelVersion.status == "champion")
+            )
+            return {name: version for name, version in session.execute(query)}
+
+    def set_model_status(self, feature: str, version: int, status: str) -> ModelVersion:
+        """Mark a non-serving version candidate, archived or rejected (promotion has its own)."""
+        if status not in MODEL_STATUSES or status == "champion":
+            raise ConflictError(
+                f"status must be one of candidate, archived, rejected (use promote for "
+                f"champion), got {status!r}"
+            )
+        with self.session() as session:
+            row = self._version_row(session, feature, version)
+            if row.status == "champion":
+                raise ConflictError(
+                    f"{feature} v{version} is the champion; promote another version or roll back"
+                )
+            row.status = status
+            return row
+
+    def change_champion(
+        self,
+        feature: str,
+        version: int,
+        *,
+        action: str,
+        actor: str,
+        reason: str,
+        details: dict | None = None,
+        old_status: str = "archived",
+    ) -> AuditEvent:
+        """Make ``version`` the champion and write the audit event, in one transaction."""
+        with self.session() as session:
+            feature_id = self._feature_id(session, feature)
+            row = self._version_row(session, feature, version)
+            current = session.scalar(
+                select(ModelVersion).where(
+                    ModelVersion.feature_id == feature_id, ModelVersion.status == "champion"
+                )
+            )
+            if current is not None and current.version == version:
+                raise ConflictError(f"{feature} v{version} is already the champion")
+            if current is not None:
+                current.status = old_status
+                session.flush()
+            row.status = "champion"
+            event = AuditEvent(
+                feature_id=feature_id,
+                action=action,
+                actor=actor,
+                from_version=current.version if current is not None else None,
+                to_version=version,
+                decision="promoted" if action != "rollback" else "rolled back",
+                reason=reason,
+                details=details or {},
+            )
+            session.add(event)
+            session.flush()
+            return event
+
+    def rollback_target(self, feature: str) -> tuple[int, int]:
+        """(current champion, the champion it replaced) for ``flywheel rollback``."""
+        with self.session() as session:
+            feature_id = self._feature_id(session, feature)
+            current = session.scalar(
+                select(ModelVersion.version).where(
+                    ModelVersion.feature_id == feature_id, ModelVersion.status == "champion"
+                )
+            )
+            if current is None:
+                raise ConflictError(f"feature {feature!r} has no champion to roll back")
+            promoted = session.scalar(
+                select(AuditEvent)
+                .where(
+                    AuditEvent.feature_id == feature_id,
+                    AuditEvent.to_version == current,
+                    AuditEvent.action != "rollback",
+                    AuditEvent.decision == "promoted",
+                )
+                .order_by(AuditEvent.id.desc())
+                .limit(1)
+            )
+            if promoted is None or promoted.from_version is None:
+                raise ConflictError(
+                    f"{feature} v{current} was the first champion; there is no earlier "
+                    "version to roll back to"
+                )
+            return current, promoted.from_version
+
+    def record_audit(
+        self,
+        feature: str,
+        *,
+        action: str,
+        actor: str,
+        decision: str,
+        reason: str,
+        from_version: int | None = None,
+        to_version: int | None = None,
+        details: dict | None = None,
+    ) -> AuditEvent:
+        """An audit event for a decision that changed no champion (e.g. a candidate kept out)."""
+        with self.session() as session:
+            event = AuditEvent(
+                feature_id=self._feature_id(session, feature),
+                action=action,
+                actor=actor,
+                from_version=from_version,
+                to_version=to_version,
+                decision=decision,
+                reason=reason,
+                details=details or {},
+            )
+            session.add(event)
+            session.flush()
+            return event
+
+    def list_audit(self, feature: str) -> list[AuditEvent]:
+        """Every audit event of ``feature``, oldest first."""
+        with self.session() as session:
+            feature_id = self._feature_id(session, feature)
+            query = (
+                select(AuditEvent)
+                .where(AuditEvent.feature_id == feature_id)
+                .order_by(AuditEvent.id)
+            )
+            return list(session.scalars(query))
+
+    # -- API keys -------------------------------------------------------------------
+    def create_api_key(self, role: str, name: str = "") -> tuple[str, ApiKey]:
+        """A new key ``fwk_<id>_<secret>`` (returned once, stored only as a hash)."""
+        if role not in API_KEY_ROLES:
+            raise ConflictError(f"role must be one of {', '.join(API_KEY_ROLES)}, got {role!r}")
+        key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(24)
+        with self.session() as session:
+            row = ApiKey(key_id=key_id, secret_hash=hash_secret(secret), role=role, name=name)
+            session.add(row)
+            session.flush()
+            return f"fwk_{key_id}_{secret}", row
+
+    def authenticate(self, token: str) -> ApiKey | None:
+        """The live key matching ``token``, or None (unknown, malformed or revoked)."""
+        prefix, _, rest = token.partition("_")
+        key_id, _, secret = rest.partition("_")
+        if prefix != "fwk" or not key_id or not secret:
+            return None
+        with self.session() as session:
+            row = session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+        if row is None or row.revoked_at is not None:
+            return None
+        return row if hmac.compare_digest(row.secret_hash, hash_secret(secret)) else None
+
+    def list_api_keys(self) -> list[ApiKey]:
+        with self.session() as session:
+            return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
+
+    def revoke_api_key(self, key_id: str) -> ApiKey:
+        key_id = key_id.removeprefix("fwk_").split("_")[0]
+        with self.session() as session:
+            row = session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+            if row is None:
+                raise NotFoundError(f"no API key with id {key_id!r}; see `flywheel keys list`")
+            row.revoked_at = row.revoked_at or utcnow()
+            return row
+
+    # -- prediction log ------------------------------------------------------------
+    def log_predictions(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert served predictions in one transaction.
+
+        Each row: ``id, feature, version, text, label, probabilities, latency_ms,
+        created_at``. Feature names are resolved to ids here.
+        """
+        if not rows:
+            return
+        with self.session() as session:
+            ids = self._feature_ids(session, {row["feature"] for row in rows})
+            session.execute(
+                insert(PredictionLog),
+                [
+                    {
+                        "id": row["id"],
+                        "feature_id": ids[row["feature"]],
+                        "version": row["version"],
+                        "text": row["text"],
+                        "label": row["label"],
+                        "probabilities": row["probabilities"],
+                        "latency_ms": row["latency_ms"],
+                        "created_at": row.get("created_at") or utcnow(),
+                    }
+                    for row in rows
+                ],
+            )
+
+    def get_prediction(self, prediction_id: str) -> tuple[PredictionLog, str] | None:
+        """A logged prediction and its feature name, or None."""
+        with self.session() as session:
+            found = session.execute(
+                select(PredictionLog, Feature.name)
+                .join(Feature, PredictionLog.feature_id == Feature.id)
+                .where(PredictionLog.id == prediction_id)
+            ).first()
+            return None if found is None else (found[0], found[1])
+
+    def count_predictions(self, feature: str | None = None) -> int:
+        with self.session() as session:
+            query = select(func.count()).select_from(PredictionLog)
+            if feature is not None:
+                query = query.where(PredictionLog.feature_id == self._feature_id(session, feature))
+            return int(session.scalar(query) or 0)
+
+    def log_shadow_predictions(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert a candidate's shadow answers (``prediction_id, feature, version, label,
+        probabilities, agrees``)."""
+        if not rows:
+            return
+        with self.session() as session:
+            ids = self._feature_ids(session, {row["feature"] for row in rows})
+            session.execute(
+                insert(ShadowPrediction),
+                [
+                    {
+                        "prediction_id": row["prediction_id"],
+                        "feature_id": ids[row["feature"]],
+                        "version": row["version"],
+                        "label": row["label"],
+                        "probabilities": row["probabilities"],
+                        "agrees": row["agrees"],
+                        "created_at": row.get("created_at") or utcnow(),
+                    }
+                    for row in rows
+                ],
+            )
+
+    def shadow_agreement(self, feature: str) -> dict[int, dict[str, float]]:
+        """Per shadowed version: how many live predictions it scored and the share it agreed."""
+        with self.session() as session:
+            feature_id = self._feature_id(session, feature)
+            query = (
+                select(
+                    ShadowPrediction.version,
+                    func.count(),
+                    func.sum(ShadowPrediction.agrees.cast(Integer)),
+                )
+                .where(ShadowPrediction.feature_id == feature_id)
+                .group_by(ShadowPrediction.version)
+            )
+            return {
+                version: {"scored": n, "agreement": (agreed or 0) / n if n else 0.0}
+                for version, n, agreed in session.execute(query)
+            }
+
+    # -- feedback ------------------------------------------------------------------
+    def add_feedback(
+        self,
+        prediction_id: str,
+        *,
+        corrected_label: str | None = None,
+        thumb: str | None = None,
+        comment: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[Feedback, bool]:
+        """Store feedback on a logged prediction; returns (row, created).
+
+        With an ``idempotency_key`` seen before, the stored row comes back unchanged
+        (``created`` False) when the payload is the same, and ``ConflictError`` when not.
+        """
+        if thumb is not None and thumb not in THUMBS:
+            raise ConflictError(f"thumb must be 'up' or 'down', got {thumb!r}")
+        payload = (corrected_label, thumb, comment)
+        with self.session() as session:
+            if idempotency_key is not None:
+                existing = session.scalar(
+                    select(Feedback).where(Feedback.idempotency_key == idempotency_key)
+                )
+                if existing is not None:
+                    stored = (existing.corrected_label, existing.thumb, existing.comment)
+                    if existing.prediction_id != prediction_id or stored != payload:
+                        raise ConflictError(
+                            f"idempotency key {idempotency_key!r} was already used for "
+                            "different feedback"
+                        )
+                    return existing, False
+            feature_id = session.scalar(
+                select(PredictionLog.feature_id).where(PredictionLog.id == prediction_id)
+            )
+            if feature_id is None:
+                raise NotFoundError(f"no prediction with id {prediction_id!r}")
+            row = Feedback(
+                prediction_id=prediction_id,
+                feature_id=feature_id,
+                idempotency_key=idempotency_key,
+                corrected_label=corrected_label,
+                thumb=thumb,
+                comment=comment,
+                review_state="pending",
+            )
+            session.add(row)
+            session.flush()
+            return row, True
+
+    def list_feedback(
+        self,
+        feature: str,
+        *,
+        state: str | None = None,
+        ids: Sequence[int] | None = None,
+        limit: int | None = None,
+    ) -> list[FeedbackItem]:
+        """Feedback of ``feature`` with the predictions it answers, oldest first."""
+        if state is not None and state not in REVIEW_STATES:
+            raise ConflictError(
+                f"review state must be one of {', '.join(REVIEW_STATES)}, got {state!r}"
+            )
+        with self.session() as session:
+            feature_id = self._feature_id(session, feature)
+            query = (
+                select(Feedback, PredictionLog)
+                .join(PredictionLog, Feedback.prediction_id == PredictionLog.id)
+                .where(Feedback.feature_id == feature_id)
+                .order_by(Feedback.id)
+            )
+            if state is not None:
+                query = query.where(Feedback.review_state == state)
+            if ids is not None:
+                query = query.where(Feedback.id.in_(list(ids)))
+            if limit is not None:
+                query = query.limit(limit)
+            return [
+                FeedbackItem(
+                    id=fb.id,
+                    prediction_id=fb.prediction_id,
+                    feature=feature,
+                    version=pred.version,
+                    text=pred.text,
+                    predicted=pred.label,
+                    corrected_label=fb.corrected_label,
+                    thumb=fb.thumb,
+                    comment=fb.comment,
+                    review_state=fb.review_state,
+                    reviewer=fb.reviewer,
+                    created_at=fb.created_at,
+                )
+                for fb, pred in session.execute(query)
+            ]
+
+    def review_feedback(
+        self,
+        feature: str,
+        decisions: Sequence[tuple[int, str, str | None]],
+        *,
+        reviewer: str,
+    ) -> int:
+        """Apply ``(feedback id, state, corrected label or None to keep)`` decisions at once.
+
+        All or nothing: an unknown id or state changes nothing. Returns how many changed.
+        """
+        with self.session() as session:
+            feature_id = self._feature_id(session, feature)
+            wanted = {fid for fid, _, _ in decisions}
+            known = set(
+                session.scalars(
+                    select(Feedback.id).where(
+                        Feedback.feature_id == feature_id, Feedback.id.in_(list(wanted))
+                    )
+                )
+            )
+            missing = sorted(wanted - known)
+            if missing:
+                shown = ", ".join(map(str, missing[:10]))
+                raise NotFoundError(f"feature {feature!r} has no feedback with id(s) {shown}")
+            now = utcnow()
+            for fid, state, label in decisions:
+                if state not in REVIEW_STATES:
+                    raise ConflictError(
+                        f"review state must be one of {', '.join(REVIEW_STATES)}, got {state!r}"
+                    )
+                values: dict[str, Any] = {
+                    "review_state": state,
+                    "reviewer": reviewer,
+                    "reviewed_at": now,
+                }
+                if label is not None:
+                    values["corrected_label"] = label
+                session.execute(update(Feedback).where(Feedback.id == fid).values(**values))
+            return len(decisions)
+
+    def feedback_counts(self, feature: str | None = None) -> dict[str, int]:
+        """Feedback rows per review state (all features, or one)."""
+        with self.session() as session:
+            query = select(Feedback.review_state, func.count()).group_by(Feedback.review_state)
+            if feature is not None:
+                query = query.where(Feedback.feature_id == self._feature_id(session, feature))
+            counts = {state: 0 for state in REVIEW_STATES}
+            counts.update({state: int(n) for state, n in session.execute(query)})
+            return counts
+
+    def ping(self) -> None:
+        """Raise StoreError when the database cannot answer a trivial query."""
+        with self.session() as session:
+            session.execute(select(1))
+
+    def _version_row(self, session: Session, feature: str, version: int) -> ModelVersion:
+        feature_id = self._feature_id(session, feature)
+        row = session.scalar(
+            select(ModelVersion).where(
+                ModelVersion.feature_id == feature_id, ModelVersion.version == version
+            )
+        )
+        if row is None:
+            known = session.scalars(
+                select(ModelVersion.version).where(ModelVersion.feature_id == feature_id)
+            ).all()
+            raise NotFoundError(
+                f"feature {feature!r} has no version {version}; versions: "
+                f"{', '.join(map(str, known)) or 'none'}"
+            )
+        return row
+
+    @classmethod
+    def _feature_ids(cls, session: Session, names: set[str]) -> dict[str, int]:
+        return {name: cls._feature_id(session, name) for name in names}
 
     @staticmethod
     def _feature_id(session: Session, name: str) -> int:
         feature_id = session.scalar(select(Feature.id).where(Feature.name == name))
         if feature_id is None:
-            raise StoreError(
+            raise NotFoundError(
                 f"unknown feature {name!r}; run `flywheel data check` on its recipe first"
             )
         return feature_id
