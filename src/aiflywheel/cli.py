@@ -36,6 +36,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 
+
 console = Console()
 TEMPLATES_PACKAGE = "aiflywheel.recipes"
 
@@ -339,6 +340,19 @@ def db_upgrade() -> None:
     store = open_store()
     store.upgrade()
     console.print(f"store at revision {store.revision()}")
+
+
+def _register_loop_commands() -> None:
+    from aiflywheel import loop_commands
+
+    app.add_typer(loop_commands.feedback_app, name="feedback")
+    app.command("retrain")(loop_commands.retrain_command)
+    app.command("promote")(loop_commands.promote_command)
+    app.command("rollback")(loop_commands.rollback_command)
+    app.command("audit")(loop_commands.audit_command)
+
+
+_register_loop_commands()
 
 
 def main(argv: list[str] | None = None) -> int:

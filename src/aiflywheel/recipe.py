@@ -250,6 +250,42 @@ class EvaluateConfig(_Strict):
     )
 
 
+class GateConfig(_Strict):
+    """When a retrained candidate may replace the champion (``flywheel retrain``)."""
+
+    min_macro_f1_gain: float = Field(
+        0.0,
+        ge=-100,
+        le=100,
+        description="Minimum macro-F1 gain of the candidate over the champion, in points "
+        "(0.5 = half a point), on the frozen test set plus the held-out feedback.",
+    )
+    require_significance: bool = Field(
+        True,
+        description="Also require the paired-bootstrap 95% CI of the gain to lie above zero "
+        "(the candidate is measurably better, not better by luck).",
+    )
+    max_slice_drop: float = Field(
+        3.0,
+        ge=0,
+        le=100,
+        description="Refuse when any slice (metadata value, language, held-out feedback) loses "
+        "more than this many macro-F1 points against the champion.",
+    )
+    feedback_holdout: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="Share of accepted feedback kept out of training to evaluate both versions "
+        "on live traffic (chosen by a hash of the feedback id, so stable across retrains).",
+    )
+    min_feedback: int = Field(
+        1,
+        ge=0,
+        description="Retrain only when at least this many accepted feedback items are new.",
+    )
+
+
 class Recipe(_Strict):
     """An AI feature: its name, task, data and how the data is prepared."""
 
@@ -272,6 +308,10 @@ class Recipe(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training options.")
     evaluate: EvaluateConfig = Field(
         default_factory=EvaluateConfig, description="How the model is compared with the baseline."
+    )
+    gate: GateConfig = Field(
+        default_factory=GateConfig,
+        description="Promotion gate for retrained candidates (feedback loop).",
     )
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)

@@ -573,6 +573,13 @@ class Store:
             row.status = status
             return row
 
+    def update_model_metrics(self, feature: str, version: int, metrics: dict) -> ModelVersion:
+        """Merge ``metrics`` into a version's stored figures (e.g. its gate result)."""
+        with self.session() as session:
+            row = self._version_row(session, feature, version)
+            row.metrics = {**row.metrics, **metrics}
+            return row
+
     def change_champion(
         self,
         feature: str,

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from aiflywheel.data.check import check_data, record_dataset_version
+from aiflywheel.data.check import check_data
 from aiflywheel.data.dataset import Dataset
 from aiflywheel.errors import DataError, ModelError, TrainingInterrupted
 from aiflywheel.evaluate import cross_validate, evaluate_against_baseline, write_evaluation
@@ -39,6 +39,33 @@ from aiflywheel.settings import Settings
 from aiflywheel.store import Store, new_run_id
 
 Report = Callable[[str], None]
+
+
+@dataclass
+class PreparedData:
+    """What a data stage wrote into the work folder (``splits/`` and ``dataset.jsonl``)."""
+
+    dataset_version: str
+    split_version: str
+    rows: int
+    labels: dict[str, int]
+    source: str
+
+
+def check_data_stage(recipe: Recipe) -> Callable[[Path], PreparedData]:
+    """The default data stage of a training run: ``check_data`` on the recipe's source."""
+
+    def prepare(work_dir: Path) -> PreparedData:
+        data = check_data(recipe, work_dir)
+        return PreparedData(
+            dataset_version=data.dataset_version,
+            split_version=data.split_version,
+            rows=data.report["rows"]["kept"],
+            labels=data.report["labels"]["counts"],
+            source=recipe.data.source,
+        )
+
+    return prepare
 
 
 @dataclass
@@ -57,10 +84,10 @@ class TrainResult:
         return self.run_dir / "report.html"
 
 
-def work_key(recipe: Recipe) -> str:
+def work_key(recipe: Recipe, extra: str = "") -> str:
     """Same recipe (and so same data, seed and settings) -> same resumable work folder."""
-    blob = json.dumps(recipe.model_dump(mode="json"), sort_keys=True).encode("utf-8")
-    return hashlib.sha256(blob).hexdigest()[:16]
+    blob = json.dumps(recipe.model_dump(mode="json"), sort_keys=True) + extra
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
 def choose_method(
@@ -190,9 +217,21 @@ def _fit(model, method: str, train: Dataset, val: Dataset, work_dir: Path) -> No
 
 
 def train_feature(
-    recipe: Recipe, *, store: Store, settings: Settings, report: Report = lambda _: None
+    recipe: Recipe,
+    *,
+    store: Store,
+    settings: Settings,
+    report: Report = lambda _: None,
+    prepare: Callable[[Path], PreparedData] | None = None,
+    kind: str = "train",
+    key_extra: str = "",
 ) -> TrainResult:
-    """Run the whole training flow for ``recipe``; see the module docstring."""
+    """Run the whole training flow for ``recipe``; see the module docstring.
+
+    ``prepare`` is the data stage (default: ``check_data`` on the recipe's source); a
+    retrain passes one that writes the champion's frozen splits plus accepted feedback.
+    ``key_extra`` separates the resumable work folders of different data.
+    """
     from aiflywheel.classifiers.baseline import TfidfBaseline
     from aiflywheel.classifiers.encoding import choose_max_length, load_tokenizer, torch_threads
 
@@ -200,15 +239,23 @@ def train_feature(
         recipe.feature, recipe.task, recipe.description, recipe.model_dump(mode="json")
     )
     feature_dir = settings.runs_dir / recipe.feature
-    work_dir = feature_dir / f".train-{work_key(recipe)}.partial"
+    work_dir = feature_dir / f".{kind}-{work_key(recipe, key_extra)}.partial"
     resuming = (work_dir / "checkpoints").is_dir()
     run_id = new_run_id()
     final_dir = feature_dir / run_id
-    store.start_run(recipe.feature, "train", str(final_dir), run_id=run_id)
+    store.start_run(recipe.feature, kind, str(final_dir), run_id=run_id)
     try:
         report("resuming from the checkpoints in " + str(work_dir) if resuming else "checking data")
-        data = check_data(recipe, work_dir)
-        version = record_dataset_version(store, recipe, data, final_dir)
+        data = (prepare or check_data_stage(recipe))(work_dir)
+        version = store.record_dataset_version(
+            recipe.feature,
+            content_hash=data.dataset_version,
+            split_version=data.split_version,
+            rows=data.rows,
+            labels=data.labels,
+            source=data.source,
+            path=str(final_dir / "dataset.jsonl"),
+        )
         parts = {
             n: Dataset.from_jsonl(work_dir / "splits" / f"{n}.jsonl")
             for n in ("train", "val", "test")
@@ -250,7 +297,7 @@ def train_feature(
 
             cv = None
             if recipe.evaluate.cross_validation:
-                cv = _cross_validation(recipe, method, resolved, data.out_dir, parts, report)
+                cv = _cross_validation(recipe, method, resolved, work_dir, parts, report)
             metrics = evaluate_against_baseline(
                 model,
                 baseline,
