@@ -36,15 +36,11 @@ def upgrade() -> None:
         sa.Column("latency_ms", sa.Float(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
-    op.create_index(
-        "ix_predictions_feature_created", "predictions", ["feature_id", "created_at"]
-    )
+    op.create_index("ix_predictions_feature_created", "predictions", ["feature_id", "created_at"])
     op.create_table(
         "feedback",
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column(
-            "prediction_id", sa.String(32), sa.ForeignKey("predictions.id"), nullable=False
-        ),
+        sa.Column("prediction_id", sa.String(32), sa.ForeignKey("predictions.id"), nullable=False),
         sa.Column("feature_id", sa.Integer(), sa.ForeignKey("features.id"), nullable=False),
         sa.Column("idempotency_key", sa.String(200), nullable=True, unique=True),
         sa.Column("corrected_label", sa.String(200), nullable=True),
@@ -60,9 +56,7 @@ def upgrade() -> None:
     op.create_table(
         "shadow_predictions",
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column(
-            "prediction_id", sa.String(32), sa.ForeignKey("predictions.id"), nullable=False
-        ),
+        sa.Column("prediction_id", sa.String(32), sa.ForeignKey("predictions.id"), nullable=False),
         sa.Column("feature_id", sa.Integer(), sa.ForeignKey("features.id"), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("label", sa.String(200), nullable=False),
@@ -70,9 +64,7 @@ def upgrade() -> None:
         sa.Column("agrees", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
-    op.create_index(
-        "ix_shadow_feature_version", "shadow_predictions", ["feature_id", "version"]
-    )
+    op.create_index("ix_shadow_feature_version", "shadow_predictions", ["feature_id", "version"])
     op.create_table(
         "audit_events",
         sa.Column("id", sa.Integer(), primary_key=True),
