@@ -260,3 +260,16 @@ def test_installed_script_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0
     assert "recipe file not found" in result.stderr
+
+
+def test_usage_errors_exit_2_in_one_message(capsys) -> None:
+    from aiflywheel.cli import main as cli_main
+
+    for args, message in [
+        (["runs", "list", "--limit", "abc"], "Invalid value for '--limit'"),
+        (["keys", "create", "--role", "root"], "'root' is not one of 'client', 'admin'"),
+        (["no-such-command"], "No such command"),
+    ]:
+        assert cli_main(args) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from aiflywheel.cli import main
-from aiflywheel.errors import ModelError, NotFoundError, StoreError
+from aiflywheel.errors import ModelError, NotFoundError
 from aiflywheel.recipe import load_recipe
 from aiflywheel.registry import load
 from aiflywheel.settings import get_settings

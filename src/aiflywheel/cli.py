@@ -342,17 +342,41 @@ def db_upgrade() -> None:
     console.print(f"store at revision {store.revision()}")
 
 
-def _register_loop_commands() -> None:
+def _register_more_commands() -> None:
     from aiflywheel import loop_commands
+    from aiflywheel.serve.commands import keys_app, serve_command
+
+    app.command("serve")(serve_command)
+    app.add_typer(keys_app, name="keys")
 
     app.add_typer(loop_commands.feedback_app, name="feedback")
     app.command("retrain")(loop_commands.retrain_command)
     app.command("promote")(loop_commands.promote_command)
     app.command("rollback")(loop_commands.rollback_command)
     app.command("audit")(loop_commands.audit_command)
+    demo_app = typer.Typer(help="Guided demos on shipped data.", no_args_is_help=True)
+    demo_app.command("turn")(loop_commands.demo_turn_command)
+    app.add_typer(demo_app, name="demo")
 
 
-_register_loop_commands()
+_register_more_commands()
+
+
+def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """Usage-error and abort classes of click and of the copy of click typer may bundle."""
+    import click
+
+    usage: list[type] = [click.exceptions.ClickException]
+    aborted: list[type] = [click.exceptions.Abort]
+    try:
+        from typer._click import exceptions as bundled
+    except ImportError:
+        bundled = None
+    if bundled is not None:
+        usage.append(bundled.ClickException)
+        if hasattr(bundled, "Abort"):
+            aborted.append(bundled.Abort)
+    return tuple(usage), tuple(aborted)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -377,12 +401,11 @@ def main(argv: list[str] | None = None) -> int:
         Console(stderr=True).print("interrupted")
         return 130
     except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        usage, aborted = _click_exception_types()
+        if isinstance(exc, usage):
             exc.show()
             return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, aborted):
             return 1
         raise
     return 0

@@ -393,3 +393,45 @@ def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if not rows:
         raise DataError(f"{path} holds no feedback rows")
     return rows
+
+
+def demo_turn_command(
+    feature: Annotated[str, typer.Argument(help="Feature name.")] = "review-sentiment",
+    source: Annotated[
+        str, typer.Option("--source", help="Labelled data the users draw from (held back).")
+    ] = "demo:zh-reviews",
+    users: Annotated[
+        int, typer.Option("--users", min=10, help="How many texts the users send.")
+    ] = 1500,
+    seed: Annotated[int, typer.Option("--seed", help="Which held-back texts.")] = 7,
+) -> None:
+    """One full turn over HTTP: serve, predict, answer, review, retrain, gate, hot swap."""
+    from aiflywheel.demo_turn import turn_the_wheel
+    from aiflywheel.settings import get_settings
+
+    store = _store()
+    result = turn_the_wheel(
+        feature,
+        store=store,
+        settings=get_settings(),
+        source=source,
+        users=users,
+        seed=seed,
+        report=lambda line: console.print(f"[dim]·[/dim] {escape(line)}", highlight=False),
+    )
+    verb = "promoted" if result.decision == "promoted" else "kept out by the gate"
+    console.print(
+        f"\n[bold]{feature}: v{result.served_version} served {result.predictions} predictions "
+        f"({result.accuracy_before:.1%} right by the users' labels), {result.corrections} "
+        f"corrections; v{result.candidate_version} {verb}; the server answers with "
+        f"v{result.answered_by_after}.[/bold]\n"
+    )
+    audit_command(feature, as_json=False)
+    console.print(
+        "\nTry it yourself:\n"
+        f"  flywheel serve --no-auth --port 8000 &\n"
+        f"  curl -s localhost:8000/v1/classify -H 'Content-Type: application/json' "
+        f"""-d '{{"feature": "{feature}", "text": "房间很干净，服务也很周到"}}'""",
+        highlight=False,
+        soft_wrap=True,
+    )

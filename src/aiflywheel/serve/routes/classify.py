@@ -1,0 +1,256 @@
+"""``POST /v1/classify`` and ``POST /v1/feedback``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from aiflywheel.errors import NotFoundError, StoreError
+from aiflywheel.serve.config import ServeConfig
+from aiflywheel.serve.deps import ApiError, Client, State
+from aiflywheel.serve.serving_models import as_probabilities
+
+router = APIRouter(tags=["predictions"])
+
+PREPARE_INLINE_CHARS = 20_000
+
+
+class ClassifyRequest(BaseModel):
+    """One text (``text``) or several (``texts``) for one feature."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feature: str | None = Field(
+        None, description="Feature name; may be left out when one feature is served."
+    )
+    text: str | None = Field(None, description="One text to classify.")
+    texts: list[str] | None = Field(None, description="Several texts to classify.")
+
+    @model_validator(mode="after")
+    def _one_of_text_or_texts(self) -> ClassifyRequest:
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give either 'text' (one string) or 'texts' (a list), not both")
+        return self
+
+
+class PredictionOut(BaseModel):
+    prediction_id: str = Field(description="Id to send feedback about this prediction.")
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+
+
+class ClassifyOut(PredictionOut):
+    feature: str
+    version: int = Field(description="The model version that answered.")
+
+
+class ClassifyBatchOut(BaseModel):
+    feature: str
+    version: int = Field(description="The model version that answered.")
+    predictions: list[PredictionOut]
+
+
+class FeedbackRequest(BaseModel):
+    """A user's answer to a prediction: a correction, a thumb and/or a comment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prediction_id: str = Field(..., min_length=1, max_length=64)
+    corrected_label: str | None = Field(
+        None, min_length=1, max_length=200, description="The right label, one of the feature's."
+    )
+    thumb: Literal["up", "down"] | None = None
+    comment: str | None = Field(None, max_length=10_000)
+    idempotency_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="Retries with the same key store the feedback once (or send the "
+        "Idempotency-Key header).",
+    )
+
+    @model_validator(mode="after")
+    def _says_something(self) -> FeedbackRequest:
+        if self.corrected_label is None and self.thumb is None and not self.comment:
+            raise ValueError("give at least one of corrected_label, thumb or comment")
+        return self
+
+
+class FeedbackOut(BaseModel):
+    feedback_id: int
+    prediction_id: str
+    feature: str
+    created: bool = Field(description="False when an idempotent retry found the stored row.")
+    review_state: str
+
+
+def check_texts(texts: list[str], config: ServeConfig, *, single: bool) -> None:
+    """Reject an empty list, too many texts, blank texts and overlong texts (422)."""
+    if not texts:
+        raise ApiError(422, "ValidationError", "texts: give at least one text")
+    if len(texts) > config.max_texts:
+        raise ApiError(
+            422,
+            "ValidationError",
+            f"texts: at most {config.max_texts} texts per request, got {len(texts)}",
+        )
+    for i, text in enumerate(texts):
+        where = "text" if single else f"texts[{i}]"
+        if not text.strip():
+            raise ApiError(422, "ValidationError", f"{where}: empty or whitespace-only text")
+        if len(text) > config.max_text_chars:
+            raise ApiError(
+                422,
+                "ValidationError",
+                f"{where}: at most {config.max_text_chars} characters, got {len(text)}",
+            )
+
+
+@router.post(
+    "/v1/classify",
+    summary="Classify one text or a batch",
+    responses={200: {"model": ClassifyOut | ClassifyBatchOut}},
+)
+async def classify(body: ClassifyRequest, state: State, principal: Client) -> JSONResponse:
+    """Answer with the label and probabilities; each prediction is logged for feedback."""
+    started = time.perf_counter()
+    single = body.text is not None
+    raw = [body.text] if body.text is not None else list(body.texts or [])
+    model = state.models.get(body.feature)
+    check_texts(raw, state.config, single=single)
+    state.writer.check_capacity()
+    if sum(map(len, raw)) > PREPARE_INLINE_CHARS:  # keep the event loop free for big requests
+        prepared = await asyncio.to_thread(lambda: [model.prepare(text) for text in raw])
+    else:
+        prepared = [model.prepare(text) for text in raw]
+    for i, text in enumerate(prepared):
+        if not text:
+            where = "text" if single else f"texts[{i}]"
+            raise ApiError(422, "ValidationError", f"{where}: nothing left after cleaning")
+    in_progress = state.metrics.in_progress.labels(model.feature)
+    in_progress.inc()
+    try:
+        proba = await model.score(prepared)
+    finally:
+        in_progress.dec()
+    latency_ms = round((time.perf_counter() - started) * 1000, 3)
+    now = datetime.now(timezone.utc)
+    labels = model.labels
+    rows: list[dict[str, Any]] = []
+    out: list[dict[str, Any]] = []
+    for text, row in zip(prepared, proba, strict=True):
+        best = int(row.argmax())
+        probabilities = as_probabilities(labels, row)
+        pid = uuid.uuid4().hex
+        rows.append(
+            {
+                "id": pid,
+                "feature": model.feature,
+                "version": model.version,
+                "text": text,
+                "label": labels[best],
+                "probabilities": probabilities,
+                "latency_ms": latency_ms,
+                "created_at": now,
+            }
+        )
+        out.append(
+            {
+                "prediction_id": pid,
+                "label": labels[best],
+                "confidence": probabilities[labels[best]],
+                "probabilities": probabilities,
+            }
+        )
+    state.writer.submit(rows)
+    state.metrics.predictions.labels(model.feature, str(model.version)).inc(len(rows))
+    shadow = state.models.shadows.get(model.feature)
+    if shadow is not None and shadow.model.version != model.version:
+        shadow.offer([r["id"] for r in rows], prepared, [r["label"] for r in rows])
+    head = {"feature": model.feature, "version": model.version}
+    return JSONResponse({**head, **out[0]} if single else {**head, "predictions": out})
+
+
+@router.post(
+    "/v1/feedback",
+    summary="Give feedback on a prediction",
+    status_code=201,
+    responses={200: {"model": FeedbackOut, "description": "An idempotent retry."}},
+    response_model=FeedbackOut,
+)
+def feedback(
+    body: FeedbackRequest,
+    state: State,
+    principal: Client,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+    ] = None,
+) -> JSONResponse:
+    """Store feedback (durably, before answering): 201 new, 200 same retry, 409 key reused."""
+    key = body.idempotency_key or idempotency_key
+    if body.idempotency_key and idempotency_key and body.idempotency_key != idempotency_key:
+        raise ApiError(
+            422,
+            "ValidationError",
+            "idempotency_key: the body and the Idempotency-Key header disagree",
+        )
+    pid = body.prediction_id
+    pending = state.writer.pending(pid)
+    if pending is not None:
+        feature, allowed = pending["feature"], list(pending["probabilities"])
+    else:
+        found = state.store.get_prediction(pid)
+        if found is None:
+            raise NotFoundError(f"no prediction with id {pid!r}")
+        feature, allowed = found[1], list(found[0].probabilities)
+    if body.corrected_label is not None and body.corrected_label not in allowed:
+        raise ApiError(
+            422,
+            "ValidationError",
+            f"corrected_label must be one of {', '.join(allowed)} for feature {feature!r}, "
+            f"got {body.corrected_label!r}",
+        )
+    if pending is not None and not state.writer.wait_written(
+        pid, state.config.feedback_wait_seconds
+    ):
+        raise StoreError(
+            f"prediction {pid!r} is not stored yet (the store is not keeping up: "
+            f"{state.writer.last_error or 'busy'}); retry later"
+        )
+    values = {
+        "corrected_label": body.corrected_label,
+        "thumb": body.thumb,
+        "comment": body.comment,
+        "idempotency_key": key,
+    }
+    try:
+        row, created = state.store.add_feedback(pid, **values)
+    except StoreError:
+        if key is None:
+            raise
+        # A concurrent request with the same key may have won the insert: look again.
+        row, created = state.store.add_feedback(pid, **values)
+    if created:
+        for kind, given in (
+            ("corrected", body.corrected_label is not None),
+            (f"thumb_{body.thumb}", body.thumb is not None),
+            ("comment", bool(body.comment)),
+        ):
+            if given:
+                state.metrics.feedback.labels(feature, kind).inc()
+    content = {
+        "feedback_id": row.id,
+        "prediction_id": pid,
+        "feature": feature,
+        "created": created,
+        "review_state": row.review_state,
+    }
+    return JSONResponse(content, status_code=201 if created else 200)

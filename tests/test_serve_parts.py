@@ -1,0 +1,148 @@
+"""The server's moving parts on their own: micro-batcher, prediction writer, config."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+from aiflywheel.errors import SettingsError, StoreError
+from aiflywheel.serve.app import describe_request_error
+from aiflywheel.serve.batching import MicroBatcher
+from aiflywheel.serve.config import make_config
+from aiflywheel.serve.prediction_log import PredictionWriter
+
+
+def _proba(texts: Sequence[str]) -> np.ndarray:
+    return np.array([[len(t), 1.0] for t in texts])
+
+
+def test_batcher_groups_concurrent_requests_and_keeps_their_order() -> None:
+    batches: list[tuple[int, int]] = []
+
+    async def main() -> list[np.ndarray]:
+        batcher = MicroBatcher(
+            _proba, max_batch=8, max_wait_ms=50, on_batch=lambda s, n: batches.append((s, n))
+        )
+        results = await asyncio.gather(
+            *(batcher.submit(["x" * i] * (1 + i % 2)) for i in range(1, 7))
+        )
+        big = await batcher.submit(["y"] * 20)  # larger than max_batch: a batch of its own
+        await batcher.close()
+        return [*results, big]
+
+    results = asyncio.run(main())
+    for i, rows in enumerate(results[:6], start=1):
+        assert rows.shape == (1 + i % 2, 2) and (rows[:, 0] == i).all()
+    assert results[6].shape == (20, 2)
+    assert sum(size for size, _ in batches) == 9 + 20
+    assert all(size <= 8 for size, _ in batches[:-1]) and batches[-1] == (20, 1)
+    assert len(batches) < 7
+
+
+def test_batcher_hands_a_model_error_to_every_waiting_request() -> None:
+    def broken(texts: Sequence[str]) -> np.ndarray:
+        raise ValueError("model exploded")
+
+    async def main() -> list[Any]:
+        batcher = MicroBatcher(broken, max_batch=8, max_wait_ms=20)
+        results = await asyncio.gather(
+            batcher.submit(["a"]), batcher.submit(["b"]), return_exceptions=True
+        )
+        await batcher.close()
+        return results
+
+    assert all(isinstance(r, ValueError) for r in asyncio.run(main()))
+
+
+class FlakyStore:
+    """Fails the first ``failures`` writes, then records every row it gets."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.calls: list[tuple[str, list[str]]] = []
+        self.lock = threading.Lock()
+
+    def _write(self, kind: str, rows: Sequence[dict[str, Any]], key: str) -> None:
+        with self.lock:
+            if self.failures > 0:
+                self.failures -= 1
+                raise StoreError("store write failed: database is locked")
+            self.calls.append((kind, [row[key] for row in rows]))
+
+    def log_predictions(self, rows: Sequence[dict[str, Any]]) -> None:
+        self._write("predictions", rows, "id")
+
+    def log_shadow_predictions(self, rows: Sequence[dict[str, Any]]) -> None:
+        self._write("shadow", rows, "prediction_id")
+
+    def ping(self) -> None:
+        return None
+
+    def written(self, kind: str) -> list[str]:
+        return [i for k, ids in self.calls if k == kind for i in ids]
+
+
+def _row(i: int) -> dict[str, Any]:
+    return {"id": f"p{i}", "feature": "f", "version": 1, "text": "t", "label": "a"}
+
+
+def test_writer_retries_failed_writes_and_loses_nothing() -> None:
+    store = FlakyStore(failures=3)
+    events: list[tuple[str, int]] = []
+    writer = PredictionWriter(
+        store,
+        flush_ms=0,
+        hook=lambda event, n: events.append((event, n)),  # type: ignore[arg-type]
+    )
+    writer.start()
+    writer.submit([_row(i) for i in range(5)])
+    writer.submit_shadow([{"prediction_id": "p0"}, {"prediction_id": "p1"}])
+    assert writer.wait_written("p4", timeout=30)
+    assert writer.close() == 0
+    assert store.written("predictions") == [f"p{i}" for i in range(5)]
+    assert store.written("shadow") == ["p0", "p1"]
+    assert ("predictions_failed", 5) in events
+    first_shadow = next(i for i, (kind, _) in enumerate(store.calls) if kind == "shadow")
+    assert all(kind == "predictions" for kind, _ in store.calls[:first_shadow])
+
+
+def test_writer_refuses_new_predictions_beyond_its_backlog_and_drains_on_close() -> None:
+    store = FlakyStore(failures=10**9)
+    writer = PredictionWriter(store, max_backlog=3, flush_ms=0, drain_seconds=0.2)  # type: ignore[arg-type]
+    writer.submit([_row(i) for i in range(3)])
+    with pytest.raises(StoreError, match="3 rows behind"):
+        writer.check_capacity()
+    assert writer.pending("p1") is not None and writer.pending("zz") is None
+    assert not writer.wait_written("p1", timeout=0.05)
+    assert writer.close() == 3  # the store never came back: reported, not silently lost
+    store.failures = 0
+    writer = PredictionWriter(store, flush_ms=0)  # type: ignore[arg-type]
+    writer.submit([_row(i) for i in range(3)])
+    assert writer.close() == 0 and store.written("predictions") == ["p0", "p1", "p2"]
+
+
+def test_config_parses_shadows_and_names_bad_values() -> None:
+    config = make_config(shadows=("review-sentiment:v3", "other:2"))
+    assert config.shadows == (("review-sentiment", 3), ("other", 2))
+    with pytest.raises(SettingsError, match="FEATURE:VERSION"):
+        make_config(shadows=("review-sentiment",))
+    with pytest.raises(SettingsError, match="max_batch"):
+        make_config(max_batch=0)
+
+
+def test_request_errors_become_one_line_naming_the_field() -> None:
+    errors = [
+        {"loc": ("body", "texts", 2), "msg": "Input should be a valid string", "input": 5},
+        {"loc": ("body", "feature"), "msg": "x", "input": None},
+    ]
+    assert describe_request_error(errors) == (
+        "texts.2: Input should be a valid string, got 5 (and 1 more problem(s))"
+    )
+    assert describe_request_error([{"loc": ("body", "x"), "type": "missing", "msg": "m"}]) == (
+        "missing required field 'x'"
+    )
