@@ -56,24 +56,30 @@ class TurnResult:
 
 
 def held_back_users(
-    source: str, champion_dataset: Path, count: int, seed: int
+    sources: list[str], champion_dataset: Path, count: int, seed: int
 ) -> list[tuple[str, str]]:
-    """``count`` labelled rows of ``source`` whose texts the feature has never seen."""
+    """``count`` labelled rows, shared evenly by ``sources``, that the feature never saw."""
     seen = {near_duplicate_key(r.text) for r in Dataset.from_jsonl(champion_dataset)}
-    rows = ingest(DataConfig(source=source), base_dir=Path.cwd(), seed=seed).dataset
-    pool: dict[str, tuple[str, str]] = {}
-    for record in rows:
-        key = near_duplicate_key(record.text)
-        if record.label is None or len(record.text.strip()) < 4 or key in seen:
-            continue
-        pool.setdefault(key, (record.text.strip(), record.label))
-    users = list(pool.values())
+    users: list[tuple[str, str]] = []
+    for i, source in enumerate(sources):
+        share = count // len(sources) + (1 if i < count % len(sources) else 0)
+        rows = ingest(DataConfig(source=source), base_dir=Path.cwd(), seed=seed).dataset
+        pool: dict[str, tuple[str, str]] = {}
+        for record in rows:
+            key = near_duplicate_key(record.text)
+            if record.label is None or len(record.text.strip()) < 4 or key in seen:
+                continue
+            pool.setdefault(key, (record.text.strip(), record.label))
+        candidates = list(pool.values())
+        random.Random(seed).shuffle(candidates)
+        if len(candidates) < share:
+            raise DataError(
+                f"{source} has {len(candidates)} labelled rows the feature has not seen; "
+                f"asked for {share}"
+            )
+        users += candidates[:share]
     random.Random(seed).shuffle(users)
-    if len(users) < count:
-        raise DataError(
-            f"{source} has {len(users)} labelled rows the feature has not seen; asked for {count}"
-        )
-    return users[:count]
+    return users
 
 
 def free_port() -> int:
@@ -99,33 +105,40 @@ class Client:
                 return response.status, json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"{}")
+        except (urllib.error.URLError, OSError) as exc:
+            raise ModelError(f"{method} {self.base}{path} failed: {exc}") from None
 
 
 def start_server(port: int, settings: Settings, report: Report) -> subprocess.Popen:
-    """``flywheel serve`` on ``port``; returns once /readyz answers 200."""
+    """``flywheel serve`` on ``port``, logging to a file; returns once /readyz answers 200."""
     env = {**os.environ, "FLYWHEEL_HOME": str(settings.home)}
     if settings.db_url:
         env["FLYWHEEL_DB_URL"] = settings.db_url
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aiflywheel.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--reload-interval",
-            "1",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log_path = settings.home / "logs" / f"serve-{port}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    # A file, not a pipe: nobody reads a pipe here, and a full one would stall the server.
+    with log_path.open("w", encoding="utf-8") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "aiflywheel.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--reload-interval",
+                "1",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    report(f"server log: {log_path}")
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise ModelError(f"flywheel serve exited early: {process.stdout.read()[-2000:]}")
+            tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
+            raise ModelError(f"flywheel serve exited early: {tail}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
                 if r.status == 200:
@@ -153,7 +166,7 @@ def turn_the_wheel(
     *,
     store: Store,
     settings: Settings,
-    source: str,
+    sources: list[str],
     users: int,
     seed: int = 7,
     report: Report = lambda _: None,
@@ -168,8 +181,8 @@ def turn_the_wheel(
         champion = store.champion(feature)
         report(f"promoted v{champion.version} to champion (first champion)")
     dataset_file = Path(champion.model_path).parent / "dataset.jsonl"
-    traffic = held_back_users(source, dataset_file, users, seed)
-    report(f"{len(traffic)} held-back labelled texts from {source} play the users")
+    traffic = held_back_users(sources, dataset_file, users, seed)
+    report(f"{len(traffic)} held-back labelled texts from {' and '.join(sources)} play the users")
 
     client_key, _ = store.create_api_key("client", "demo users")
     admin_key, _ = store.create_api_key("admin", "demo reviewer")

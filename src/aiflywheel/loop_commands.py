@@ -397,9 +397,12 @@ def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
 
 def demo_turn_command(
     feature: Annotated[str, typer.Argument(help="Feature name.")] = "review-sentiment",
-    source: Annotated[
-        str, typer.Option("--source", help="Labelled data the users draw from (held back).")
-    ] = "demo:zh-reviews",
+    sources: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--source", help="Labelled data the users draw from (repeatable; held-back rows)."
+        ),
+    ] = None,
     users: Annotated[
         int, typer.Option("--users", min=10, help="How many texts the users send.")
     ] = 1500,
@@ -414,7 +417,7 @@ def demo_turn_command(
         feature,
         store=store,
         settings=get_settings(),
-        source=source,
+        sources=sources or ["demo:zh-reviews"],
         users=users,
         seed=seed,
         report=lambda line: console.print(f"[dim]·[/dim] {escape(line)}", highlight=False),
