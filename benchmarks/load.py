@@ -22,7 +22,6 @@ import importlib.util
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,8 @@ from importlib import resources
 from pathlib import Path
 
 import httpx
+
+from aiflywheel.demo_turn import free_port
 
 # httpcore asks sniffio which async library runs on every request; when sniffio is not
 # installed that is a failed import (a file-system search) per request. None in
@@ -59,12 +60,6 @@ class Tally:
         return self.transport_errors + sum(
             n for (_, status), n in self.statuses.items() if not 200 <= status < 300
         )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def demo_texts(rows: int, seed: int) -> tuple[list[str], list[str]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aiflywheel.data.check import check_data
-from aiflywheel.recipe import load_recipe
+from aiflywheel.recipe import load_recipe, parse_recipe
 
 pytestmark = pytest.mark.packaged
 
@@ -17,8 +17,16 @@ def _template(name: str):
     return load_recipe(Path(str(resources.files("aiflywheel.recipes") / f"{name}.yaml")))
 
 
+def _whole_corpus(name: str):
+    """The template without its demo-sized ``data.sample``."""
+    recipe = _template(name)
+    obj = recipe.model_dump(mode="json")
+    obj["data"]["sample"] = None
+    return parse_recipe(obj, base_dir=recipe.base_dir)
+
+
 def test_zh_reviews_data_check(tmp_path: Path) -> None:
-    result = check_data(_template("zh-reviews"), tmp_path / "run")
+    result = check_data(_whole_corpus("zh-reviews"), tmp_path / "run")
     report = result.report
     assert report["rows"]["read"] == 16548 + 18576
     assert 16_000 < report["rows"]["kept"] < 18_000

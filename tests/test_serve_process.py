@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,17 +18,12 @@ import pytest
 from sqlalchemy import text
 
 from aiflywheel.cli import main
+from aiflywheel.demo_turn import free_port
 from aiflywheel.settings import get_settings
 from aiflywheel.store import Store, open_store
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_serve import FEATURE, bearer, metric_value, register_tfidf  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -149,15 +149,7 @@ class GateResult:
     slice_drops: list[dict[str, Any]]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "reason": self.reason,
-            "checks": self.checks,
-            "champion": self.champion,
-            "candidate": self.candidate,
-            "comparison": self.comparison,
-            "slice_drops": self.slice_drops,
-        }
+        return asdict(self)
 
 
 @dataclass

@@ -318,7 +318,7 @@ def audit_command(
     events = _store().list_audit(feature)
     if as_json:
         for event in events:
-            sys.stdout.write(json.dumps(audit_json(event), ensure_ascii=False) + "\n")
+            sys.stdout.write(json.dumps(event.to_json(feature), ensure_ascii=False) + "\n")
         return
     table = Table("id", "when", "action", "who", "from", "to", "decision", "reason")
     for event in events:
@@ -333,21 +333,6 @@ def audit_command(
             event.reason,
         )
     console.print(table)
-
-
-def audit_json(event) -> dict[str, Any]:
-    """An audit event as JSON (CLI ``--json`` and the API)."""
-    return {
-        "id": event.id,
-        "created_at": event.created_at.isoformat(timespec="seconds"),
-        "action": event.action,
-        "actor": event.actor,
-        "from_version": event.from_version,
-        "to_version": event.to_version,
-        "decision": event.decision,
-        "reason": event.reason,
-        "details": event.details,
-    }
 
 
 def _export_row(item: FeedbackItem) -> dict[str, Any]:
@@ -413,10 +398,11 @@ def demo_turn_command(
     from aiflywheel.settings import get_settings
 
     store = _store()
+    settings = get_settings()
     result = turn_the_wheel(
         feature,
         store=store,
-        settings=get_settings(),
+        settings=settings,
         sources=sources or ["demo:zh-reviews"],
         users=users,
         seed=seed,
@@ -430,9 +416,10 @@ def demo_turn_command(
         f"v{result.answered_by_after}.[/bold]\n"
     )
     audit_command(feature, as_json=False)
+    home = "" if settings.home == Path(".flywheel") else f"FLYWHEEL_HOME={settings.home} "
     console.print(
         "\nTry it yourself:\n"
-        f"  flywheel serve --no-auth --port 8000 &\n"
+        f"  {home}flywheel serve --no-auth --port 8000 &\n"
         f"  curl -s localhost:8000/v1/classify -H 'Content-Type: application/json' "
         f"""-d '{{"feature": "{feature}", "text": "房间很干净，服务也很周到"}}'""",
         highlight=False,

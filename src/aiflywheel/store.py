@@ -180,12 +180,6 @@ class Feedback(Base):
     reviewed_at: Mapped[datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    def training_label(self, predicted: str) -> str | None:
-        """The label this feedback teaches: the correction, or the prediction on a thumbs up."""
-        if self.corrected_label:
-            return self.corrected_label
-        return predicted if self.thumb == "up" else None
-
 
 class ShadowPrediction(Base):
     """A candidate's answer to live traffic, scored in the background next to the champion."""
@@ -218,6 +212,23 @@ class AuditEvent(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    def to_json(self, feature: str | None = None) -> dict[str, Any]:
+        """The event as JSON (the CLI's ``audit --json`` and the API)."""
+        out: dict[str, Any] = {"id": self.id}
+        if feature is not None:
+            out["feature"] = feature
+        out.update(
+            action=self.action,
+            actor=self.actor,
+            from_version=self.from_version,
+            to_version=self.to_version,
+            decision=self.decision,
+            reason=self.reason,
+            details=self.details,
+            created_at=self.created_at.isoformat(timespec="seconds"),
+        )
+        return out
+
 
 @dataclass(frozen=True)
 class FeedbackItem:
@@ -238,7 +249,8 @@ class FeedbackItem:
 
     @property
     def label(self) -> str | None:
-        """The label this item teaches when accepted (see ``Feedback.training_label``)."""
+        """The label this item teaches when accepted: the correction, or the prediction on a
+        thumbs up (a thumbs down without a correction teaches nothing)."""
         if self.corrected_label:
             return self.corrected_label
         return self.predicted if self.thumb == "up" else None

@@ -82,7 +82,7 @@ def list_versions(name: str, state: State, principal: Client) -> dict[str, Any]:
 @router.get("/v1/features/{name}/audit", summary="Decisions about a feature's champion")
 def list_audit(name: str, state: State, principal: Client) -> dict[str, Any]:
     """Every promotion, rollback and gate decision, oldest first."""
-    return {"feature": name, "events": [audit_json(e, name) for e in state.store.list_audit(name)]}
+    return {"feature": name, "events": [e.to_json(name) for e in state.store.list_audit(name)]}
 
 
 @router.post("/v1/features/{name}/promote", summary="Make a version the champion (admin)")
@@ -132,22 +132,7 @@ async def _answer(state: AppState, name: str, event: AuditEvent) -> dict[str, An
         except ModelError as exc:
             reload_error = str(exc)
     return {
-        "event": audit_json(event, name),
+        "event": event.to_json(name),
         "serving_version": state.models.versions().get(name),
         "reload_error": reload_error,
-    }
-
-
-def audit_json(event: AuditEvent, feature: str) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "feature": feature,
-        "action": event.action,
-        "actor": event.actor,
-        "from_version": event.from_version,
-        "to_version": event.to_version,
-        "decision": event.decision,
-        "reason": event.reason,
-        "details": event.details,
-        "created_at": event.created_at.isoformat(timespec="seconds"),
     }
