@@ -354,6 +354,9 @@ def _register_more_commands() -> None:
     app.command("promote")(loop_commands.promote_command)
     app.command("rollback")(loop_commands.rollback_command)
     app.command("audit")(loop_commands.audit_command)
+    from aiflywheel.compress_commands import compress_command
+
+    app.command("compress")(compress_command)
     demo_app = typer.Typer(help="Guided demos on shipped data.", no_args_is_help=True)
     demo_app.command("turn")(loop_commands.demo_turn_command)
     app.add_typer(demo_app, name="demo")

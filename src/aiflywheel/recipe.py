@@ -286,6 +286,69 @@ class GateConfig(_Strict):
     )
 
 
+CompressVariant = Literal["onnx", "int8", "fp16", "prune"]
+
+
+class CompressConfig(_Strict):
+    """Smaller, faster variants of a fine-tuned version (``flywheel compress``), each gated."""
+
+    variants: list[CompressVariant] = Field(
+        default_factory=lambda: ["onnx", "int8"],
+        min_length=1,
+        description="Variants to build, each registered as its own version: 'onnx' (the model "
+        "exported to ONNX, run by ONNX Runtime), 'int8' (dynamic int8 quantization of the ONNX "
+        "model), 'fp16' (half precision ONNX; built only when a GPU is present, skipped with a "
+        "reason otherwise), 'prune' (the top encoder layers dropped, then a short recovery "
+        "fine-tune; kept as a torch model that can be compressed further).",
+    )
+    max_macro_f1_drop: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description="Gate: the most macro-F1 points a variant may lose against its parent on the "
+        "parent's frozen test split; a variant that loses more is registered as rejected and "
+        "cannot be promoted without force.",
+    )
+    prune_keep_layers: int = Field(
+        8,
+        description="Encoder layers a 'prune' variant keeps (the bottom ones): at least 1 and "
+        "fewer than the model has.",
+    )
+    prune_recovery_epochs: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description="Epochs of recovery fine-tuning of a pruned model on the parent's training "
+        "split; 0 keeps the pruned model as it is.",
+    )
+    prune_recovery_max_rows: int | None = Field(
+        None,
+        ge=10,
+        description="Recovery fine-tuning uses a seeded sample of at most this many training "
+        "rows; null uses the whole training split.",
+    )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads while timing variants (ONNX Runtime intra-op threads and "
+        "torch threads); null uses every core.",
+    )
+    latency_texts: int = Field(
+        256,
+        ge=8,
+        le=100_000,
+        description="Test texts timed one by one (batch 1) and in batches of 32 for the latency "
+        "and throughput figures.",
+    )
+
+    @model_validator(mode="after")
+    def _variants_once(self) -> CompressConfig:
+        repeated = sorted({v for v in self.variants if self.variants.count(v) > 1})
+        if repeated:
+            raise ValueError(f"compress.variants lists {', '.join(repeated)} more than once")
+        return self
+
+
 class Recipe(_Strict):
     """An AI feature: its name, task, data and how the data is prepared."""
 
@@ -312,6 +375,10 @@ class Recipe(_Strict):
     gate: GateConfig = Field(
         default_factory=GateConfig,
         description="Promotion gate for retrained candidates (feedback loop).",
+    )
+    compress: CompressConfig = Field(
+        default_factory=CompressConfig,
+        description="Compressed variants (ONNX, int8, fp16, pruned) and their gate.",
     )
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)

@@ -139,4 +139,8 @@ def load_classifier(directory: str | Path):
         from aiflywheel.classifiers.finetuned import FinetunedClassifier
 
         return FinetunedClassifier.load(directory)
+    if kind == "onnx":
+        from aiflywheel.classifiers.onnx_classifier import OnnxClassifier
+
+        return OnnxClassifier.load(directory)
     raise ModelError(f"{directory}: unknown classifier kind {kind!r}")

@@ -1,0 +1,335 @@
+"""Serving throughput: a plain transformers pipeline server against `flywheel serve`.
+
+One model, one request stream (one text per request) over loopback, three servers:
+
+  (a) a plain FastAPI + transformers ``pipeline("text-classification")`` app, written
+      here as the baseline a team would write first;
+  (b) ``flywheel serve`` answering with the fine-tuned torch model;
+  (c) ``flywheel serve`` answering with its int8 ONNX variant (made with
+      ``flywheel compress`` when the store has none).
+
+For each: throughput, p50/p99 latency, macro-F1 on the frozen test split, and the ratio
+to (a). Then FLOPs per request (from the model's shape and the test texts' token counts)
+and the fraction of this CPU's measured fp32 matmul GFLOP/s that (c) reaches.
+
+    python benchmarks/serve_throughput.py --home .flywheel/demo/home --feature review-sentiment
+
+The servers run one at a time; each gets the machine to itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from aiflywheel.demo_turn import free_port
+
+BASELINE_APP = """
+import sys
+from fastapi import FastAPI
+from pydantic import BaseModel
+from transformers import pipeline
+
+model_dir, prefix = sys.argv[1], sys.argv[2]
+classify = pipeline("text-classification", model=model_dir, tokenizer=model_dir, device=-1)
+app = FastAPI()
+
+
+class Body(BaseModel):
+    text: str
+
+
+@app.post("/classify")
+def post(body: Body):
+    out = classify(prefix + body.text, truncation=True, max_length=512)[0]
+    return {"label": out["label"], "score": out["score"]}
+"""
+
+
+def wait_ready(url: str, process: subprocess.Popen, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited early with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{url} not ready after {seconds} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def drive(
+    url: str, texts: list[str], body_key: str, concurrency: int, headers: dict[str, str]
+) -> tuple[list[float], list[str | None], float]:
+    """Send every text as its own request, ``concurrency`` at a time."""
+    latencies: list[float] = [0.0] * len(texts)
+    labels: list[str | None] = [None] * len(texts)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(len(texts)):
+        queue.put_nowait(i)
+
+    async def worker() -> None:
+        async with httpx.AsyncClient(timeout=120, headers=headers) as client:
+            while not queue.empty():
+                i = queue.get_nowait()
+                started = time.perf_counter()
+                answer = await client.post(url, json={body_key: texts[i]})
+                latencies[i] = time.perf_counter() - started
+                if answer.status_code == 200:
+                    labels[i] = answer.json()["label"]
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, labels, time.perf_counter() - started
+
+
+def macro_f1(truth: list[str], predicted: list[str | None]) -> float:
+    from aiflywheel.evaluate_metrics import classification_metrics
+
+    labels = sorted(set(truth))
+    shown = [p if p in labels else labels[0] for p in predicted]
+    return classification_metrics(truth, shown, None, labels)["macro_f1"]
+
+
+def measure_matmul_gflops(threads: int) -> float:
+    """fp32 GFLOP/s of a 1024x1024 matmul with torch on this machine (best of 5)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        best = min(best, (time.perf_counter() - started) / 10)
+    return 2 * 1024**3 / best / 1e9
+
+
+def flops_per_text(model_dir: Path, texts: list[str], prefix: str) -> float:
+    """Forward FLOPs of an encoder classifier, averaged over the texts' token counts."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    h, ffn, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    total = 0.0
+    for text in texts:
+        n = len(tokenizer(prefix + text, truncation=True, max_length=512)["input_ids"])
+        per_layer = 2 * n * (4 * h * h + 2 * h * ffn) + 2 * 2 * n * n * h
+        total += layers * per_layer + 2 * h * h + 2 * h * config.num_labels
+    return total / len(texts)
+
+
+def print_row(name: str, result: dict, base: dict | None) -> None:
+    ratio = result["throughput"] / base["throughput"] if base else 1.0
+    print(
+        f"{name:<34} {result['throughput']:>8.1f} {result['p50_ms']:>9.1f} "
+        f"{result['p99_ms']:>9.1f} {result['macro_f1']:>9.4f} {ratio:>7.2f}x "
+        f"{result['errors']:>6}"
+    )
+
+
+def summarize(latencies, labels, seconds, truth) -> dict:
+    ordered = sorted(latencies)
+    return {
+        "throughput": len(latencies) / seconds,
+        "p50_ms": 1000 * statistics.median(ordered),
+        "p99_ms": 1000 * ordered[int(0.99 * (len(ordered) - 1))],
+        "macro_f1": macro_f1(truth, labels),
+        "errors": sum(label is None for label in labels),
+    }
+
+
+def ensure_int8_variant(store, feature: str, parent: int) -> int:
+    """The int8 ONNX version compressed from ``parent`` (made now when missing)."""
+    for row, _ in store.list_model_versions(feature):
+        if row.method.endswith("+int8") and row.metrics.get("parent_version") == parent:
+            return row.version
+    from aiflywheel.compress import compress_version
+    from aiflywheel.recipe import parse_recipe
+    from aiflywheel.settings import get_settings
+
+    parent_row = store.get_model_version(feature, parent)
+    obj = dict(parent_row.recipe)
+    obj["compress"] = {**(obj.get("compress") or {}), "variants": ["int8"]}
+    compress_version(
+        feature,
+        parent,
+        store=store,
+        settings=get_settings(),
+        recipe=parse_recipe(obj),
+        report=print,
+    )
+    return ensure_int8_variant(store, feature, parent)
+
+
+def serve_version(home: Path, feature: str, version: int, port: int, scratch: Path):
+    """`flywheel serve` of one version: a copy of the store where it is the champion."""
+    from aiflywheel.store import Store
+
+    copy = scratch / f"home-v{version}"
+    copy.mkdir()
+    shutil.copy(home / "flywheel.db", copy / "flywheel.db")
+    store = Store(f"sqlite:///{copy / 'flywheel.db'}")
+    champion = store.champion(feature)
+    if champion is None or champion.version != version:
+        store.change_champion(
+            feature, version, action="promote", actor="benchmark", reason="benchmark copy"
+        )
+    key, _ = store.create_api_key("client", "benchmark")
+    env = {**os.environ, "FLYWHEEL_HOME": str(copy)}
+    log = (scratch / f"serve-v{version}.log").open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aiflywheel.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--feature",
+            feature,
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    return process, {"Authorization": f"Bearer {key}"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, default=Path(".flywheel/demo/home"))
+    parser.add_argument("--feature", default="review-sentiment")
+    parser.add_argument("--version", type=int, default=None, help="torch version (champion)")
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+
+    from aiflywheel.data.dataset import Dataset
+    from aiflywheel.store import Store
+
+    home = args.home.resolve()
+    store = Store(f"sqlite:///{home / 'flywheel.db'}")
+    parent = store.get_model_version(args.feature, args.version)
+    model_dir = Path(parent.model_path)
+    manifest = json.loads((model_dir / "classifier.json").read_text(encoding="utf-8"))
+    prefix = manifest.get("prefix") or ""
+    test = Dataset.from_jsonl(model_dir.parent / "splits" / "test.jsonl")
+    rows = [test[i % len(test)] for i in range(args.requests)]
+    texts, truth = [r.text for r in rows], [r.label for r in rows]
+    int8 = ensure_int8_variant(store, args.feature, parent.version)
+    cores = os.cpu_count() or 1
+    print(
+        f"{args.feature}: v{parent.version} ({parent.base_model}/{parent.method}) and its int8 "
+        f"variant v{int8}; {len(texts)} single-text requests, {args.concurrency} at once, "
+        f"{cores} cores"
+    )
+
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="serve-throughput-") as tmp:
+        scratch = Path(tmp)
+        app_file = scratch / "baseline_app.py"
+        app_file.write_text(BASELINE_APP, encoding="utf-8")
+        port = free_port()
+        # The app reads the model folder and the e5 prefix from its argv.
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys, uvicorn; sys.argv = ['app', sys.argv[1], sys.argv[2]]; "
+                f"sys.path.insert(0, {str(scratch)!r}); import baseline_app; "
+                f"uvicorn.run(baseline_app.app, port={port}, log_level='warning')",
+                str(model_dir),
+                prefix,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            base_url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                try:
+                    httpx.post(base_url + "/classify", json={"text": "ok"}, timeout=30)
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.5)
+            latencies, labels, seconds = asyncio.run(
+                drive(base_url + "/classify", texts, "text", args.concurrency, {})
+            )
+            results["(a) FastAPI + transformers pipeline"] = summarize(
+                latencies, labels, seconds, truth
+            )
+        finally:
+            stop(process)
+
+        for name, version in (
+            (f"(b) flywheel serve, torch v{parent.version}", parent.version),
+            (f"(c) flywheel serve, int8 ONNX v{int8}", int8),
+        ):
+            port = free_port()
+            process, headers = serve_version(home, args.feature, version, port, scratch)
+            try:
+                wait_ready(f"http://127.0.0.1:{port}/readyz", process)
+                url = f"http://127.0.0.1:{port}/v1/classify"
+                latencies, labels, seconds = asyncio.run(
+                    drive(url, texts, "text", args.concurrency, headers)
+                )
+                results[name] = summarize(latencies, labels, seconds, truth)
+            finally:
+                stop(process)
+
+    print(
+        f"\n{'server':<34} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'macro-F1':>9} "
+        f"{'vs (a)':>8} {'errors':>6}"
+    )
+    base = next(iter(results.values()))
+    for name, result in results.items():
+        print_row(name, result, base)
+    flops = flops_per_text(model_dir, texts[:500], prefix)
+    gflops = measure_matmul_gflops(cores)
+    fastest = list(results.values())[-1]
+    reached = fastest["throughput"] * flops / 1e9
+    print(
+        f"\nFLOPs per request: {flops / 1e9:.2f} GFLOP (mean over the test texts); this CPU's "
+        f"fp32 matmul: {gflops:.1f} GFLOP/s on {cores} threads; (c) reaches "
+        f"{reached:.1f} GFLOP/s of model work = {reached / gflops:.0%} of it"
+    )
+    drop = 100 * (base["macro_f1"] - fastest["macro_f1"])
+    print(
+        f"(c) vs (a): {fastest['throughput'] / base['throughput']:.2f}x, macro-F1 {-drop:+.2f} pts"
+    )
+
+
+if __name__ == "__main__":
+    main()
