@@ -6,7 +6,6 @@ import csv
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from aiflywheel.compress_commands import compress_command
 from aiflywheel.data.dataset import Dataset
 from aiflywheel.errors import ModelError
 from aiflywheel.loop import feedback_dataset, promote
-from aiflywheel.recipe import load_recipe, parse_recipe
+from aiflywheel.recipe import load_recipe
 from aiflywheel.registry import load
 from aiflywheel.settings import get_settings
 from aiflywheel.store import open_store
@@ -274,50 +273,3 @@ def test_measure_reports_size_latency_and_throughput(tiny_world: Path, tmp_path:
 
 
 # -- the packaged e5-small model on the zh demo --------------------------------------------
-
-
-@pytest.mark.packaged
-def test_e5_small_int8_agrees_with_fp32_on_the_zh_test_split() -> None:
-    recipe = parse_recipe(
-        {
-            "feature": "zh-compress",
-            "seed": 3,
-            "data": {"source": "demo:zh-reviews", "sample": 1000},
-            "clean": {"min_chars": 4},
-            "split": {"train": 0.5, "val": 0.1, "test": 0.4},
-            "model": {"name": "e5-small", "method": "finetune", "max_length": 64},
-            "train": {
-                "epochs": 1,
-                "batch_size": 16,
-                "learning_rate": 0.0001,
-                "freeze_layers": 8,
-            },
-            "evaluate": {"bootstrap_resamples": 200, "explain_mistakes": 2, "slices": []},
-            "compress": {"variants": ["onnx", "int8"], "latency_texts": 64},
-        }
-    )
-    started = time.perf_counter()
-    trained = train_feature(recipe, store=open_store(), settings=get_settings())
-    trained_at = time.perf_counter()
-    result = compress_version("zh-compress", 1, store=open_store(), settings=get_settings())
-    done = time.perf_counter()
-    test = Dataset.from_jsonl(trained.run_dir / "splits" / "test.jsonl").texts
-    store = open_store()
-    onnx_dir, int8_dir = (
-        store.get_model_version("zh-compress", result.variants[v]["version"]).model_path
-        for v in ("onnx", "int8")
-    )
-    fp32 = load_classifier(onnx_dir).predict_proba(test).argmax(1)
-    int8 = load_classifier(int8_dir).predict_proba(test).argmax(1)
-    agreement = float(np.mean(fp32 == int8))
-    summary = {
-        "test_rows": len(test),
-        "int8_vs_fp32_agreement": agreement,
-        "train_s": round(trained_at - started, 1),
-        "compress_s": round(done - trained_at, 1),
-        "rows": result.rows,
-    }
-    sys.stderr.write(json.dumps(summary, default=str) + "\n")
-    assert agreement >= 0.98
-    assert result.variants["onnx"]["agreement"] == 1.0
-    assert result.variants["int8"]["size_bytes"] < result.variants["onnx"]["size_bytes"] / 2

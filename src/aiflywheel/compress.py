@@ -260,13 +260,40 @@ def _strip_debug_info(graph: Path, *, external: bool) -> None:
         onnx.save(model, str(graph))
 
 
+def down_projections(graph: str | Path) -> tuple[list[str], int]:
+    """Names of the MatMuls that project down (more inputs than outputs), and all MatMuls.
+
+    In a BERT-like encoder these are the feed-forward output projections: they read the
+    GELU activations, whose rare huge values (100-200x their spread in e5-small) leave a
+    per-tensor int8 scale with only a few levels for everything else.
+    """
+    onnx = require_module("onnx", what="int8 quantization", install=ONNX_EXTRA)
+    model = onnx.load(str(graph), load_external_data=False)
+    dims = {init.name: tuple(init.dims) for init in model.graph.initializer}
+    weighted = [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in dims]
+    down = [
+        n.name
+        for n in weighted
+        if len(dims[n.input[1]]) == 2 and dims[n.input[1]][0] > dims[n.input[1]][1]
+    ]
+    return down, len(weighted)
+
+
 def quantize_int8(
-    onnx_dir: str | Path, out_dir: str | Path, *, per_channel: bool = False
+    onnx_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    per_channel: bool = True,
+    keep_down_projections: bool = True,
 ) -> OnnxClassifier:
     """Dynamic int8 quantization (ONNX Runtime, QInt8 weights) of the fp32 graph in ``onnx_dir``.
 
-    Weights of MatMul and Gather (the embeddings) become int8; activations are quantized
-    on the fly per batch, so no calibration data is needed.
+    The weights of the MatMuls and of the embedding tables become int8 (``per_channel``:
+    one scale per output column); activations are quantized on the fly, one uint8 scale
+    per tensor, so no calibration data is needed. With ``keep_down_projections`` the
+    feed-forward output projections stay fp32 (see ``down_projections``): quantizing them
+    too costs most of the agreement with fp32 (e5-small on the zh demo: 97.2% of test
+    predictions kept and -2.1 macro-F1 points with them, 98.3% and -0.4 without).
     """
     require_onnx_stack()
     source = OnnxClassifier.load(onnx_dir)
@@ -275,20 +302,30 @@ def quantize_int8(
     quantization = require_module(
         "onnxruntime.quantization", what="int8 quantization", install=ONNX_EXTRA
     )
+    graph = Path(onnx_dir) / source.model_file
+    kept, total = down_projections(graph) if keep_down_projections else ([], 0)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "model.int8.onnx"
     try:
         with _quiet():
             quantization.quantize_dynamic(
-                Path(onnx_dir) / source.model_file,
+                graph,
                 target,
                 weight_type=quantization.QuantType.QInt8,
                 per_channel=per_channel,
+                nodes_to_exclude=kept,
             )
     except Exception as exc:
         raise ModelError(f"int8 quantization of {onnx_dir} failed: {_first_line(exc)}") from exc
-    return source.derive(out_dir, model_file=target.name, precision="int8")
+    note = {
+        "method": "onnxruntime dynamic quantization",
+        "weights": "int8 per channel" if per_channel else "int8 per tensor",
+        "activations": "uint8 per tensor, on the fly",
+        "fp32_matmuls": len(kept),
+        "matmuls": total or None,
+    }
+    return source.derive(out_dir, model_file=target.name, precision="int8", quantization=note)
 
 
 def convert_fp16(onnx_dir: str | Path, out_dir: str | Path) -> OnnxClassifier:
@@ -782,6 +819,7 @@ def _stored_metrics(metrics: dict[str, Any], row: dict[str, Any]) -> dict[str, A
         "variant",
         "precision",
         "runtime",
+        "quantization",
         "size_bytes",
         "size_mb",
         "latency_ms",
@@ -926,6 +964,7 @@ def _build_and_judge(parent: _Parent, work_dir: Path, report: Report):
             "status": "candidate" if gate["passed"] else "rejected",
             "precision": getattr(model, "precision", "fp32"),
             "runtime": "onnxruntime" if isinstance(model, OnnxClassifier) else "torch",
+            "quantization": getattr(model, "quantization", None),
             **speed,
             "macro_f1": metrics["model"]["metrics"]["macro_f1"],
             "macro_f1_change_points": change_points,
@@ -962,6 +1001,7 @@ __all__ = [
     "check_keep_layers",
     "compress_version",
     "convert_fp16",
+    "down_projections",
     "export_onnx",
     "folder_bytes",
     "fp16_unavailable_reason",

@@ -78,6 +78,7 @@ class OnnxClassifier(ClassifierBase):
         threads: int | None = None,
         batch_size: int = 32,
         providers: Sequence[str] | None = None,
+        quantization: dict[str, Any] | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise ModelError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -95,6 +96,7 @@ class OnnxClassifier(ClassifierBase):
         self.threads = threads
         self.batch_size = batch_size
         self.providers = list(providers) if providers else None
+        self.quantization = dict(quantization) if quantization else None
         self.directory: Path | None = None
         self._session = None
         self._tokenizer = None
@@ -130,6 +132,7 @@ class OnnxClassifier(ClassifierBase):
             precision=self.precision,
             model_file=self.model_file,
             padding=self.padding,
+            quantization=self.quantization,
         )
         self.directory = directory
 
@@ -158,6 +161,7 @@ class OnnxClassifier(ClassifierBase):
             padding=manifest.get("padding"),
             threads=threads,
             providers=providers,
+            quantization=manifest.get("quantization"),
         )
         for path in (directory / model.model_file, directory / TOKENIZER_FILE):
             if not path.is_file():
@@ -165,10 +169,18 @@ class OnnxClassifier(ClassifierBase):
         model.directory = directory
         return model
 
-    def derive(self, directory: str | Path, *, model_file: str, precision: str) -> OnnxClassifier:
+    def derive(
+        self,
+        directory: str | Path,
+        *,
+        model_file: str,
+        precision: str,
+        quantization: dict[str, Any] | None = None,
+    ) -> OnnxClassifier:
         """This classifier with another graph (e.g. quantized) already written to ``directory``.
 
-        Copies ``tokenizer.json`` there and writes the manifest; returns the new classifier.
+        Copies ``tokenizer.json`` there and writes the manifest (with ``quantization``, a
+        note of how the graph was made); returns the new classifier.
         """
         self._require_fitted()
         if self.directory is None:
@@ -186,6 +198,7 @@ class OnnxClassifier(ClassifierBase):
             padding=self.padding,
             threads=self.threads,
             batch_size=self.batch_size,
+            quantization=quantization,
         )
         derived.save(directory)
         return derived
@@ -267,10 +280,6 @@ class OnnxClassifier(ClassifierBase):
             logits = session.run([self._output_name], self._feed(encodings))[0]
             out[batch] = softmax(logits)
         return out
-
-    @property
-    def threads_used(self) -> int:
-        return self.threads or available_cores()
 
 
 __all__ = ["ONNX_EXTRA", "OnnxClassifier", "available_cores"]
