@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import httpx
 
-from aiflywheel.demo_turn import free_port
+from aiflywheel.demo_turn import free_port, stop_server
 
 BASELINE_APP = """
 import sys
@@ -70,16 +69,6 @@ def wait_ready(url: str, process: subprocess.Popen, seconds: float = 300) -> Non
             pass
         time.sleep(0.5)
     raise SystemExit(f"{url} not ready after {seconds} s")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 async def drive(
@@ -291,7 +280,7 @@ def main() -> None:
                 latencies, labels, seconds, truth
             )
         finally:
-            stop(process)
+            stop_server(process)
 
         for name, version in (
             (f"(b) flywheel serve, torch v{parent.version}", parent.version),
@@ -307,7 +296,7 @@ def main() -> None:
                 )
                 results[name] = summarize(latencies, labels, seconds, truth)
             finally:
-                stop(process)
+                stop_server(process)
 
     print(
         f"\n{'server':<34} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'macro-F1':>9} "
