@@ -78,3 +78,13 @@ def test_unwritable_sqlite_location(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(StoreError, match="cannot open the store"):
         Store(f"sqlite:///{blocker / 'sub' / 'fw.db'}")
+
+
+def test_a_relative_home_is_stored_as_an_absolute_path(tmp_path: Path, monkeypatch) -> None:
+    from aiflywheel.settings import get_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FLYWHEEL_HOME", "relative/home")
+    settings = get_settings()
+    assert settings.home == tmp_path / "relative" / "home"
+    assert settings.runs_dir.is_absolute() and str(tmp_path) in settings.store_url

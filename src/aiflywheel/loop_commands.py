@@ -416,7 +416,8 @@ def demo_turn_command(
         f"v{result.answered_by_after}.[/bold]\n"
     )
     audit_command(feature, as_json=False)
-    home = "" if settings.home == Path(".flywheel") else f"FLYWHEEL_HOME={settings.home} "
+    default_home = settings.home == Path(".flywheel").absolute()
+    home = "" if default_home else f"FLYWHEEL_HOME={settings.home} "
     console.print(
         "\nTry it yourself:\n"
         f"  {home}flywheel serve --no-auth --port 8000 &\n"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aiflywheel.errors import SettingsError
@@ -31,6 +31,12 @@ class Settings(BaseSettings):
         default=False,
         description="Allow fetching models from a hub (FLYWHEEL_ALLOW_DOWNLOAD=1).",
     )
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        # Paths stored in the store (model folders) must not depend on the working directory.
+        return value.expanduser().absolute()
 
     @property
     def runs_dir(self) -> Path:
