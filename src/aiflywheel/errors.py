@@ -20,7 +20,9 @@ the API maps it to a 4xx answer with the same message.
     ├── NotFoundError        a named thing does not exist (feature, version, prediction, key)
     ├── ConflictError        a request contradicts stored state (idempotency key reused
     │                        with another payload, nothing to roll back to)
-    └── StoreError           the store cannot be opened or written (the API answers 503)
+    ├── StoreError           the store cannot be opened or written (the API answers 503)
+    └── UpstreamError        a remote service we call (an OpenAI-compatible endpoint) failed
+        └── UpstreamTimeout  ... or did not answer in time (the API answers 504, else 502)
 """
 
 from __future__ import annotations
@@ -80,6 +82,15 @@ class ConflictError(FlywheelError):
 
 class StoreError(FlywheelError):
     """The store (database) cannot be opened or written."""
+
+
+class UpstreamError(FlywheelError):
+    """A remote service aiflywheel calls (e.g. an OpenAI-compatible endpoint) failed;
+    the message names its URL. The API answers 502."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """A remote service did not answer within its timeout; the API answers 504."""
 
 
 def require_module(module: str, *, what: str, install: str):

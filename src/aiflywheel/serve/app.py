@@ -4,7 +4,7 @@ Startup loads the served models (and shadows) and starts the prediction-log writ
 the champion poller; shutdown finishes queued model calls and shadow scoring, then
 writes every pending prediction before the process exits. Every error answer is
 ``{"error": {"type": ..., "message": one line}}``: NotFoundError 404, ConflictError
-409, StoreError 503, any other FlywheelError 422, never a traceback.
+409, StoreError 503, UpstreamTimeout 504, UpstreamError 502, any other FlywheelError 422, never a traceback.
 """
 
 from __future__ import annotations
@@ -22,7 +22,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aiflywheel import __version__
-from aiflywheel.errors import ConflictError, FlywheelError, NotFoundError, StoreError
+from aiflywheel.errors import (
+    ConflictError,
+    FlywheelError,
+    NotFoundError,
+    StoreError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from aiflywheel.serve.config import ServeConfig
 from aiflywheel.serve.deps import ApiError, AppState, Authenticator
 from aiflywheel.serve.metrics import RequestMetricsMiddleware, ServeMetrics
@@ -49,6 +56,10 @@ def status_of(exc: FlywheelError) -> int:
         return 409
     if isinstance(exc, StoreError):
         return 503
+    if isinstance(exc, UpstreamTimeout):
+        return 504
+    if isinstance(exc, UpstreamError):
+        return 502
     return 422
 
 
