@@ -5,12 +5,14 @@ One model, one request stream (one text per request) over loopback, three server
   (a) a plain FastAPI + transformers ``pipeline("text-classification")`` app, written
       here as the baseline a team would write first;
   (b) ``flywheel serve`` answering with the fine-tuned torch model;
-  (c) ``flywheel serve`` answering with its int8 ONNX variant (made with
-      ``flywheel compress`` when the store has none).
+  (c) ``flywheel serve`` answering with each int8 ONNX variant of that version in the
+      store: the model quantized, and a distilled student quantized (``flywheel compress``
+      with variants int8 / distill-int8; the plain int8 is made now when there is none).
 
 For each: throughput, p50/p99 latency, macro-F1 on the frozen test split, and the ratio
-to (a). Then FLOPs per request (from the model's shape and the test texts' token counts)
-and the fraction of this CPU's measured fp32 matmul GFLOP/s that (c) reaches.
+to (a). Then, for each (c), FLOPs per request (from the model's shape and the test texts'
+token counts) and the fraction of this CPU's measured fp32 matmul GFLOP/s it reaches.
+Every server truncates at the model's max_length.
 
     python benchmarks/serve_throughput.py --home .flywheel/demo/home --feature review-sentiment
 
@@ -41,7 +43,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from transformers import pipeline
 
-model_dir, prefix = sys.argv[1], sys.argv[2]
+model_dir, prefix, max_length = sys.argv[1], sys.argv[2], int(sys.argv[3])
 classify = pipeline("text-classification", model=model_dir, tokenizer=model_dir, device=-1)
 app = FastAPI()
 
@@ -52,7 +54,7 @@ class Body(BaseModel):
 
 @app.post("/classify")
 def post(body: Body):
-    out = classify(prefix + body.text, truncation=True, max_length=512)[0]
+    out = classify(prefix + body.text, truncation=True, max_length=max_length)[0]
     return {"label": out["label"], "score": out["score"]}
 """
 
@@ -121,16 +123,20 @@ def measure_matmul_gflops(threads: int) -> float:
     return 2 * 1024**3 / best / 1e9
 
 
-def flops_per_text(model_dir: Path, texts: list[str], prefix: str) -> float:
-    """Forward FLOPs of an encoder classifier, averaged over the texts' token counts."""
+def flops_per_text(
+    model_dir: Path, texts: list[str], prefix: str, max_length: int, layers: int | None = None
+) -> float:
+    """Forward FLOPs of an encoder classifier, averaged over the texts' token counts
+    (``layers`` overrides the encoder depth, for a pruned or distilled variant)."""
     from transformers import AutoConfig, AutoTokenizer
 
     config = AutoConfig.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    h, ffn, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    h, ffn = config.hidden_size, config.intermediate_size
+    layers = layers or config.num_hidden_layers
     total = 0.0
     for text in texts:
-        n = len(tokenizer(prefix + text, truncation=True, max_length=512)["input_ids"])
+        n = len(tokenizer(prefix + text, truncation=True, max_length=max_length)["input_ids"])
         per_layer = 2 * n * (4 * h * h + 2 * h * ffn) + 2 * 2 * n * n * h
         total += layers * per_layer + 2 * h * h + 2 * h * config.num_labels
     return total / len(texts)
@@ -156,11 +162,20 @@ def summarize(latencies, labels, seconds, truth) -> dict:
     }
 
 
-def ensure_int8_variant(store, feature: str, parent: int) -> int:
-    """The int8 ONNX version compressed from ``parent`` (made now when missing)."""
-    for row, _ in store.list_model_versions(feature):
-        if row.method.endswith("+int8") and row.metrics.get("parent_version") == parent:
-            return row.version
+def int8_variants(store, feature: str, parent: int) -> list:
+    """The int8 ONNX versions compressed from ``parent`` (of it, or of its student)."""
+    return [
+        row
+        for row, _ in store.list_model_versions(feature)
+        if row.method.endswith("+int8") and row.metrics.get("parent_version") == parent
+    ]
+
+
+def ensure_int8_variant(store, feature: str, parent: int) -> list:
+    """The int8 variants of ``parent``; its plain int8 variant is made now when none exists."""
+    found = int8_variants(store, feature, parent)
+    if found:
+        return found
     from aiflywheel.compress import compress_version
     from aiflywheel.recipe import parse_recipe
     from aiflywheel.settings import get_settings
@@ -176,7 +191,7 @@ def ensure_int8_variant(store, feature: str, parent: int) -> int:
         recipe=parse_recipe(obj),
         report=print,
     )
-    return ensure_int8_variant(store, feature, parent)
+    return int8_variants(store, feature, parent)
 
 
 def serve_version(home: Path, feature: str, version: int, port: int, scratch: Path):
@@ -233,14 +248,17 @@ def main() -> None:
     model_dir = Path(parent.model_path)
     manifest = json.loads((model_dir / "classifier.json").read_text(encoding="utf-8"))
     prefix = manifest.get("prefix") or ""
+    # The baseline truncates where the model was trained to, as our server does.
+    max_length = int(manifest.get("max_length") or 512)
     test = Dataset.from_jsonl(model_dir.parent / "splits" / "test.jsonl")
     rows = [test[i % len(test)] for i in range(args.requests)]
     texts, truth = [r.text for r in rows], [r.label for r in rows]
-    int8 = ensure_int8_variant(store, args.feature, parent.version)
+    variants = ensure_int8_variant(store, args.feature, parent.version)
     cores = os.cpu_count() or 1
+    listed = ", ".join(f"v{v.version} {v.method} ({v.status})" for v in variants)
     print(
         f"{args.feature}: v{parent.version} ({parent.base_model}/{parent.method}) and its int8 "
-        f"variant v{int8}; {len(texts)} single-text requests, {args.concurrency} at once, "
+        f"variants {listed}; {len(texts)} single-text requests, {args.concurrency} at once, "
         f"{cores} cores"
     )
 
@@ -250,16 +268,17 @@ def main() -> None:
         app_file = scratch / "baseline_app.py"
         app_file.write_text(BASELINE_APP, encoding="utf-8")
         port = free_port()
-        # The app reads the model folder and the e5 prefix from its argv.
+        # The app reads the model folder, the e5 prefix and max_length from its argv.
         process = subprocess.Popen(
             [
                 sys.executable,
                 "-c",
-                "import sys, uvicorn; sys.argv = ['app', sys.argv[1], sys.argv[2]]; "
+                "import sys, uvicorn; sys.argv = ['app', *sys.argv[1:4]]; "
                 f"sys.path.insert(0, {str(scratch)!r}); import baseline_app; "
                 f"uvicorn.run(baseline_app.app, port={port}, log_level='warning')",
                 str(model_dir),
                 prefix,
+                str(max_length),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -282,10 +301,11 @@ def main() -> None:
         finally:
             stop_server(process)
 
-        for name, version in (
-            (f"(b) flywheel serve, torch v{parent.version}", parent.version),
-            (f"(c) flywheel serve, int8 ONNX v{int8}", int8),
-        ):
+        servers = [(f"(b) flywheel serve, torch v{parent.version}", parent.version)] + [
+            (f"(c) flywheel serve, v{v.version} {v.method.split('+', 1)[1]}", v.version)
+            for v in variants
+        ]
+        for name, version in servers:
             port = free_port()
             process, headers = serve_version(home, args.feature, version, port, scratch)
             try:
@@ -305,19 +325,19 @@ def main() -> None:
     base = next(iter(results.values()))
     for name, result in results.items():
         print_row(name, result, base)
-    flops = flops_per_text(model_dir, texts[:500], prefix)
     gflops = measure_matmul_gflops(cores)
-    fastest = list(results.values())[-1]
-    reached = fastest["throughput"] * flops / 1e9
-    print(
-        f"\nFLOPs per request: {flops / 1e9:.2f} GFLOP (mean over the test texts); this CPU's "
-        f"fp32 matmul: {gflops:.1f} GFLOP/s on {cores} threads; (c) reaches "
-        f"{reached:.1f} GFLOP/s of model work = {reached / gflops:.0%} of it"
-    )
-    drop = 100 * (base["macro_f1"] - fastest["macro_f1"])
-    print(
-        f"(c) vs (a): {fastest['throughput'] / base['throughput']:.2f}x, macro-F1 {-drop:+.2f} pts"
-    )
+    print(f"\nThis CPU's fp32 matmul (1024x1024, torch): {gflops:.1f} GFLOP/s on {cores} threads")
+    for variant, (name, result) in zip(variants, list(results.items())[2:], strict=True):
+        flops = flops_per_text(
+            model_dir, texts[:500], prefix, max_length, variant.metrics.get("layers")
+        )
+        reached = result["throughput"] * flops / 1e9
+        drop = 100 * (base["macro_f1"] - result["macro_f1"])
+        print(
+            f"{name}: {flops / 1e9:.2f} GFLOP per request, {reached:.1f} GFLOP/s of model work "
+            f"= {reached / gflops:.0%} of the matmul figure; vs (a) "
+            f"{result['throughput'] / base['throughput']:.2f}x, macro-F1 {-drop:+.2f} pts"
+        )
 
 
 if __name__ == "__main__":

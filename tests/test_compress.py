@@ -6,18 +6,26 @@ import csv
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from aiflywheel.classifiers.base import load_classifier
-from aiflywheel.compress import compress_version, convert_fp16, fp16_unavailable_reason, measure
+from aiflywheel.compress import (
+    compress_version,
+    convert_fp16,
+    fp16_unavailable_reason,
+    measure,
+    unlabeled_texts,
+)
 from aiflywheel.compress_commands import compress_command
 from aiflywheel.data.dataset import Dataset
+from aiflywheel.distillation import distillation_loss, student_layers
 from aiflywheel.errors import ModelError
 from aiflywheel.loop import feedback_dataset, promote
-from aiflywheel.recipe import load_recipe
+from aiflywheel.recipe import load_recipe, parse_recipe
 from aiflywheel.registry import load
 from aiflywheel.settings import get_settings
 from aiflywheel.store import open_store
@@ -272,4 +280,119 @@ def test_measure_reports_size_latency_and_throughput(tiny_world: Path, tmp_path:
         measure(model, [], model_dir=trained.run_dir / "model")
 
 
+def test_distilled_student_and_its_int8_are_trained_gated_and_registered(
+    tiny_world: Path, tmp_path: Path
+) -> None:
+    extra = tmp_path / "unlabeled.csv"
+    unlabeled_rows = [text for text, _ in sentiment_rows(500)[300:]]
+    with extra.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text"])
+        writer.writerows([t] for t in unlabeled_rows)
+    compress = (
+        f"{{variants: [distill, distill-int8], distill_layers: 1, distill_epochs: 3, "
+        f"distill_learning_rate: 0.003, distill_unlabeled: {extra}, distill_unlabeled_rows: 150, "
+        "latency_texts: 8, threads: 1}"
+    )
+    trained = _train(tiny_world, tmp_path, compress=compress)
+    recipe = load_recipe(_recipe(tiny_world, tmp_path, compress=compress))
+
+    # The extra texts never include a near-duplicate of a split's row.
+    texts = unlabeled_texts(recipe, trained.run_dir / "splits", base_dir=tmp_path)
+    split_texts = {
+        r.text
+        for n in ("train", "val", "test")
+        for r in Dataset.from_jsonl(trained.run_dir / "splits" / f"{n}.jsonl")
+    }
+    assert 0 < len(texts) <= 150 and not split_texts & set(texts)
+
+    result = compress_version("tiny-sentiment", 1, store=open_store(), settings=get_settings())
+    store = open_store()
+    student = store.get_model_version("tiny-sentiment", result.variants["distill"]["version"])
+    quantized = store.get_model_version(
+        "tiny-sentiment", result.variants["distill-int8"]["version"]
+    )
+    assert (student.method, quantized.method) == ("finetune+distill1", "finetune+distill1+int8")
+    config = json.loads((Path(student.model_path) / "config.json").read_text())
+    assert config["num_hidden_layers"] == 1
+    for row in (student, quantized):
+        assert row.metrics["parent_version"] == 1 and row.metrics["macro_f1"] > 0.8
+        assert row.status == ("candidate" if row.metrics["gate"]["passed"] else "rejected")
+    served = load("tiny-sentiment", quantized.version)
+    assert served.classifier.kind == "onnx" and served.classifier.precision == "int8"
+    tries = served.classifier.quantization["tries"]
+    assert tries[0]["fp32_feed_forward"] is False and 0 <= tries[0]["validation_agreement"] <= 1
+    assert result.variants["distill-int8"]["size_bytes"] < result.variants["distill"]["size_bytes"]
+    assert not (result.run_dir / ".distill-export").exists()
+
+
+def test_student_layers_and_the_distillation_loss() -> None:
+    import torch
+
+    assert student_layers(12, 4) == [2, 5, 8, 11] and student_layers(12, 6)[-1] == 11
+    assert student_layers(2, 1) == [1]
+    with pytest.raises(ModelError, match="between 1 and 11 of 12 layers, not 12"):
+        student_layers(12, 12)
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.3]])
+    teacher = torch.softmax(logits, dim=-1)
+    unlabeled = torch.tensor([-1, -1])
+    same = distillation_loss(logits, teacher, unlabeled, temperature=2.0, soft_weight=1.0)
+    assert abs(float(same)) < 1e-6  # a student that matches its teacher has nothing to learn
+    flipped = distillation_loss(
+        logits.flip(-1), teacher, unlabeled, temperature=2.0, soft_weight=1.0
+    )
+    assert float(flipped) > 0.1
+    labels = torch.tensor([0, -1])
+    mixed = distillation_loss(logits, teacher, labels, temperature=2.0, soft_weight=0.5)
+    hard = torch.nn.functional.cross_entropy(logits[:1], labels[:1])
+    assert abs(float(mixed) - 0.5 * float(hard)) < 1e-5  # only the labeled row counts
+
+
 # -- the packaged e5-small model on the zh demo --------------------------------------------
+
+
+@pytest.mark.packaged
+def test_e5_small_int8_agrees_with_fp32_on_the_zh_test_split() -> None:
+    recipe = parse_recipe(
+        {
+            "feature": "zh-compress",
+            "seed": 3,
+            "data": {"source": "demo:zh-reviews", "sample": 1600},
+            "clean": {"min_chars": 4},
+            "split": {"train": 0.6, "val": 0.1, "test": 0.3},
+            "model": {"name": "e5-small", "method": "finetune", "max_length": 64},
+            "train": {
+                "epochs": 1,
+                "batch_size": 16,
+                "learning_rate": 0.0002,
+                "freeze_layers": 8,
+            },
+            "evaluate": {"bootstrap_resamples": 200, "explain_mistakes": 2, "slices": []},
+            "compress": {"variants": ["onnx", "int8"], "latency_texts": 32},
+        }
+    )
+    started = time.perf_counter()
+    trained = train_feature(recipe, store=open_store(), settings=get_settings())
+    trained_at = time.perf_counter()
+    result = compress_version("zh-compress", 1, store=open_store(), settings=get_settings())
+    done = time.perf_counter()
+    test = Dataset.from_jsonl(trained.run_dir / "splits" / "test.jsonl").texts
+    store = open_store()
+    onnx_dir, int8_dir = (
+        store.get_model_version("zh-compress", result.variants[v]["version"]).model_path
+        for v in ("onnx", "int8")
+    )
+    fp32 = load_classifier(onnx_dir).predict_proba(test).argmax(1)
+    int8 = load_classifier(int8_dir).predict_proba(test).argmax(1)
+    agreement = float(np.mean(fp32 == int8))
+    summary = {
+        "test_rows": len(test),
+        "int8_vs_fp32_agreement": agreement,
+        "train_s": round(trained_at - started, 1),
+        "compress_s": round(done - trained_at, 1),
+        "rows": result.rows,
+    }
+    sys.stderr.write(json.dumps(summary, default=str) + "\n")
+    assert agreement >= 0.98
+    assert result.variants["onnx"]["agreement"] == 1.0
+    assert result.variants["int8"]["size_bytes"] < result.variants["onnx"]["size_bytes"] / 2

@@ -286,7 +286,7 @@ class GateConfig(_Strict):
     )
 
 
-CompressVariant = Literal["onnx", "int8", "fp16", "prune"]
+CompressVariant = Literal["onnx", "int8", "fp16", "prune", "distill", "distill-int8"]
 
 
 class CompressConfig(_Strict):
@@ -299,7 +299,9 @@ class CompressConfig(_Strict):
         "exported to ONNX, run by ONNX Runtime), 'int8' (dynamic int8 quantization of the ONNX "
         "model), 'fp16' (half precision ONNX; built only when a GPU is present, skipped with a "
         "reason otherwise), 'prune' (the top encoder layers dropped, then a short recovery "
-        "fine-tune; kept as a torch model that can be compressed further).",
+        "fine-tune; kept as a torch model that can be compressed further), 'distill' (a "
+        "student with distill_layers of the encoder's layers trained on the parent's soft "
+        "labels), 'distill-int8' (that student exported to ONNX and quantized to int8).",
     )
     max_macro_f1_drop: float = Field(
         1.0,
@@ -326,6 +328,49 @@ class CompressConfig(_Strict):
         ge=10,
         description="Recovery fine-tuning uses a seeded sample of at most this many training "
         "rows; null uses the whole training split.",
+    )
+    int8_min_agreement: float = Field(
+        0.98,
+        ge=0,
+        le=1,
+        description="int8 quantizes every MatMul first; when the quantized model's predictions "
+        "agree with the fp32 model's on fewer than this share of the validation split, the "
+        "feed-forward MatMuls (the most outlier-sensitive) stay fp32 instead.",
+    )
+    distill_layers: int = Field(
+        4,
+        description="Encoder layers of a 'distill' student, taken evenly spaced from the "
+        "parent (12 -> 4 keeps layers 3, 6, 9, 12): at least 1 and fewer than the parent has.",
+    )
+    distill_epochs: float = Field(
+        3.0, gt=0, le=100, description="Epochs of student training over its texts."
+    )
+    distill_learning_rate: float = Field(
+        1e-4, gt=0, lt=1, description="AdamW learning rate of the student."
+    )
+    distill_temperature: float = Field(
+        2.0,
+        gt=0,
+        le=20,
+        description="Softening temperature of the teacher's and student's distributions.",
+    )
+    distill_soft_weight: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        description="Weight of the soft-label (KL) loss; the rest goes to cross-entropy on the "
+        "training split's true labels.",
+    )
+    distill_unlabeled: str | None = Field(
+        None,
+        description="A data source (file, or demo:...) of extra texts the parent labels for "
+        "the student; its text column is data.columns.text. Texts near-duplicating the "
+        "validation or test split are left out. null: the training split only.",
+    )
+    distill_unlabeled_rows: int = Field(
+        10_000,
+        ge=1,
+        description="At most this many extra texts (a seeded sample) from distill_unlabeled.",
     )
     threads: int | None = Field(
         None,

@@ -76,6 +76,16 @@ def clean_text(text: str, config: CleanConfig, changes: Counter | None = None) -
     return text
 
 
+def training_view(text: str, clean: CleanConfig, pii: PiiConfig) -> str:
+    """A new text as training saw its rows: cleaned, then PII redacted (a ``drop_row``
+    recipe redacts too, since a single text cannot be dropped)."""
+    text = clean_text(text, clean)
+    if pii.mode == "off":
+        return text
+    mode = "redact" if pii.mode == "drop_row" else pii.mode
+    return scrub(text, mode=mode, types=pii.types)[0]
+
+
 def clean_dataset(
     dataset: Dataset, clean: CleanConfig, pii: PiiConfig, *, seed: int = 0
 ) -> CleanResult:

@@ -19,8 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from aiflywheel.data.clean import clean_text
-from aiflywheel.data.pii import scrub
+from aiflywheel.data.clean import training_view
 from aiflywheel.errors import DataError, FlywheelError, ModelError, NotFoundError, StoreError
 from aiflywheel.recipe import CleanConfig, PiiConfig
 from aiflywheel.serve.batching import MicroBatcher
@@ -50,11 +49,7 @@ class ServedModel:
 
     def prepare(self, text: str) -> str:
         """The text as training saw it: cleaned, then PII redacted (drop_row redacts too)."""
-        text = clean_text(text, self.clean)
-        if self.pii.mode == "off":
-            return text
-        mode = "redact" if self.pii.mode == "drop_row" else self.pii.mode
-        return scrub(text, mode=mode, types=self.pii.types)[0]
+        return training_view(text, self.clean, self.pii)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return np.asarray(self.classifier.predict_proba(list(texts)))
