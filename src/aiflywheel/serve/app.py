@@ -4,7 +4,8 @@ Startup loads the served models (and shadows) and starts the prediction-log writ
 the champion poller; shutdown finishes queued model calls and shadow scoring, then
 writes every pending prediction before the process exits. Every error answer is
 ``{"error": {"type": ..., "message": one line}}``: NotFoundError 404, ConflictError
-409, StoreError 503, UpstreamTimeout 504, UpstreamError 502, any other FlywheelError 422, never a traceback.
+409, StoreError 503, UpstreamTimeout 504, UpstreamError 502, any other FlywheelError
+422, never a traceback.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from aiflywheel.serve.config import ServeConfig
 from aiflywheel.serve.deps import ApiError, AppState, Authenticator
 from aiflywheel.serve.metrics import RequestMetricsMiddleware, ServeMetrics
 from aiflywheel.serve.prediction_log import PredictionWriter
-from aiflywheel.serve.routes import classify, features, health
+from aiflywheel.serve.routes import chat, classify, features, health
 from aiflywheel.serve.serving_models import ServingModels
 from aiflywheel.store import Store
 
@@ -199,6 +200,7 @@ def create_app(config: ServeConfig | None = None, store: Store | None = None) ->
     app.state.flywheel = None
     app.state.config = config
     app.include_router(classify.router)
+    app.include_router(chat.router)
     app.include_router(features.router)
     app.include_router(health.router)
 

@@ -22,6 +22,7 @@ import numpy as np
 from aiflywheel.data.clean import training_view
 from aiflywheel.errors import DataError, FlywheelError, ModelError, NotFoundError, StoreError
 from aiflywheel.recipe import CleanConfig, PiiConfig
+from aiflywheel.serve.assistants import AssistantHost, assistant_features
 from aiflywheel.serve.batching import MicroBatcher
 from aiflywheel.serve.config import ServeConfig
 from aiflywheel.serve.metrics import ServeMetrics
@@ -208,6 +209,7 @@ class ServingModels:
         self._retiring: set[asyncio.Task[None]] = set()
         self.ready = False
         self.reload_error: str | None = None
+        self.assistants = AssistantHost(store)
 
     # -- reading --------------------------------------------------------------------
     @property
@@ -215,7 +217,9 @@ class ServingModels:
         return sorted(self._models)
 
     def versions(self) -> dict[str, int]:
-        return {name: model.version for name, model in sorted(self._models.items())}
+        """Serving version of every feature, classifiers and assistants."""
+        found = {name: model.version for name, model in self._models.items()}
+        return dict(sorted({**found, **self.assistants.versions()}.items()))
 
     def get(self, feature: str | None) -> ServedModel:
         """The model answering for ``feature`` (optional when one feature is served)."""
@@ -236,8 +240,12 @@ class ServingModels:
     async def start(self) -> None:
         """Load every served feature and shadow, then start polling for new champions."""
         wanted = await asyncio.to_thread(features_to_serve, self.store, self.config.features)
+        assistants = await asyncio.to_thread(assistant_features, self.store, list(wanted))
         for feature, version in wanted.items():
-            await self._install(await self._load(feature, version))
+            if feature in assistants:
+                await self.assistants.switch(feature, version)
+            else:
+                await self._install(await self._load(feature, version))
         for feature, version in self.config.shadows:
             if feature not in self._models:
                 raise NotFoundError(
@@ -277,6 +285,9 @@ class ServingModels:
         champion = await asyncio.to_thread(self.store.champion, feature)
         if champion is None:
             return self._models.get(feature)
+        if feature in self.assistants:
+            await self.assistants.switch(feature, champion.version)
+            return None
         return await self._switch(feature, champion.version)
 
     # -- internals ------------------------------------------------------------------
@@ -345,9 +356,25 @@ class ServingModels:
                 self.reload_error = str(exc)
                 continue
             self.reload_error = None
+            try:
+                await self.assistants.sync_live_entries()
+            except Exception:
+                log.exception("syncing live knowledge-base entries failed")
             for feature, version in sorted(champions.items()):
+                if feature in self.assistants:
+                    if self.assistants.get(feature).version == version:
+                        continue
+                    try:
+                        await self.assistants.switch(feature, version)
+                    except Exception:
+                        log.exception("reloading assistant %s v%d failed", feature, version)
+                    continue
                 current = self._models.get(feature)
                 if not self._wants(feature) or (current and current.version == version):
+                    continue
+                new = not self.config.features and feature not in self._models
+                if new and await asyncio.to_thread(assistant_features, self.store, [feature]):
+                    await self.assistants.switch(feature, version)
                     continue
                 try:
                     await self._switch(feature, version)

@@ -69,6 +69,13 @@ class FeedbackRequest(BaseModel):
     )
     thumb: Literal["up", "down"] | None = None
     comment: str | None = Field(None, max_length=10_000)
+    corrected_answer: str | None = Field(
+        None,
+        min_length=1,
+        max_length=10_000,
+        description="For an assistant's answer: what it should have said (a reviewer can turn "
+        "it into a knowledge-base entry).",
+    )
     idempotency_key: str | None = Field(
         None,
         min_length=1,
@@ -79,8 +86,15 @@ class FeedbackRequest(BaseModel):
 
     @model_validator(mode="after")
     def _says_something(self) -> FeedbackRequest:
-        if self.corrected_label is None and self.thumb is None and not self.comment:
-            raise ValueError("give at least one of corrected_label, thumb or comment")
+        if (
+            self.corrected_label is None
+            and self.thumb is None
+            and not self.comment
+            and self.corrected_answer is None
+        ):
+            raise ValueError(
+                "give at least one of corrected_label, corrected_answer, thumb or comment"
+            )
         return self
 
 
@@ -211,7 +225,24 @@ def feedback(
         if found is None:
             raise NotFoundError(f"no prediction with id {pid!r}")
         feature, allowed = found[1], list(found[0].probabilities)
-    if body.corrected_label is not None and body.corrected_label not in allowed:
+    is_assistant = feature in state.models.assistants
+    if is_assistant and body.corrected_label is not None:
+        raise ApiError(
+            422,
+            "ValidationError",
+            f"feature {feature!r} is an assistant: send corrected_answer, not corrected_label",
+        )
+    if not is_assistant and body.corrected_answer is not None:
+        raise ApiError(
+            422,
+            "ValidationError",
+            f"feature {feature!r} is a classifier: send corrected_label, not corrected_answer",
+        )
+    if (
+        not is_assistant
+        and body.corrected_label is not None
+        and body.corrected_label not in allowed
+    ):
         raise ApiError(
             422,
             "ValidationError",
@@ -229,6 +260,7 @@ def feedback(
         "corrected_label": body.corrected_label,
         "thumb": body.thumb,
         "comment": body.comment,
+        "corrected_answer": body.corrected_answer,
         "idempotency_key": key,
     }
     try:
@@ -243,6 +275,7 @@ def feedback(
             ("corrected", body.corrected_label is not None),
             (f"thumb_{body.thumb}", body.thumb is not None),
             ("comment", bool(body.comment)),
+            ("corrected_answer", body.corrected_answer is not None),
         ):
             if given:
                 state.metrics.feedback.labels(feature, kind).inc()

@@ -1,0 +1,237 @@
+"""What the assistant stores: conversation turns, handoff tickets, live knowledge-base entries.
+
+Every answer is also a row of the prediction log (``predictions``: the question as text,
+the answer kind as label), so ``POST /v1/feedback`` and ``flywheel feedback`` work on
+assistant answers as on classifications. The turn itself (answer, citations, session)
+lives in ``assistant_turns``; a handoff opens a ``tickets`` row; ``kb_entries`` holds the
+FAQ entries reviewers add while the assistant runs (``flywheel kb add``), which every
+load of the assistant merges into its index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from aiflywheel.errors import NotFoundError
+from aiflywheel.store import Base, Feedback, PredictionLog, Store, utcnow
+
+
+class AssistantTurn(Base):
+    """One question and the assistant's answer, in a session."""
+
+    __tablename__ = "assistant_turns"
+
+    prediction_id: Mapped[str] = mapped_column(ForeignKey("predictions.id"), primary_key=True)
+    feature_id: Mapped[int] = mapped_column(ForeignKey("features.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    session_id: Mapped[str] = mapped_column(String(100))
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16))
+    handoff: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Ticket(Base):
+    """A handoff to a person: the question the assistant could not or should not answer."""
+
+    __tablename__ = "tickets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    feature_id: Mapped[int] = mapped_column(ForeignKey("features.id"))
+    prediction_id: Mapped[str] = mapped_column(ForeignKey("predictions.id"))
+    session_id: Mapped[str] = mapped_column(String(100))
+    question: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class KbEntry(Base):
+    """A FAQ entry added while the assistant runs (by a reviewer, maybe from feedback)."""
+
+    __tablename__ = "kb_entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    feature_id: Mapped[int] = mapped_column(ForeignKey("features.id"))
+    entry_id: Mapped[str] = mapped_column(String(64))
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    category: Mapped[str] = mapped_column(String(100), default="")
+    language: Mapped[str] = mapped_column(String(16), default="")
+    feedback_id: Mapped[int | None] = mapped_column(ForeignKey("feedback.id"), nullable=True)
+    actor: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+@dataclass(frozen=True)
+class TurnRecord:
+    """What ``log_turn`` stores for one answer."""
+
+    prediction_id: str
+    feature: str
+    version: int
+    session_id: str
+    question: str
+    answer: str
+    kind: str
+    handoff: bool
+    reason: str | None
+    confidence: float
+    latency_ms: float
+    details: dict[str, Any]
+
+
+def log_turn(store: Store, turn: TurnRecord) -> int | None:
+    """Store the answer (prediction log + turn) and, on a handoff, open a ticket; one
+    transaction. Returns the ticket id, or None."""
+    with store.session() as session:
+        feature_id = Store._feature_id(session, turn.feature)
+        now = utcnow()
+        session.add(
+            PredictionLog(
+                id=turn.prediction_id,
+                feature_id=feature_id,
+                version=turn.version,
+                text=turn.question,
+                label=turn.kind,
+                probabilities={"confidence": round(float(turn.confidence), 6)},
+                latency_ms=turn.latency_ms,
+                created_at=now,
+            )
+        )
+        session.flush()
+        session.add(
+            AssistantTurn(
+                prediction_id=turn.prediction_id,
+                feature_id=feature_id,
+                version=turn.version,
+                session_id=turn.session_id,
+                question=turn.question,
+                answer=turn.answer,
+                kind=turn.kind,
+                handoff=turn.handoff,
+                reason=turn.reason,
+                details=turn.details,
+                created_at=now,
+            )
+        )
+        if not turn.handoff:
+            return None
+        ticket = Ticket(
+            feature_id=feature_id,
+            prediction_id=turn.prediction_id,
+            session_id=turn.session_id,
+            question=turn.question,
+            reason=turn.reason or "handoff",
+            status="open",
+            created_at=now,
+        )
+        session.add(ticket)
+        session.flush()
+        return ticket.id
+
+
+def session_history(store: Store, feature: str, session_id: str, limit: int = 6) -> list[dict]:
+    """The last ``limit`` turns of a session as chat messages (user, assistant), oldest first."""
+    with store.session() as session:
+        feature_id = Store._feature_id(session, feature)
+        rows = session.scalars(
+            select(AssistantTurn)
+            .where(AssistantTurn.feature_id == feature_id, AssistantTurn.session_id == session_id)
+            .order_by(AssistantTurn.created_at.desc())
+            .limit(limit)
+        ).all()
+    messages: list[dict] = []
+    for row in reversed(rows):
+        messages += [
+            {"role": "user", "content": row.question},
+            {"role": "assistant", "content": row.answer},
+        ]
+    return messages
+
+
+def get_turn(store: Store, prediction_id: str) -> AssistantTurn:
+    with store.session() as session:
+        row = session.get(AssistantTurn, prediction_id)
+    if row is None:
+        raise NotFoundError(f"no assistant answer with prediction id {prediction_id!r}")
+    return row
+
+
+def list_tickets(store: Store, feature: str, status: str | None = "open") -> list[Ticket]:
+    with store.session() as session:
+        feature_id = Store._feature_id(session, feature)
+        query = select(Ticket).where(Ticket.feature_id == feature_id).order_by(Ticket.id)
+        if status is not None:
+            query = query.where(Ticket.status == status)
+        return list(session.scalars(query).all())
+
+
+def add_kb_entry(
+    store: Store,
+    feature: str,
+    *,
+    entry_id: str,
+    question: str,
+    answer: str,
+    category: str = "",
+    language: str = "",
+    actor: str,
+    feedback_id: int | None = None,
+) -> KbEntry:
+    """Record a live knowledge-base entry (and, from feedback, accept that feedback)."""
+    with store.session() as session:
+        feature_id = Store._feature_id(session, feature)
+        row = KbEntry(
+            feature_id=feature_id,
+            entry_id=entry_id,
+            question=question,
+            answer=answer,
+            category=category,
+            language=language,
+            feedback_id=feedback_id,
+            actor=actor,
+        )
+        session.add(row)
+        if feedback_id is not None:
+            feedback = session.get(Feedback, feedback_id)
+            if feedback is None or feedback.feature_id != feature_id:
+                raise NotFoundError(f"feature {feature!r} has no feedback with id {feedback_id}")
+            feedback.review_state = "accepted"
+            feedback.reviewer = actor
+            feedback.reviewed_at = utcnow()
+        session.flush()
+        return row
+
+
+def kb_entries(store: Store, feature: str) -> list[KbEntry]:
+    """Live entries of a feature, oldest first (a later entry for the same question wins)."""
+    with store.session() as session:
+        feature_id = Store._feature_id(session, feature)
+        return list(
+            session.scalars(
+                select(KbEntry).where(KbEntry.feature_id == feature_id).order_by(KbEntry.id)
+            ).all()
+        )
+
+
+__all__ = [
+    "AssistantTurn",
+    "KbEntry",
+    "Ticket",
+    "TurnRecord",
+    "add_kb_entry",
+    "get_turn",
+    "kb_entries",
+    "list_tickets",
+    "log_turn",
+    "session_history",
+]
