@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import zlib
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.assistant_parts import HashingEncoder
 
 from aiflywheel.assistant import knowledge_index as knowledge_index_module
 from aiflywheel.assistant.bm25 import Bm25Index, bm25_tokens
@@ -27,34 +26,6 @@ from aiflywheel.assistant.types import Chunk
 from aiflywheel.errors import DataError, ModelError, NotFoundError
 
 KB = Path(__file__).parent / "fixtures" / "assistant" / "kb"
-
-
-class HashingEncoder:
-    """A deterministic test encoder: BM25 tokens hashed into ``dim`` buckets, unit rows.
-
-    Records every text it encodes, so tests can count what was (re-)embedded.
-    """
-
-    def __init__(self, name: str = "hashing", dim: int = 64) -> None:
-        self.name = name
-        self.dim = dim
-        self.queries: list[str] = []
-        self.passages: list[str] = []
-
-    def _vectors(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for token in bm25_tokens(text) or [text]:
-                out[row, zlib.crc32(token.encode()) % self.dim] += 1.0
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        self.queries.extend(texts)
-        return self._vectors(texts)
-
-    def encode_passages(self, texts: Sequence[str]) -> np.ndarray:
-        self.passages.extend(texts)
-        return self._vectors(texts)
 
 
 def faq(question: str, answer: str, **kw) -> Chunk:
@@ -153,15 +124,15 @@ def test_reciprocal_rank_fusion_math() -> None:
     assert [i for i, _ in reciprocal_rank_fusion([[1, 2], [2, 1]], k=1)] == [1, 2]
 
 
-def retriever_over(chunks: list[Chunk], encoder: HashingEncoder) -> HybridRetriever:
+def retriever_over(chunks: list[Chunk], encoder: HashingEncoder, **options) -> HybridRetriever:
     bm25 = Bm25Index.build([bm25_tokens(index_text(c)) for c in chunks])
     embeddings = encoder.encode_passages([index_text(c) for c in chunks])
-    return HybridRetriever(chunks, bm25, embeddings, encoder)
+    return HybridRetriever(chunks, bm25, embeddings, encoder, **options)
 
 
 def test_hybrid_hits_carry_both_scores_and_ranks() -> None:
     encoder = HashingEncoder()
-    retriever = retriever_over(CORPUS, encoder)
+    retriever = retriever_over(CORPUS, encoder, fusion="rrf")
     hits = retriever.search("payment methods 退款", k=3, candidates=3)
     query = encoder._vectors(["payment methods 退款"])[0]
     bm25_all = retriever.bm25.scores(bm25_tokens("payment methods 退款"))

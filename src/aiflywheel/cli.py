@@ -96,7 +96,8 @@ def init(
     from aiflywheel.files import write_text_atomic
 
     write_text_atomic(output, templates[template])
-    console.print(f"wrote {output} (template {template}); next: flywheel data check {output}")
+    step = "train" if "\ntask: assistant" in templates[template] else "data check"
+    console.print(f"wrote {output} (template {template}); next: flywheel {step} {output}")
 
 
 @recipe_app.command("schema")

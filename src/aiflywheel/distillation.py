@@ -137,9 +137,12 @@ def distill_student(
     holder.labels = list(teacher.labels)
     holder._tokenizer = tokenizer
 
+    from tqdm.auto import tqdm
+
     best: tuple[float, dict] | None = None
     step = 0
     epoch = 0
+    progress = tqdm(total=total_steps, desc="distilling", unit="step", leave=False)
     while step < total_steps:
         epoch += 1
         student.train()
@@ -161,6 +164,7 @@ def distill_student(
             scheduler.step()
             optimizer.zero_grad()
             step += 1
+            progress.update(1)
         student.eval()
         holder._model = student
         predicted = holder.predict_proba(val.texts, batch_size=64).argmax(axis=1)
@@ -168,6 +172,7 @@ def distill_student(
         report(f"student epoch {epoch}: loss {loss.item():.4f}, val macro-F1 {score:.4f}")
         if best is None or score > best[0]:
             best = (score, copy.deepcopy(student.state_dict()))
+    progress.close()
     assert best is not None
     student.load_state_dict(best[1])
     student.eval()

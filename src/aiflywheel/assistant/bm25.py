@@ -1,9 +1,13 @@
 """Okapi BM25 over a sparse matrix, with a Chinese/English tokenizer.
 
-``bm25_tokens`` cuts runs of Han characters with jieba's search mode (words and the
-shorter words inside them, so ``退款申请`` also matches ``退款``), takes lower-cased
-words and numbers from other text, and drops punctuation and a small stopword list
-per language (question words and function words that every FAQ question shares).
+``bm25_tokens`` normalizes the text (NFKC, lower case), cuts runs of Han characters
+with jieba's search mode (words and the shorter words inside them, so ``退款申请`` also
+matches ``退款``), takes words and numbers from other text, even when they touch Han
+characters (``我的order什么时候ship`` gives ``order`` and ``ship``), reduces English words
+to a crude stem (``grounding.light_stem``: "shipping" ~ "ship", "refunds" ~ "refund"),
+and drops punctuation and a small stopword list per language (question words,
+function words that every FAQ question shares, and the pieces of contractions such as
+the "t" of "don't").
 
 ``Bm25Index`` keeps raw term counts (documents x terms, CSR) so it can add and remove
 documents, and a weight matrix (CSC) with each cell's BM25 contribution
@@ -23,6 +27,7 @@ import json
 import logging
 import re
 import threading
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,14 +35,17 @@ from typing import Any
 
 import numpy as np
 
+from aiflywheel.assistant.grounding import light_stem
 from aiflywheel.errors import DataError, require_module
 
 ASSISTANT_EXTRA = "pip install 'aiflywheel[assistant]'"
 # Bump when bm25_tokens changes: stored term counts must then be rebuilt.
-TOKENIZER_VERSION = 1
+TOKENIZER_VERSION = 2
 
-_HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
-_PIECE = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+)|([^\W_]+)")
+_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_HAN_RUN = re.compile(f"[{_HAN}]+")
+# A run of Han characters, or a run of other letters and digits (never both in one).
+_PIECE = re.compile(f"([{_HAN}]+)|([^\\W_{_HAN}]+)")
 
 STOPWORDS_EN = frozenset(
     [
@@ -115,6 +123,27 @@ STOPWORDS_EN = frozenset(
         "please",
         "hi",
         "hello",
+        # pieces of contractions: don't, it's, I'm, I'd, I've, we'll, you're
+        "t",
+        "s",
+        "m",
+        "d",
+        "ve",
+        "ll",
+        "re",
+        "don",
+        "doesn",
+        "didn",
+        "isn",
+        "aren",
+        "wasn",
+        "weren",
+        "haven",
+        "hasn",
+        "hadn",
+        "wouldn",
+        "couldn",
+        "shouldn",
     ]
 )
 STOPWORDS_ZH = frozenset(
@@ -205,17 +234,18 @@ def _jieba_module() -> Any:
 
 
 def bm25_tokens(text: str) -> list[str]:
-    """Search terms of ``text``: jieba words for Han runs, lower-cased words and numbers
-    for the rest, without punctuation, whitespace and stopwords."""
+    """Search terms of ``text``: jieba words for Han runs, lower-cased and lightly
+    stemmed words and numbers for the rest, without punctuation, whitespace and
+    stopwords (see the module docstring)."""
     tokens: list[str] = []
-    for match in _PIECE.finditer(text.lower()):
+    for match in _PIECE.finditer(unicodedata.normalize("NFKC", text).lower()):
         han, word = match.groups()
         if han:
             for token in _jieba_module().cut_for_search(han):
                 if token not in STOPWORDS:
                     tokens.append(token)
         elif word not in STOPWORDS:
-            tokens.append(word)
+            tokens.append(light_stem(word))
     return tokens
 
 

@@ -5,7 +5,8 @@
 1. loads the knowledge base (problems such as duplicate FAQ questions with different
    answers go into the report and the metrics);
 2. embeds and indexes it (``KnowledgeIndex``), reusing the embeddings of the champion's
-   index for chunks that did not change;
+   index for chunks that did not change, and keeps the entries added live (``flywheel
+   kb add``, the API) that the store holds;
 3. calibrates the handoff and FAQ thresholds on the calibration half of the evaluation
    set (unless the recipe sets both) and evaluates on all of it (retrieval BM25 / dense /
    hybrid, answers, handoffs, latency);
@@ -37,6 +38,7 @@ Report = Callable[[str], None]
 DEMO_KNOWLEDGE_BASE = "demo:help-center"
 DEMO_EVAL_SET = "demo:help-center-eval"
 MANIFEST = "assistant.json"
+MAX_PROBLEM_LINES = 10
 
 
 def help_center_dir() -> Path:
@@ -118,28 +120,40 @@ def build_assistant(
             kb_path, max_chars=config.chunk_chars, overlap=config.chunk_overlap
         )
         report(f"knowledge base {kb_path}: {kb.report.summary()}")
+        for problem in kb.report.problems[:MAX_PROBLEM_LINES]:
+            report(f"problem: {problem}")
+        if len(kb.report.problems) > MAX_PROBLEM_LINES:
+            more = len(kb.report.problems) - MAX_PROBLEM_LINES
+            report(f"... and {more} more problem(s); metrics.json lists them all")
         if not kb.chunks:
             raise DataError(f"knowledge base {kb_path} has no FAQ entries or document text")
         encoder = encoder_from_name(config.encoder, settings)
         index_dir = work_dir / "assistant" / "index"
         champion = store.champion(recipe.feature)
         previous = Path(champion.model_path) / "index" if champion is not None else None
+        live = live_entry_chunks(store, recipe.feature)
         if previous is not None and previous.is_dir():
             shutil.copytree(previous, index_dir)
             index = KnowledgeIndex.load(index_dir, encoder, rrf_k=config.rrf_k)
-            update = index.update(kb, keep_runtime=False)
+            update = index.update(kb, keep_runtime=True)
             report(f"index updated from v{champion.version}: {update.summary()}")
+            # entries added live that the store no longer holds (replaced by a correction)
+            live_ids = {c.id for c in live}
+            stale = [c.id for c in index.chunks if c.id in index.runtime_ids - live_ids]
+            if stale:
+                index.remove_chunks(stale)
         else:
             report(f"embedding {len(kb.chunks)} chunks with {config.encoder}")
             index = KnowledgeIndex.build(kb, encoder, index_dir, rrf_k=config.rrf_k)
-        live = live_entry_chunks(store, recipe.feature)
         if live:
             put_live_chunks(index, live)
             report(f"{len(live)} entries added live (flywheel kb add) kept in the index")
 
         questions = []
+        eval_path = None
         if config.eval_set is not None:
-            questions = load_eval_set(resolve_eval_set(config.eval_set, recipe.base_dir))
+            eval_path = resolve_eval_set(config.eval_set, recipe.base_dir)
+            questions = load_eval_set(eval_path)
         set_in_recipe = config.handoff_below is not None and config.faq_at_least is not None
         provisional = Thresholds(
             handoff_below=config.handoff_below or 0.0,
@@ -212,6 +226,7 @@ def build_assistant(
             "config": config.model_dump(mode="json"),
             "thresholds": assistant.thresholds.to_json(),
             "knowledge_base": str(kb_path),
+            "eval_set": str(eval_path) if eval_path is not None else None,
         }
         write_json_atomic(work_dir / "assistant" / MANIFEST, manifest)
         write_json_atomic(work_dir / "metrics.json", metrics)

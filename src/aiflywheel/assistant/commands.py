@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from aiflywheel.errors import ModelError
+from aiflywheel.errors import ModelError, NotFoundError
 
 console = Console()
 kb_app = typer.Typer(help="The knowledge base of an assistant.", no_args_is_help=True)
@@ -73,22 +73,37 @@ def print_evaluation(evaluation: dict) -> None:
                 f"{a['latency_ms']['p95']:.0f}",
             )
     console.print(table)
+    reasons = (evaluation.get("answers") or {}).get("handoff_reasons") or {}
+    if reasons:
+        counted = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
+        console.print(f"handoffs: {escape(counted)}", highlight=False)
+
+
+def _assistant_store(feature: str):
+    """The store, once ``feature`` is known to be an assistant (one-line errors else)."""
+    from aiflywheel.store import open_store
+
+    store = open_store()
+    found = store.get_feature(feature)
+    if found is None:
+        raise NotFoundError(
+            f"unknown feature {feature!r}; `flywheel train` on an assistant recipe creates one"
+        )
+    if found.task != "assistant":
+        raise ModelError(
+            f"{feature!r} is a {found.task} feature, not an assistant; "
+            "`flywheel models show` has a classifier's evaluation"
+        )
+    return store
 
 
 def _loaded(ref: str):
     from aiflywheel.assistant.service import load_assistant
     from aiflywheel.registry import parse_version_ref
-    from aiflywheel.store import open_store
 
     feature, number = parse_version_ref(ref)
-    store = open_store()
+    store = _assistant_store(feature)
     row = store.get_model_version(feature, number)
-    found = store.get_feature(feature)
-    if found is None or found.task != "assistant":
-        raise ModelError(
-            f"{feature!r} is a {found.task if found else 'unknown'} feature, not an assistant; "
-            "`flywheel models show` has a classifier's evaluation"
-        )
     return store, load_assistant(row.model_path, feature=feature, version=row.version, store=store)
 
 
@@ -104,7 +119,7 @@ def eval_command(
 ) -> None:
     """Evaluate an assistant: retrieval hit@1/hit@5/MRR (BM25, dense, hybrid), answer
     accuracy, handoff precision/recall, latency; writes report.html."""
-    from aiflywheel.assistant.build import resolve_eval_set
+    from aiflywheel.assistant.build import load_manifest, resolve_eval_set
     from aiflywheel.assistant.evaluation import evaluate_assistant, load_eval_set
     from aiflywheel.assistant.report_html import assistant_verdict, write_assistant_report
     from aiflywheel.files import write_json_atomic, write_text_atomic
@@ -116,7 +131,9 @@ def eval_command(
     if eval_set is None:
         if config.eval_set is None:
             raise ModelError(f"{loaded.feature} has no assistant.eval_set; pass --eval-set")
-        path = resolve_eval_set(config.eval_set, Path.cwd())
+        # the path resolved at build time (relative to the recipe), else from here
+        built_with = load_manifest(loaded.model_dir).get("eval_set")
+        path = Path(built_with) if built_with else resolve_eval_set(config.eval_set, Path.cwd())
     else:
         path = eval_set
     questions = load_eval_set(path)
@@ -229,10 +246,9 @@ def kb_add(
 def kb_list(feature: Annotated[str, typer.Argument(help="Assistant feature.")]) -> None:
     """Entries added live (flywheel kb add, the API), newest last."""
     from aiflywheel.assistant.records import kb_entries
-    from aiflywheel.store import open_store
 
     table = Table("id", "entry", "language", "question", "answer", "by", "feedback", "added")
-    for row in kb_entries(open_store(), feature):
+    for row in kb_entries(_assistant_store(feature), feature):
         table.add_row(
             str(row.id),
             row.entry_id,
@@ -252,10 +268,9 @@ def tickets_command(
 ) -> None:
     """Handoff tickets: questions the assistant passed to a person."""
     from aiflywheel.assistant.records import list_tickets
-    from aiflywheel.store import open_store
 
     table = Table("ticket", "status", "session", "question", "reason", "created")
-    for t in list_tickets(open_store(), feature, None if all_tickets else "open"):
+    for t in list_tickets(_assistant_store(feature), feature, None if all_tickets else "open"):
         table.add_row(
             str(t.id),
             t.status,

@@ -19,6 +19,7 @@ calibrated on the ``calibration`` half and the figures that matter are read on t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -30,9 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from aiflywheel.assistant.intents import asks_for_person
 from aiflywheel.assistant.knowledge_index import KnowledgeIndex
-from aiflywheel.assistant.policy import Assistant, AssistantReply, Thresholds
+from aiflywheel.assistant.policy import (
+    NO_ANSWER_REASON,
+    PERSON_REASON,
+    Assistant,
+    AssistantReply,
+    Thresholds,
+)
 from aiflywheel.assistant.types import RetrievalHit
 from aiflywheel.errors import DataError
 
@@ -191,7 +197,17 @@ def calibrate_thresholds(
     target_recall: float = 0.9,
     faq_precision: float = 0.9,
 ) -> Calibration:
-    """Thresholds chosen on ``questions`` (retrieval only, no generation).
+    """Thresholds chosen on ``questions``.
+
+    Each question is answered once with no handoff threshold and no FAQ answers, which
+    shows what the rest of the policy does with it: a request for a person is handed
+    off and a prompt injection refused whatever the thresholds, and a composed answer
+    that comes out as "I don't know" is handed off too (``policy.NO_ANSWER_REASON``;
+    with an LLM generator this costs one generation per question). A question is then
+    handed off at a cut when it asks for a person, or is not refused and either has no
+    answer in the passages or a confidence below the cut. (A confident FAQ answer would
+    pre-empt the "I don't know"; the FAQ threshold is chosen after the handoff one, so
+    the handoff figures here leave that out.)
 
     ``handoff_below``: among the cut points whose handoff recall reaches
     ``target_recall``, the one with the best precision (ties: the lowest, which answers
@@ -201,18 +217,24 @@ def calibrate_thresholds(
     """
     if not questions:
         raise DataError("calibration needs at least one evaluation question")
+    probe = dataclasses.replace(assistant, thresholds=Thresholds(0.0, 1.01, origin="probe"))
     rows = []
     for q in questions:
-        hits = assistant.search(q.question)
-        person = asks_for_person(q.question)
-        rows.append((q, hits, assistant.confidence(hits), person))
+        reply = probe.answer(q.question)
+        person = reply.handoff and reply.reason == PERSON_REASON
+        no_answer = reply.handoff and reply.reason == NO_ANSWER_REASON
+        refused = reply.kind == "refusal"
+        rows.append((q, reply.hits, reply.confidence, person, no_answer, refused))
     truth = [q.handoff for q, *_ in rows]
-    scores = sorted({round(c, 6) for _, _, c, _ in rows})
+    scores = sorted({round(c, 6) for _, _, c, *_ in rows})
     cuts = [0.0] + [(a + b) / 2 for a, b in zip(scores, scores[1:], strict=False)] + [1.01]
     best: tuple[tuple, float, float, float] | None = None
     notes: list[str] = []
     for cut in cuts:
-        predicted = [person or c < cut for _, _, c, person in rows]
+        predicted = [
+            person or (not refused and (no_answer or c < cut))
+            for _, _, c, person, no_answer, refused in rows
+        ]
         precision, recall = _precision_recall(predicted, truth)
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         key = (recall >= target_recall, precision if recall >= target_recall else f1, -cut)
@@ -227,8 +249,8 @@ def calibrate_thresholds(
         )
 
     faq_rows = []
-    for q, hits, c, person in rows:
-        if person or c < handoff_below:
+    for q, hits, c, person, _, refused in rows:
+        if person or refused or c < handoff_below:
             continue
         faqs = [h for h in hits[:3] if h.chunk.kind == "faq" and h.dense_score is not None]
         if faqs:
@@ -290,7 +312,9 @@ def compare_retrieval(
 def answer_scores(
     questions: Sequence[EvalQuestion], replies: Sequence[AssistantReply]
 ) -> dict[str, Any]:
-    """Answer accuracy, handoff precision/recall, answer kinds and latency."""
+    """Answer accuracy, handoff precision/recall, answer kinds, why handoffs happened
+    (``handoff_reasons``: the reason without its figures, e.g. ``low retrieval
+    confidence``) and latency."""
     answerable = [(q, r) for q, r in zip(questions, replies, strict=True) if q.answerable]
     accurate = [
         not r.handoff and r.kind != "refusal" and states_facts(r.text, q.facts)
@@ -301,8 +325,12 @@ def answer_scores(
     )
     seconds = sorted(r.seconds for r in replies)
     kinds: dict[str, int] = {}
+    reasons: dict[str, int] = {}
     for r in replies:
         kinds[r.kind] = kinds.get(r.kind, 0) + 1
+        if r.handoff:
+            reason = (r.reason or "").split(" (")[0]
+            reasons[reason] = reasons.get(reason, 0) + 1
     return {
         "questions": len(questions),
         "answerable": len(answerable),
@@ -315,6 +343,7 @@ def answer_scores(
         ),
         "unsupported_answers": sum(r.supported is False for r in replies),
         "kinds": kinds,
+        "handoff_reasons": reasons,
         "latency_ms": {
             "p50": 1000 * statistics.median(seconds),
             "p95": 1000 * float(np.percentile(seconds, 95)),

@@ -10,7 +10,8 @@ or "人工" alone appears in product questions ("human hair wig", "人工草坪"
 to ..., 转/找/要 ...) around a person word, a compound that only means a person
 ("live agent", "人工客服"), or a message that is nothing but such a word ("human!",
 "人工"). A request negated just before ("I don't need a human", "不用转人工") does
-not count.
+not count, nor does an English question about when support can be reached ("Until
+what time can I chat with someone from support?" asks for the opening hours).
 
 ``prompt_injection`` returns a short reason when a message tries to change the
 assistant's rules: ignore/forget previous instructions, a new role ("you are now",
@@ -81,6 +82,11 @@ _NEGATION_EN = re.compile(
     r"|\b(?:do|does|would|will|should|must)\s+(?:i|we|you|it|they|one)\s+$"
     r"|\b(?:like|as|than)\s+(?:a\s+|an\s+|the\s+)?$"
 )
+# A question about when people can be reached asks for the opening hours, not a person.
+_WHEN_EN = re.compile(
+    r"^(?:(?:until|till|up\s+to|by)\s+)?(?:what\s+time|when|what\s+hours|which\s+hours|"
+    r"which\s+days|what\s+days|how\s+late|how\s+early)\b"
+)
 
 # 人工 / 真人 as a person, not in 人工智能 (AI), 人工草坪 (artificial turf), 人工费 (labour
 # cost), 真人发 (human hair), 真人秀 (reality show), ...
@@ -95,7 +101,13 @@ _PERSON_PATTERNS_ZH = [
     re.compile(r"人工(?:客服|服务|坐席|座席|接待|专员|回复|介入|处理)"),
     re.compile(f"(?:找|要|叫|接|换|请|求|联系|呼叫|切换|切到|给我)(?:一?个|一下|下)?{_PERSON_ZH}"),
     re.compile(
-        r"(?:找|要|叫|换|联系|呼叫|接通|给我)(?:一?个|一下|下|你们的?)?(?:客服|专员|工作人员|店员|经理)"
+        r"(?:找|要|叫|换|联系|呼叫|接通|给我(?:接|转)?)(?:一?个|一下|下|你们的?)?"
+        r"(?:客服|专员|工作人员|店员|经理|主管|负责人)"
+    ),
+    # "让客服人员来接一下", "让人工来处理"
+    re.compile(
+        f"让(?:一?个|一下|下|你们的?)?(?:{_PERSON_ZH}|客服|专员|工作人员|店员|经理)(?:人员)?"
+        r"(?:来|过来|接|处理|帮|回复|联系)"
     ),
     re.compile(
         r"真人(?:客服|服务|回复|回答|接待)"
@@ -136,7 +148,7 @@ def asks_for_person(text: str) -> bool:
     compact = words.replace(" ", "")
     if _BARE_EN.match(words) or _BARE_ZH.match(compact):
         return True
-    for pattern in _PERSON_PATTERNS_EN:
+    for pattern in () if _WHEN_EN.match(words) else _PERSON_PATTERNS_EN:
         for match in pattern.finditer(words):
             if not _negated(words[: match.start()], _NEGATION_EN):
                 return True

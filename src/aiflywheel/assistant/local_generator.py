@@ -20,7 +20,9 @@ models without one (Gemma 3 270M) get ``prompts.build_completion_prompt`` and st
 ``prompts.COMPLETION_STOPS``. Decoding is greedy at temperature 0, at most
 ``max_new_tokens`` tokens. ``stream`` runs generation in a thread and yields text as it
 is decoded; the same trimming (stop strings, surrounding whitespace) applies to both
-paths, so the streamed text equals the generated one.
+paths, so the streamed text equals the generated one. ``complete_messages`` and
+``stream_messages`` answer chat messages as they are (a chat model only): what the
+API's ``<feature>:generator`` model serves to another assistant's ``openai`` generator.
 """
 
 from __future__ import annotations
@@ -605,6 +607,19 @@ class LocalGenerator:
         )
         return Prompt(text=text, chat=False, stops=COMPLETION_STOPS)
 
+    def messages_prompt(self, messages: Sequence[dict[str, str]]) -> Prompt:
+        """The prompt for chat ``messages`` taken as they are (no passages, no rules
+        added): the model's chat template applied. A model without one cannot take
+        messages (``ModelError``)."""
+        runner = self._ensure_runner()
+        if not runner.chat:
+            raise ModelError(
+                f"{self.name} has no chat template, so it cannot answer chat messages; "
+                "use a chat (instruct) model"
+            )
+        clean = [{"role": m["role"], "content": m["content"]} for m in messages]
+        return Prompt(text=runner.render(clean), chat=True, messages=clean)
+
     def generate(
         self,
         question: str,
@@ -615,19 +630,20 @@ class LocalGenerator:
     ) -> Generation:
         """The model's answer (greedy at temperature 0) with token counts and seconds."""
         prompt = self.build_prompt(question, passages, language=language, history=history)
-        start = time.perf_counter()
-        raw, counts = self._ensure_runner().run(
-            prompt, max_new_tokens=self.max_new_tokens, temperature=self.temperature
-        )
-        text = StopTrimmer(prompt.stops).trim(raw)
-        return Generation(
-            text=text,
-            cited=cited_passages(text, len(passages)),
-            prompt_tokens=counts.prompt_tokens,
-            completion_tokens=counts.completion_tokens,
-            generator=self.name,
-            seconds=time.perf_counter() - start,
-        )
+        return self._complete(prompt, len(passages))
+
+    def complete_messages(
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> Generation:
+        """The model's reply to chat ``messages`` as they are: what the API's
+        ``<feature>:generator`` model answers with (a request's ``max_tokens`` and
+        ``temperature`` override the recipe's, never above its ``max_new_tokens``)."""
+        limits = self._limits(max_new_tokens, temperature)
+        return self._complete(self.messages_prompt(messages), 0, *limits)
 
     def stream(
         self,
@@ -640,6 +656,55 @@ class LocalGenerator:
         """Text deltas as the model writes them; once exhausted, ``.result`` holds the
         ``Generation`` (same text as ``generate`` at temperature 0)."""
         prompt = self.build_prompt(question, passages, language=language, history=history)
+        return self._stream(prompt, len(passages))
+
+    def stream_messages(
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> TextStream:
+        """``complete_messages`` as text deltas."""
+        limits = self._limits(max_new_tokens, temperature)
+        return self._stream(self.messages_prompt(messages), 0, *limits)
+
+    def _limits(self, max_new_tokens: int | None, temperature: float | None) -> tuple[int, float]:
+        tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
+        return min(tokens, self.max_new_tokens), (
+            self.temperature if temperature is None else temperature
+        )
+
+    def _complete(
+        self,
+        prompt: Prompt,
+        n_passages: int,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> Generation:
+        start = time.perf_counter()
+        raw, counts = self._ensure_runner().run(
+            prompt,
+            max_new_tokens=max_new_tokens or self.max_new_tokens,
+            temperature=self.temperature if temperature is None else temperature,
+        )
+        text = StopTrimmer(prompt.stops).trim(raw)
+        return Generation(
+            text=text,
+            cited=cited_passages(text, n_passages),
+            prompt_tokens=counts.prompt_tokens,
+            completion_tokens=counts.completion_tokens,
+            generator=self.name,
+            seconds=time.perf_counter() - start,
+        )
+
+    def _stream(
+        self,
+        prompt: Prompt,
+        n_passages: int,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> TextStream:
         runner = self._ensure_runner()
         counts = RunCounts()
         start = time.perf_counter()
@@ -648,8 +713,8 @@ class LocalGenerator:
             trimmer = StopTrimmer(prompt.stops)
             pieces = runner.run_stream(
                 prompt,
-                max_new_tokens=self.max_new_tokens,
-                temperature=self.temperature,
+                max_new_tokens=max_new_tokens or self.max_new_tokens,
+                temperature=self.temperature if temperature is None else temperature,
                 counts=counts,
             )
             try:
@@ -668,7 +733,7 @@ class LocalGenerator:
         def finish(text: str) -> Generation:
             return Generation(
                 text=text,
-                cited=cited_passages(text, len(passages)),
+                cited=cited_passages(text, n_passages),
                 prompt_tokens=counts.prompt_tokens,
                 completion_tokens=counts.completion_tokens,
                 generator=self.name,

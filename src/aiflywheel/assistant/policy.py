@@ -22,6 +22,12 @@ For each user message, in order:
    passages do not support; an LLM answer with unsupported sentences is replaced by the
    extractive answer (recorded in the details), so what reaches the user is always
    supported by retrieved text.
+8. When the answer that would be sent (after the post-check and any fallback) is the
+   generator's "I don't know" sentence (``prompts.DONT_KNOW``, what the extractive
+   generator says when no passage sentence answers the question), the reply is a
+   handoff, reason ``the retrieved passages do not answer the question``: the customer
+   gets a person, not an answer that only says it has none. ``answer`` and ``stream``
+   both decide this in ``finish``.
 
 The two thresholds come from ``calibrate_thresholds`` on an evaluation set (see
 ``aiflywheel.assistant.evaluation``), or from the recipe when it sets them.
@@ -36,14 +42,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiflywheel.assistant.generators import AnswerGenerator, cited_passages
-from aiflywheel.assistant.grounding import check_support
+from aiflywheel.assistant.grounding import check_support, strip_citations
 from aiflywheel.assistant.intents import asks_for_person, prompt_injection
 from aiflywheel.assistant.knowledge_index import KnowledgeIndex
+from aiflywheel.assistant.prompts import DONT_KNOW
 from aiflywheel.assistant.types import Chunk, Generation, RetrievalHit
 from aiflywheel.errors import DataError
 
 HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 SHORT_FOLLOW_UP_CHARS = 12
+NO_ANSWER_REASON = "the retrieved passages do not answer the question"
+PERSON_REASON = "asked for a person"
 
 HANDOFF_TEXT = {
     "zh": "这个问题我需要请人工客服来处理。我已为您转接并创建了工单，客服同事会尽快回复您。",
@@ -57,6 +66,19 @@ REFUSAL_TEXT = {
     "accounts and membership from our help center, and I can't change how I work. "
     "What can I help you with?",
 }
+
+
+def _squashed(text: str) -> str:
+    return re.sub(r"\s+", "", strip_citations(text)).lower()
+
+
+_DONT_KNOW_SQUASHED = frozenset(_squashed(text) for text in DONT_KNOW.values())
+
+
+def is_dont_know(text: str) -> bool:
+    """Whether ``text`` is the generators' "I don't know" sentence (``prompts.DONT_KNOW``,
+    in either language; spacing, case, width and citation markers ignored)."""
+    return _squashed(text) in _DONT_KNOW_SQUASHED
 
 
 def reply_language(text: str) -> str:
@@ -200,7 +222,7 @@ class Assistant:
         text = self.check_message(message)
         language = reply_language(text)
         if asks_for_person(text):
-            return self._handoff(language, "asked for a person", 1.0, [])
+            return self._handoff(language, PERSON_REASON, 1.0, [])
         injection = prompt_injection(text)
         if injection is not None:
             return AssistantReply(
@@ -281,7 +303,8 @@ class Assistant:
 
     def finish(self, decided: _Compose, generation: Generation) -> AssistantReply:
         """Post-check a generated answer; fall back to the extractive one when an LLM's
-        answer is not supported by the passages it was given."""
+        answer is not supported by the passages it was given; hand off when what is left
+        is empty or only says "I don't know" (``is_dont_know``)."""
         passages = decided.passages
         cited = generation.cited or cited_passages(generation.text, len(passages))
         check = check_support(generation.text, passages, cited)
@@ -298,13 +321,17 @@ class Assistant:
             )
             used_cited = used.cited or cited_passages(used.text, len(passages))
             check = check_support(used.text, passages, used_cited)
-        if not used.text.strip():
-            return self._handoff(
-                decided.language,
-                "the generator produced no answer from the passages",
-                decided.confidence,
-                decided.hits,
+        if not used.text.strip() or is_dont_know(used.text):
+            reason = (
+                NO_ANSWER_REASON
+                if used.text.strip()
+                else "the generator produced no answer from the passages"
             )
+            reply = self._handoff(decided.language, reason, decided.confidence, decided.hits)
+            reply.generator = used.generator or self.generator.name
+            reply.generation = used
+            reply.details = {**details, "generated_text": used.text}
+            return reply
         shown = sorted(set(used_cited)) or list(range(1, len(passages) + 1))
         return AssistantReply(
             text=used.text,
@@ -369,6 +396,9 @@ __all__ = [
     "Citation",
     "HANDOFF_TEXT",
     "REFUSAL_TEXT",
+    "NO_ANSWER_REASON",
+    "PERSON_REASON",
     "Thresholds",
+    "is_dont_know",
     "reply_language",
 ]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -41,6 +42,7 @@ from aiflywheel.errors import FlywheelError
 from aiflywheel.serve.deps import Admin, ApiError, Client, State
 
 router = APIRouter(tags=["assistant"])
+log = logging.getLogger("aiflywheel.serve")
 
 GENERATOR_SUFFIX = ":generator"
 
@@ -66,6 +68,15 @@ class ChatRequest(BaseModel):
     model: str = Field(..., min_length=1, description="The assistant feature's name.")
     messages: list[ChatMessage] = Field(..., min_length=1)
     stream: bool = False
+    max_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="For '<feature>:generator': most tokens to generate (at most "
+        "the generator's max_new_tokens).",
+    )
+    temperature: float | None = Field(
+        None, ge=0, le=2, description="For '<feature>:generator': sampling temperature."
+    )
     user: str | None = Field(None, max_length=100)
     session_id: str | None = Field(
         None, min_length=1, max_length=100, description="Extension: the conversation's id."
@@ -275,9 +286,17 @@ async def _pump(iterator_factory, hosted) -> AsyncIterator[Any]:
 
 
 def _error_event(exc: BaseException) -> str:
-    kind = type(exc).__name__ if isinstance(exc, FlywheelError) else "InternalError"
-    message = " ".join(str(exc).split()) or kind
-    return f"data: {json.dumps({'error': {'type': kind, 'message': message}})}\n\n"
+    """The SSE event of an error after the stream started (no status code can change
+    now): like the error answers, a FlywheelError's one-line message, anything else
+    logged here and named only by its type."""
+    if isinstance(exc, FlywheelError):
+        kind = type(exc).__name__
+        message = " ".join(str(exc).split()) or kind
+    else:
+        log.error("unexpected error while streaming an answer", exc_info=exc)
+        kind, message = "InternalError", f"unexpected {type(exc).__name__}; see the server log"
+    error = {"error": {"type": kind, "message": message}}
+    return f"data: {json.dumps(error, ensure_ascii=False)}\n\n"
 
 
 async def _stream(state, model, hosted, question, history, session_id, completion_id, created):
@@ -321,9 +340,10 @@ async def _raw_generation(body: ChatRequest, state):
             f"{feature!r} does not take raw messages; use model {feature!r}",
         )
     messages = [{"role": m.role, "content": m.text} for m in body.messages]
+    limits = {"max_new_tokens": body.max_tokens, "temperature": body.temperature}
     created, completion_id = int(time.time()), _completion_id()
     if not body.stream:
-        generation = await _answer_in_thread(hosted, lambda: complete(messages))
+        generation = await _answer_in_thread(hosted, lambda: complete(messages, **limits))
         return JSONResponse(
             {
                 "id": completion_id,
@@ -351,7 +371,7 @@ async def _raw_generation(body: ChatRequest, state):
     async def events():
         yield _chunk(completion_id, created, body.model, {"role": "assistant", "content": ""})
         try:
-            async for piece in _pump(lambda: stream(messages), hosted):
+            async for piece in _pump(lambda: stream(messages, **limits), hosted):
                 if piece:
                     yield _chunk(completion_id, created, body.model, {"content": piece})
             yield _chunk(completion_id, created, body.model, {}, "stop")
