@@ -327,6 +327,7 @@ def test_train_eval_ask_kb_tickets_rebuild_and_models_list(
     assert code == 0, err
     assert "helpdesk" in out and "champion" in out and "candidate" in out
     assert "v1" in out and "v2" in out
+    assert "hit@5" in out and "macro-F1" not in out  # an assistant's own figures
 
 
 def test_a_local_transformers_folder_encoder_builds_and_answers(tmp_path: Path, capsys) -> None:

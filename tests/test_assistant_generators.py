@@ -296,6 +296,13 @@ def test_grounding_exempts_dont_know_and_handoff_sentences() -> None:
     assert not check_support("Please call us at 400-800-1234.", EN_PASSAGES, []).supported
 
 
+def test_an_answer_without_a_single_content_word_is_not_grounded() -> None:
+    for babble in ("how how how how", "Yes.", "是的。"):
+        check = check_support(babble, EN_PASSAGES, [])
+        assert not check.supported and check.unsupported_sentences, babble
+    assert check_support("", EN_PASSAGES, []).supported  # nothing said: nothing to check
+
+
 def test_grounding_in_chinese() -> None:
     good = "收到退回商品后 5 个工作日内退款[1]。"
     assert check_support(good, [REFUND_ZH], [1]).supported

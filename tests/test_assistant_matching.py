@@ -146,3 +146,36 @@ def test_asking_for_a_person(message: str) -> None:
 )
 def test_not_asking_for_a_person(message: str) -> None:
     assert not asks_for_person(message)
+
+
+def test_the_recipe_fusion_settings_reach_the_retriever(tmp_path) -> None:
+    from aiflywheel.assistant.knowledge_base import KnowledgeBase, KnowledgeBaseReport
+    from aiflywheel.assistant.knowledge_index import KnowledgeIndex
+    from aiflywheel.recipe import AssistantConfig
+
+    config = AssistantConfig(
+        knowledge_base="kb",
+        handoff_below=0.1,
+        faq_at_least=0.9,
+        fusion="rrf",
+        bm25_weight=0.6,
+        rrf_k=10,
+    )
+    chunks = [
+        make_chunk(kind="faq", source="faq.jsonl", anchor="r", text="Refunds?", answer="5 days."),
+        make_chunk(kind="faq", source="faq.jsonl", anchor="s", text="Shipping?", answer="2 days."),
+    ]
+    built = KnowledgeIndex.build(
+        KnowledgeBase(chunks=chunks, report=KnowledgeBaseReport()),
+        HashingEncoder(),
+        tmp_path / "idx",
+        fusion=config.fusion_settings(),
+    )
+    loaded = KnowledgeIndex.load(
+        tmp_path / "idx", HashingEncoder(), fusion=config.fusion_settings()
+    )
+    for index in (built, loaded):
+        retriever = index.retriever()
+        assert (retriever.fusion, retriever.bm25_weight, retriever.rrf_k) == ("rrf", 0.6, 10)
+    default = KnowledgeIndex.load(tmp_path / "idx", HashingEncoder()).retriever()
+    assert (default.fusion, default.bm25_weight) == (DEFAULT_FUSION, 0.3)

@@ -322,6 +322,8 @@ def test_an_extractive_i_dont_know_becomes_an_honest_handoff(index: KnowledgeInd
     assert streamed.handoff and streamed.reason == NO_ANSWER_REASON
     assert streamed.text == HANDOFF_TEXT["en"]
     assert streamed.details["replaced_streamed_text"] is True
+    assert streamed.extension()["final_text"] == HANDOFF_TEXT["en"]  # what a client shows
+    assert "final_text" not in reply.extension()
 
 
 def test_an_llm_saying_it_does_not_know_is_handed_off_in_chinese(index: KnowledgeIndex) -> None:

@@ -425,8 +425,8 @@ def test_a_corrected_answer_becomes_a_faq_entry_without_restart(
         )
         assert_one_line_error(
             api.post(kb, json={"feedback_id": 999}, headers=admin),
-            422,
-            "DataError",
+            404,
+            "NotFoundError",
             "no feedback with id 999",
         )
         assert_one_line_error(

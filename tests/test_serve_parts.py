@@ -146,3 +146,18 @@ def test_request_errors_become_one_line_naming_the_field() -> None:
     assert describe_request_error([{"loc": ("body", "x"), "type": "missing", "msg": "m"}]) == (
         "missing required field 'x'"
     )
+
+
+def test_length_buckets_bound_padding_and_keep_every_index() -> None:
+    from aiflywheel.classifiers.encoding import length_buckets
+
+    lengths = [90, 12, 14, 40, 13, 95, 41, 12, 60, 15]
+    buckets = list(length_buckets(lengths, 3))
+    assert sorted(i for b in buckets for i in b) == list(range(len(lengths)))
+    for bucket in buckets:
+        assert len(bucket) <= 3
+        shortest = min(lengths[i] for i in bucket)
+        assert max(lengths[i] for i in bucket) <= 1.5 * shortest + 4  # bounded padding
+    assert [lengths[b[0]] for b in buckets] == sorted(lengths[b[0]] for b in buckets)
+    assert list(length_buckets([], 4)) == []
+    assert list(length_buckets([7] * 5, 2)) == [[0, 1], [2, 3], [4]]

@@ -253,22 +253,37 @@ def models_list(
     """Registered model versions."""
     from aiflywheel.store import open_store
 
-    table = Table(
-        "feature", "version", "status", "model", "macro-F1", "baseline", "beats baseline", "created"
-    )
+    table = Table("feature", "version", "status", "model", "quality", "baseline", "created")
     for version, name in open_store().list_model_versions(feature):
-        m = version.metrics
+        quality, baseline = _version_quality(version.metrics)
         table.add_row(
             name,
             f"v{version.version}",
             version.status,
             f"{version.base_model}/{version.method}",
-            f"{m.get('macro_f1', 0):.3f}",
-            f"{m.get('baseline_macro_f1', 0):.3f}",
-            "yes" if m.get("beats_baseline") else "no",
+            quality,
+            baseline,
             f"{version.created_at:%Y-%m-%d %H:%M}",
         )
     console.print(table)
+
+
+def _version_quality(m: dict) -> tuple[str, str]:
+    """(quality, baseline) cells of a version: a classifier's macro-F1 against its
+    TF-IDF baseline, an assistant's retrieval hit@5 and handoff precision/recall."""
+    if m.get("task") == "assistant":
+        if "hit@5" not in m:
+            return "not evaluated", "–"
+        return (
+            f"hit@5 {m['hit@5']:.3f}, handoff P {m['handoff_precision']:.2f} "
+            f"R {m['handoff_recall']:.2f}",
+            "–",
+        )
+    verdict = "beaten" if m.get("beats_baseline") else "not beaten"
+    return (
+        f"macro-F1 {m.get('macro_f1', 0):.3f}",
+        f"{m.get('baseline_macro_f1', 0):.3f} ({verdict})",
+    )
 
 
 @models_app.command("show")

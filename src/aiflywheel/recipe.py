@@ -7,13 +7,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from aiflywheel.assistant.generators import GeneratorSettings
 from aiflywheel.errors import RecipeError
+
+if TYPE_CHECKING:
+    from aiflywheel.assistant.retrieval import FusionSettings
 
 PII_TYPE_NAMES = ("email", "phone", "cn_id", "bank_card", "ip", "url_secret")
 PiiType = Literal["email", "phone", "cn_id", "bank_card", "ip", "url_secret"]
@@ -426,13 +429,26 @@ class AssistantConfig(_Strict):
     )
     mode: Literal["hybrid", "bm25", "dense"] = Field(
         "hybrid",
-        description="Retrieval: BM25 and dense fused by reciprocal rank, or one of them alone.",
+        description="Retrieval: BM25 and dense embeddings fused (see fusion), or one of them "
+        "alone.",
+    )
+    fusion: Literal["relative", "rrf"] = Field(
+        "relative",
+        description="How hybrid retrieval fuses the two: 'relative' mixes each retriever's "
+        "scores rescaled over the candidates, (1 - bm25_weight) * dense + bm25_weight * BM25 "
+        "(measured on the demo help center: hit@5 0.925 against 0.868 for 'rrf'); 'rrf' is "
+        "reciprocal rank fusion, the sum of 1 / (rrf_k + rank).",
+    )
+    bm25_weight: float = Field(
+        0.3, ge=0, le=1, description="Share of the BM25 score in 'relative' fusion."
     )
     top_k: int = Field(5, ge=1, le=50, description="Chunks retrieved per question.")
     candidates: int = Field(
         50, ge=1, le=1000, description="Candidates each retriever gives to the fusion."
     )
-    rrf_k: int = Field(60, ge=1, le=1000, description="Reciprocal-rank-fusion constant.")
+    rrf_k: int = Field(
+        60, ge=1, le=1000, description="Reciprocal-rank-fusion constant ('rrf' fusion)."
+    )
     passages: int = Field(
         4, ge=1, le=20, description="Passages a generator composes an answer from."
     )
@@ -496,6 +512,12 @@ class AssistantConfig(_Strict):
             )
         return self
 
+    def fusion_settings(self) -> FusionSettings:
+        """The ``FusionSettings`` hybrid retrieval runs with."""
+        from aiflywheel.assistant.retrieval import FusionSettings
+
+        return FusionSettings(fusion=self.fusion, bm25_weight=self.bm25_weight, rrf_k=self.rrf_k)
+
 
 class Recipe(_Strict):
     """An AI feature: its name, task, data and how the data is prepared."""
@@ -550,8 +572,7 @@ class Recipe(_Strict):
             )
         if self.task == "assistant" and self.assistant is None:
             raise ValueError(
-                "missing required key 'assistant': task assistant needs "
-                "assistant.knowledge_base"
+                "missing required key 'assistant': task assistant needs assistant.knowledge_base"
             )
         if self.task != "assistant" and self.assistant is not None:
             raise ValueError(

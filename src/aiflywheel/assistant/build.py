@@ -134,7 +134,7 @@ def build_assistant(
         live = live_entry_chunks(store, recipe.feature)
         if previous is not None and previous.is_dir():
             shutil.copytree(previous, index_dir)
-            index = KnowledgeIndex.load(index_dir, encoder, rrf_k=config.rrf_k)
+            index = KnowledgeIndex.load(index_dir, encoder, fusion=config.fusion_settings())
             update = index.update(kb, keep_runtime=True)
             report(f"index updated from v{champion.version}: {update.summary()}")
             # entries added live that the store no longer holds (replaced by a correction)
@@ -144,7 +144,7 @@ def build_assistant(
                 index.remove_chunks(stale)
         else:
             report(f"embedding {len(kb.chunks)} chunks with {config.encoder}")
-            index = KnowledgeIndex.build(kb, encoder, index_dir, rrf_k=config.rrf_k)
+            index = KnowledgeIndex.build(kb, encoder, index_dir, fusion=config.fusion_settings())
         if live:
             put_live_chunks(index, live)
             report(f"{len(live)} entries added live (flywheel kb add) kept in the index")

@@ -224,13 +224,16 @@ def check_support(answer: str, passages: Sequence[Chunk], cited: list[int]) -> S
     bad_cites = [n for n in cited if not 1 <= n <= len(texts)]
     unsupported: list[str] = []
     coverages: list[float] = []
-    for sentence in split_sentences(answer):
+    sentences = split_sentences(answer)
+    exempt = 0
+    for sentence in sentences:
         own = citation_numbers(sentence)
         if any(not 1 <= n <= len(texts) for n in own):
             unsupported.append(sentence)
             coverages.append(0.0)
             continue
         if is_exempt(sentence):
+            exempt += 1
             continue
         claims = content_tokens(sentence)
         claimed_numbers = numbers(sentence)
@@ -242,6 +245,11 @@ def check_support(answer: str, passages: Sequence[Chunk], cited: list[int]) -> S
         coverages.append(coverage if numbers_ok else 0.0)
         if coverage < MIN_COVERAGE or not numbers_ok:
             unsupported.append(sentence)
+    if sentences and not coverages and not exempt:
+        # Words without a single content word or number ("how how how", "Yes."): an
+        # answer that states nothing from the passages is not a grounded answer.
+        unsupported = [" ".join(sentences)]
+        coverages = [0.0]
     score = sum(coverages) / len(coverages) if coverages else 1.0
     return SupportCheck(
         supported=not unsupported and not bad_cites,

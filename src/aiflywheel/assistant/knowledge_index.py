@@ -42,7 +42,7 @@ import numpy as np
 from aiflywheel.assistant.bm25 import TOKENIZER_VERSION, Bm25Index, bm25_tokens
 from aiflywheel.assistant.encoders import TextEncoder
 from aiflywheel.assistant.knowledge_base import KnowledgeBase
-from aiflywheel.assistant.retrieval import DEFAULT_RRF_K, HybridRetriever, index_text
+from aiflywheel.assistant.retrieval import FusionSettings, HybridRetriever, index_text
 from aiflywheel.assistant.types import Chunk, RetrievalHit
 from aiflywheel.errors import DataError, ModelError, NotFoundError
 from aiflywheel.files import write_json_atomic
@@ -132,14 +132,14 @@ class KnowledgeIndex:
         encoder: TextEncoder | None,
         *,
         generation: int,
-        rrf_k: int = DEFAULT_RRF_K,
+        fusion: FusionSettings | None = None,
     ) -> None:
         """Hold an already built state; use ``build`` or ``load``."""
         self.directory = Path(directory)
         self._state = state
         self.encoder = encoder
         self.generation = generation
-        self.rrf_k = rrf_k
+        self.fusion = fusion or FusionSettings()
         self._lock = threading.Lock()
         self._retriever: HybridRetriever | None = None
 
@@ -196,7 +196,7 @@ class KnowledgeIndex:
                 state.bm25,
                 state.embeddings if self.encoder is not None else None,
                 self.encoder,
-                rrf_k=self.rrf_k,
+                **self.fusion.options(),
             )
             self._retriever = current
         return current
@@ -215,7 +215,7 @@ class KnowledgeIndex:
         directory: Path,
         *,
         progress: Progress | None = None,
-        rrf_k: int = DEFAULT_RRF_K,
+        fusion: FusionSettings | None = None,
     ) -> KnowledgeIndex:
         """Embed and index every chunk of ``kb`` and write the index into ``directory``
         (replacing an index already there)."""
@@ -226,7 +226,7 @@ class KnowledgeIndex:
             Bm25Index.build([bm25_tokens(index_text(c)) for c in chunks]),
             encoder,
             directory,
-            rrf_k=rrf_k,
+            fusion=fusion,
         )
 
     @classmethod
@@ -238,7 +238,7 @@ class KnowledgeIndex:
         encoder: TextEncoder,
         directory: Path,
         *,
-        rrf_k: int = DEFAULT_RRF_K,
+        fusion: FusionSettings | None = None,
     ) -> KnowledgeIndex:
         """Write an index from parts computed elsewhere (row i of ``embeddings`` and BM25
         document i belong to ``chunks[i]``), e.g. embeddings computed on another machine."""
@@ -259,13 +259,17 @@ class KnowledgeIndex:
         )
         directory = Path(directory)
         previous = int(_read_manifest(directory)["generation"]) if _has_index(directory) else 0
-        index = cls(directory, state, encoder, generation=previous, rrf_k=rrf_k)
+        index = cls(directory, state, encoder, generation=previous, fusion=fusion)
         index._commit(state)
         return index
 
     @classmethod
     def load(
-        cls, directory: Path, encoder: TextEncoder | None = None, *, rrf_k: int = DEFAULT_RRF_K
+        cls,
+        directory: Path,
+        encoder: TextEncoder | None = None,
+        *,
+        fusion: FusionSettings | None = None,
     ) -> KnowledgeIndex:
         """Open the index in ``directory``; ``encoder`` may be ``None`` for BM25 only.
 
@@ -313,7 +317,7 @@ class KnowledgeIndex:
             encoder_name=str(manifest["encoder"]),
             runtime_ids=frozenset(manifest.get("runtime_chunks", [])),
         )
-        return cls(directory, state, encoder, generation=int(manifest["generation"]), rrf_k=rrf_k)
+        return cls(directory, state, encoder, generation=int(manifest["generation"]), fusion=fusion)
 
     # ------------------------------------------------------------ changing
 

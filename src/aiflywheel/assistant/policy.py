@@ -154,7 +154,10 @@ class AssistantReply:
     seconds: float = 0.0
 
     def extension(self) -> dict[str, Any]:
-        """The documented ``flywheel`` field of a chat completion."""
+        """The documented ``flywheel`` field of a chat completion. When a streamed text
+        was replaced after the post-check (``replaced_streamed_text``), ``final_text`` is
+        the answer to show instead of the streamed deltas."""
+        final = {"final_text": self.text} if self.details.get("replaced_streamed_text") else {}
         return {
             "answer_type": self.kind,
             "handoff": self.handoff,
@@ -166,6 +169,7 @@ class AssistantReply:
             "unsupported_sentences": self.unsupported_sentences,
             "generator": self.generator,
             **self.details,
+            **final,
         }
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -48,6 +49,19 @@ FUSIONS: tuple[str, ...] = ("relative", "rrf")
 DEFAULT_RRF_K = 60
 DEFAULT_FUSION = "relative"
 DEFAULT_BM25_WEIGHT = 0.3
+
+
+@dataclass(frozen=True)
+class FusionSettings:
+    """How hybrid search fuses BM25 and dense results (the recipe's ``assistant.fusion``,
+    ``bm25_weight`` and ``rrf_k``); passed to ``HybridRetriever`` as keyword arguments."""
+
+    fusion: Fusion = DEFAULT_FUSION
+    bm25_weight: float = DEFAULT_BM25_WEIGHT
+    rrf_k: int = DEFAULT_RRF_K
+
+    def options(self) -> dict[str, object]:
+        return {"fusion": self.fusion, "bm25_weight": self.bm25_weight, "rrf_k": self.rrf_k}
 
 
 def index_text(chunk: Chunk) -> str:

@@ -22,7 +22,7 @@ from aiflywheel.assistant.knowledge_index import KnowledgeIndex
 from aiflywheel.assistant.policy import Assistant, Thresholds
 from aiflywheel.assistant.records import add_kb_entry, get_turn, kb_entries
 from aiflywheel.assistant.types import Chunk
-from aiflywheel.errors import DataError
+from aiflywheel.errors import DataError, NotFoundError
 from aiflywheel.recipe import AssistantConfig
 from aiflywheel.settings import Settings, get_settings
 from aiflywheel.store import Store
@@ -113,7 +113,7 @@ def load_assistant(
     manifest = load_manifest(model_dir)
     config = AssistantConfig.model_validate(manifest["config"])
     encoder = encoder_from_name(config.encoder, settings)
-    index = KnowledgeIndex.load(model_dir / "index", encoder, rrf_k=config.rrf_k)
+    index = KnowledgeIndex.load(model_dir / "index", encoder, fusion=config.fusion_settings())
     if store is not None:
         live = live_entry_chunks(store, feature)
         if live:
@@ -159,7 +159,7 @@ def entry_from_feedback(store: Store, feedback_id: int, feature: str) -> tuple[s
     """(question, corrected answer) of a feedback row on an assistant answer."""
     items = store.list_feedback(feature, ids=[feedback_id])
     if not items:
-        raise DataError(f"feature {feature!r} has no feedback with id {feedback_id}")
+        raise NotFoundError(f"feature {feature!r} has no feedback with id {feedback_id}")
     item = items[0]
     if not item.corrected_answer:
         raise DataError(

@@ -51,6 +51,29 @@ def length_sorted_batches(texts: Sequence[str], batch_size: int) -> Iterator[lis
         yield order[start : start + batch_size]
 
 
+def length_buckets(
+    lengths: Sequence[int], max_batch: int, *, ratio: float = 1.5, slack: int = 4
+) -> Iterator[list[int]]:
+    """Index batches of token sequences grouped by length, shortest first.
+
+    A batch is padded to its longest sequence, so a batch of 16 random reviews padded to
+    the longest costs about twice the compute of the real tokens. Here a batch closes when
+    it holds ``max_batch`` sequences or the next one is longer than ``ratio`` times its
+    shortest plus ``slack`` tokens. On 2 cores (e5-small int8, micro-batches of 16 random
+    zh reviews) that doubled throughput against one padded batch; batches of one were
+    in between (CPU matmuls gain little from batching, padding costs a lot).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batch: list[int] = []
+    for i in order:
+        if batch and (len(batch) >= max_batch or lengths[i] > lengths[batch[0]] * ratio + slack):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
 def batched_forward(
     tokenizer,
     forward: Callable,

@@ -6,8 +6,10 @@ or ``model.fp16.onnx``), the tokenizer as ``tokenizer.json`` and ``classifier.js
 numpy only: loading never imports torch or transformers, so a serving process stays
 small and starts fast.
 
-Texts run in length-sorted batches, each padded to its own longest text (dynamic
-padding) and truncated to the parent's ``max_length``. The session uses one intra-op
+Texts are tokenized once, grouped into length buckets (``encoding.length_buckets``:
+a batch closes at ``batch_size`` texts or when the next text is much longer than its
+shortest), each bucket padded to its own longest text (dynamic padding) and truncated
+to the parent's ``max_length``. The session uses one intra-op
 thread per available core (or ``threads``) with every graph optimization on; the first
 prediction opens it.
 """
@@ -24,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from aiflywheel.classifiers.base import ClassifierBase, check_texts, read_manifest
-from aiflywheel.classifiers.encoding import length_sorted_batches
+from aiflywheel.classifiers.encoding import length_buckets
 from aiflywheel.errors import ModelError, require_module
 
 ONNX_EXTRA = "pip install 'aiflywheel[onnx]'"
@@ -226,13 +228,7 @@ class OnnxClassifier(ClassifierBase):
                     tokenizer.enable_truncation(max_length=int(self.max_length))
                 else:
                     tokenizer.no_truncation()
-                pad = self.padding
-                tokenizer.enable_padding(
-                    direction=pad.get("direction", "right"),
-                    pad_id=int(pad.get("pad_id", 0)),
-                    pad_type_id=int(pad.get("pad_type_id", 0)),
-                    pad_token=str(pad.get("pad_token", "[PAD]")),
-                )
+                tokenizer.no_padding()  # each length bucket is padded in _feed
                 options = ort.SessionOptions()
                 options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
                 options.intra_op_num_threads = self.threads or available_cores()
@@ -257,16 +253,28 @@ class OnnxClassifier(ClassifierBase):
         return self._tokenizer, self._session
 
     def _feed(self, encodings) -> dict[str, np.ndarray]:
+        """The graph's inputs for unpadded encodings, padded to the longest of them."""
+        width = max(len(e.ids) for e in encodings)
+        pad = self.padding
         columns = {
-            "input_ids": [e.ids for e in encodings],
-            "attention_mask": [e.attention_mask for e in encodings],
-            "token_type_ids": [e.type_ids for e in encodings],
+            "input_ids": np.full((len(encodings), width), int(pad.get("pad_id", 0)), np.int64),
+            "attention_mask": np.zeros((len(encodings), width), np.int64),
+            "token_type_ids": np.full(
+                (len(encodings), width), int(pad.get("pad_type_id", 0)), np.int64
+            ),
         }
+        left = pad.get("direction", "right") == "left"
+        for row, e in enumerate(encodings):
+            n = len(e.ids)
+            span = slice(width - n, width) if left else slice(0, n)
+            columns["input_ids"][row, span] = e.ids
+            columns["attention_mask"][row, span] = e.attention_mask
+            columns["token_type_ids"][row, span] = e.type_ids
         feed = {}
         for name in self._input_names:
             if name not in columns:
                 raise ModelError(f"the ONNX graph wants an input {name!r} this classifier lacks")
-            feed[name] = np.asarray(columns[name], dtype=np.int64)
+            feed[name] = columns[name]
         return feed
 
     def predict_proba(self, texts: Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
@@ -275,10 +283,11 @@ class OnnxClassifier(ClassifierBase):
         items = check_texts(texts)
         tokenizer, session = self._ready()
         out = np.zeros((len(items), len(self.labels)), dtype=np.float32)
-        for batch in length_sorted_batches(items, batch_size or self.batch_size):
-            encodings = tokenizer.encode_batch([self.prefix + items[i] for i in batch])
-            logits = session.run([self._output_name], self._feed(encodings))[0]
-            out[batch] = softmax(logits)
+        encodings = tokenizer.encode_batch([self.prefix + text for text in items])
+        lengths = [len(e.ids) for e in encodings]
+        for batch in length_buckets(lengths, batch_size or self.batch_size):
+            feed = self._feed([encodings[i] for i in batch])
+            out[batch] = softmax(session.run([self._output_name], feed)[0])
         return out
 
 

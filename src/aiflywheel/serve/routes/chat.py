@@ -19,6 +19,11 @@ The answer is a normal ``chat.completion`` (or, with ``stream: true``, server-se
                      "citation": "faq.jsonl#ship-01-en", "title": "...", "text": "..."}],
       "supported": true, "unsupported_sentences": [], "generator": "extractive"}
 
+In a stream the post-check runs after the deltas went out: when it replaced the
+streamed text (an LLM answer not supported by the passages, or an "I don't know" turned
+into a handoff), the last chunk's ``flywheel`` has ``replaced_streamed_text: true`` and
+``final_text``, the answer to show instead.
+
 ``model: "<feature>:generator"`` skips retrieval and the policy and hands the messages to
 that assistant's generator as they are: a plain OpenAI-compatible completion endpoint
 for another assistant's ``openai`` generator (what vLLM or Ollama would otherwise be).
