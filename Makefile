@@ -27,7 +27,8 @@ $(STAMP): pyproject.toml Makefile
 
 # data check -> train -> evaluate -> register on the Chinese reviews, try the model, then
 # one turn of the wheel: serve v1, users (held-back zh and en reviews) send texts and
-# answer, review, retrain, gate, promote. The demo keeps its own store under $(DEMO_HOME).
+# answer, review, retrain, gate, promote; then the help-center assistant. The demo keeps
+# its own store under $(DEMO_HOME).
 demo: export FLYWHEEL_HOME = $(DEMO_HOME)
 demo: $(STAMP)
 	rm -rf $(DEMO_HOME)
@@ -38,6 +39,11 @@ demo: $(STAMP)
 	$(BIN)/flywheel predict review-sentiment "房间很干净，服务也很周到" "物流太慢了，包装也破了" --explain
 	$(BIN)/flywheel demo turn review-sentiment --source demo:zh-reviews --source demo:en-reviews --users 2400
 	$(BIN)/flywheel models list review-sentiment
+	# The customer-service assistant over the shipped bilingual help center: index, calibrate,
+	# evaluate (BM25 / dense / hybrid), then answer, cite, and hand off what it cannot.
+	$(BIN)/flywheel init --template help-center --output $(DEMO_DIR)/help-center.yaml --force
+	$(BIN)/flywheel train $(DEMO_DIR)/help-center.yaml
+	$(BIN)/flywheel ask help-center "退货的运费谁来出？" "My parcel arrived damaged, what should I do?" "积分可以抵扣多少钱？" "我要转人工"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -49,6 +55,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pii.py
 	$(BIN)/python benchmarks/data_check.py
 	$(BIN)/python benchmarks/train_classifier.py
+	$(BIN)/python benchmarks/retrieval.py
+	$(BIN)/python benchmarks/local_generator.py
 
 clean:
 	rm -rf $(VENV) .flywheel .pytest_cache
