@@ -12,9 +12,7 @@ retrieval to mean something use BM25 alone.
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -38,6 +36,7 @@ from aiflywheel.settings import get_settings
 from aiflywheel.store import Store, open_store
 
 sys.path.insert(0, str(Path(__file__).parent))
+from serve_processes import serve_processes  # noqa: E402
 from test_assistant_generators import build_tiny_causal_lm  # noqa: E402
 from test_serve import bearer, metric_value  # noqa: E402
 from tiny_models import build_tiny_bert  # noqa: E402
@@ -131,38 +130,9 @@ def citations_of(extension: dict[str, Any]) -> list[str]:
 
 @contextmanager
 def live_servers(*servers: tuple[Path, int]) -> Iterator[list[str]]:
-    """`flywheel serve` for each (FLYWHEEL_HOME, port), all started at once (startups
-    overlap); yields their base URLs when every one is ready, kills them on the way out."""
-    running: list[tuple[subprocess.Popen, Path]] = []
-    try:
-        for home, port in servers:
-            log = home / f"serve-{port}.log"
-            env = {**os.environ, "FLYWHEEL_HOME": str(home)}
-            command = [sys.executable, "-m", "aiflywheel.cli", "serve", "--port", str(port)]
-            with log.open("wb") as out:
-                running.append(
-                    (subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT), log)
-                )
-        bases = [f"http://127.0.0.1:{port}" for _, port in servers]
-        deadline = time.monotonic() + 90
-        for (proc, log), base in zip(running, bases, strict=True):
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"serve exited with {proc.returncode}:\n{log.read_text()}")
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"serve never became ready:\n{log.read_text()}")
-                time.sleep(0.1)
-        yield bases
-    finally:
-        for proc, _ in running:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
+    """`flywheel serve` for each (FLYWHEEL_HOME, port), started at once; their base URLs."""
+    with serve_processes(*((home, port, ()) for home, port in servers)) as running:
+        yield [base for _, base, _ in running]
 
 
 @contextmanager

@@ -3,7 +3,6 @@ and the `serve` / `keys` commands."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import text
 
 from aiflywheel.cli import main
@@ -23,37 +21,15 @@ from aiflywheel.settings import get_settings
 from aiflywheel.store import Store, open_store
 
 sys.path.insert(0, str(Path(__file__).parent))
+from serve_processes import serve_processes  # noqa: E402
 from test_serve import FEATURE, bearer, metric_value, register_tfidf  # noqa: E402
 
 
 @contextmanager
 def running_server(home: Path, *args: str) -> Iterator[tuple[subprocess.Popen, str, Path]]:
     """`flywheel serve` on a free loopback port, ready; killed on the way out."""
-    port = free_port()
-    log = home / f"serve-{port}.log"
-    env = {**os.environ, "FLYWHEEL_HOME": str(home)}
-    command = [sys.executable, "-m", "aiflywheel.cli", "serve", "--port", str(port)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen([*command, *args], env=env, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"serve exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"serve never became ready:\n{log.read_text()}")
-            time.sleep(0.1)
+    with serve_processes((home, free_port(), args), ready_seconds=60) as [(proc, base, log)]:
         yield proc, base, log
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
 
 
 def test_sigterm_finishes_requests_in_flight_and_stores_every_prediction(

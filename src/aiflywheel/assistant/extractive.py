@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from aiflywheel.assistant.generators import TextStream, cited_passages
+from aiflywheel.assistant.generators import TextStream, answer_generation
 from aiflywheel.assistant.grounding import (
     EN_STOPWORDS,
     ZH_STOP_CHARS,
@@ -217,12 +217,7 @@ class ExtractiveGenerator:
         """The quoted answer; ``history`` is not used (each answer stands on its passages)."""
         start = time.perf_counter()
         text = "".join(self._pieces(question, passages, language))
-        return Generation(
-            text=text,
-            cited=cited_passages(text, len(passages)),
-            generator=self.name,
-            seconds=time.perf_counter() - start,
-        )
+        return answer_generation(text, len(passages), generator=self.name, started=start)
 
     def stream(
         self,
@@ -237,12 +232,7 @@ class ExtractiveGenerator:
         pieces = self._pieces(question, passages, language)
 
         def finish(text: str) -> Generation:
-            return Generation(
-                text=text,
-                cited=cited_passages(text, len(passages)),
-                generator=self.name,
-                seconds=time.perf_counter() - start,
-            )
+            return answer_generation(text, len(passages), generator=self.name, started=start)
 
         return TextStream(iter(pieces), finish)
 

@@ -17,6 +17,7 @@ A generator gets the customer's question and the passages the retriever found, n
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
@@ -176,6 +177,27 @@ def cited_passages(text: str, n: int) -> list[int]:
     """Passage numbers cited in ``text`` ([1], [2][3], [1, 2], [1-3], 【1】, ［1］), in order
     of first appearance, keeping only those in 1..n."""
     return [number for number in citation_numbers(text) if 1 <= number <= n]
+
+
+def answer_generation(
+    text: str,
+    n_passages: int,
+    *,
+    generator: str,
+    started: float | None = None,
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+) -> Generation:
+    """A generator's finished answer: the passages it cites among ``n_passages`` and the
+    seconds since ``started`` (a ``time.perf_counter()`` reading)."""
+    return Generation(
+        text=text,
+        cited=cited_passages(text, n_passages),
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        generator=generator,
+        seconds=time.perf_counter() - started if started is not None else 0.0,
+    )
 
 
 def parse_generator_settings(config: GeneratorSettings | dict) -> GeneratorSettings:

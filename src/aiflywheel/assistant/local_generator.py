@@ -40,7 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aiflywheel.assistant.generators import ASSISTANT_INSTALL, TextStream, cited_passages
+from aiflywheel.assistant.generators import (
+    ASSISTANT_INSTALL,
+    TextStream,
+    answer_generation,
+)
 from aiflywheel.assistant.prompts import (
     COMPLETION_STOPS,
     build_completion_prompt,
@@ -689,13 +693,13 @@ class LocalGenerator:
             temperature=self.temperature if temperature is None else temperature,
         )
         text = StopTrimmer(prompt.stops).trim(raw)
-        return Generation(
-            text=text,
-            cited=cited_passages(text, n_passages),
+        return answer_generation(
+            text,
+            n_passages,
+            generator=self.name,
+            started=start,
             prompt_tokens=counts.prompt_tokens,
             completion_tokens=counts.completion_tokens,
-            generator=self.name,
-            seconds=time.perf_counter() - start,
         )
 
     def _stream(
@@ -731,13 +735,13 @@ class LocalGenerator:
                 yield rest
 
         def finish(text: str) -> Generation:
-            return Generation(
-                text=text,
-                cited=cited_passages(text, n_passages),
+            return answer_generation(
+                text,
+                n_passages,
+                generator=self.name,
+                started=start,
                 prompt_tokens=counts.prompt_tokens,
                 completion_tokens=counts.completion_tokens,
-                generator=self.name,
-                seconds=time.perf_counter() - start,
             )
 
         return TextStream(deltas(), finish)

@@ -20,7 +20,11 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from aiflywheel.assistant.generators import ASSISTANT_INSTALL, TextStream, cited_passages
+from aiflywheel.assistant.generators import (
+    ASSISTANT_INSTALL,
+    TextStream,
+    answer_generation,
+)
 from aiflywheel.assistant.prompts import build_messages
 from aiflywheel.assistant.types import Chunk, Generation
 from aiflywheel.errors import SettingsError, UpstreamError, UpstreamTimeout, require_module
@@ -147,13 +151,13 @@ class OpenAIGenerator:
             )
         text = (choices[0].message.content or "").strip()
         usage = getattr(response, "usage", None)
-        return Generation(
-            text=text,
-            cited=cited_passages(text, len(passages)),
+        return answer_generation(
+            text,
+            len(passages),
+            generator=self.name,
+            started=start,
             prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
             completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-            generator=self.name,
-            seconds=time.perf_counter() - start,
         )
 
     def stream(
@@ -207,13 +211,13 @@ class OpenAIGenerator:
                     close()
 
         def finish(text: str) -> Generation:
-            return Generation(
-                text=text,
-                cited=cited_passages(text, len(passages)),
+            return answer_generation(
+                text,
+                len(passages),
+                generator=self.name,
+                started=start,
                 prompt_tokens=usage.get("prompt", 0),
                 completion_tokens=usage.get("completion", 0),
-                generator=self.name,
-                seconds=time.perf_counter() - start,
             )
 
         return TextStream(deltas(), finish)

@@ -41,7 +41,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiflywheel.assistant.generators import AnswerGenerator, cited_passages
+from aiflywheel.assistant.generators import AnswerGenerator, answer_generation, cited_passages
 from aiflywheel.assistant.grounding import check_support, strip_citations
 from aiflywheel.assistant.intents import asks_for_person, prompt_injection
 from aiflywheel.assistant.knowledge_index import KnowledgeIndex
@@ -294,10 +294,8 @@ class Assistant:
             pieces.append(piece)
             yield piece
         streamed = "".join(pieces)
-        generation = Generation(
-            text=streamed,
-            cited=cited_passages(streamed, len(decided.passages)),
-            generator=self.generator.name,
+        generation = answer_generation(
+            streamed, len(decided.passages), generator=self.generator.name
         )
         reply = self.finish(decided, generation)
         if reply.text != streamed:

@@ -118,8 +118,8 @@ def _completion_id() -> str:
     return "chatcmpl-" + uuid.uuid4().hex[:24]
 
 
-def _usage(reply) -> dict[str, int]:
-    generation = reply.generation
+def _usage(generation) -> dict[str, int]:
+    """OpenAI's ``usage`` of a ``Generation`` (zeros for answers no model wrote)."""
     prompt = generation.prompt_tokens if generation else 0
     completion = generation.completion_tokens if generation else 0
     return {
@@ -127,6 +127,29 @@ def _usage(reply) -> dict[str, int]:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
+
+
+def _completion(
+    completion_id: str, created: int, model: str, generation, text: str, **extra
+) -> JSONResponse:
+    """A non-streamed ``chat.completion`` body (``extra``: extension fields)."""
+    return JSONResponse(
+        {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": _usage(generation),
+            **extra,
+        }
+    )
 
 
 def _session(body: ChatRequest, header: str | None) -> tuple[str, bool]:
@@ -222,22 +245,8 @@ async def chat_completions(
         extension = await asyncio.to_thread(
             _record, state, body.model, hosted, session_id, question, reply
         )
-        return JSONResponse(
-            {
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": created,
-                "model": body.model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": reply.text},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": _usage(reply),
-                "flywheel": extension,
-            }
+        return _completion(
+            completion_id, created, body.model, reply.generation, reply.text, flywheel=extension
         )
     return StreamingResponse(
         _stream(state, body.model, hosted, question, history, session_id, completion_id, created),
@@ -321,7 +330,7 @@ async def _stream(state, model, hosted, question, history, session_id, completio
                     model,
                     {},
                     "stop",
-                    usage=_usage(item),
+                    usage=_usage(item.generation),
                     flywheel=extension,
                 )
             elif item:
@@ -349,26 +358,7 @@ async def _raw_generation(body: ChatRequest, state):
     created, completion_id = int(time.time()), _completion_id()
     if not body.stream:
         generation = await _answer_in_thread(hosted, lambda: complete(messages, **limits))
-        return JSONResponse(
-            {
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": created,
-                "model": body.model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": generation.text},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": generation.prompt_tokens,
-                    "completion_tokens": generation.completion_tokens,
-                    "total_tokens": generation.prompt_tokens + generation.completion_tokens,
-                },
-            }
-        )
+        return _completion(completion_id, created, body.model, generation, generation.text)
     stream = getattr(generator, "stream_messages", None)
     if stream is None:
         raise ApiError(422, "ValidationError", f"model {body.model!r} does not stream raw messages")
