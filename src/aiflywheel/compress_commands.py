@@ -53,7 +53,8 @@ def compress_command(
     table = Table(*columns, title=f"{feature} v{result.parent_version} and its variants")
     for line in lines:
         table.add_row(*line)
-    console.print(table)
+    # Twelve columns do not fit the 80 columns rich assumes for a pipe or a log file.
+    console.print(table, width=None if console.is_terminal else 140)
     for row in result.variants.values():
         gate = row["gate"]
         mark = "[green]pass[/green]" if gate["passed"] else "[red]rejected[/red]"
