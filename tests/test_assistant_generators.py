@@ -430,7 +430,6 @@ def test_local_generator_loads_lazily_and_generates(tiny_chat_lm: Path) -> None:
     expected_prompt_tokens = len(tokenizer(prompt.text, add_special_tokens=False)["input_ids"])
     assert result.prompt_tokens == expected_prompt_tokens
     assert result.generator == f"local:{tiny_chat_lm.name}"
-    assert result.seconds > 0
 
 
 @pytest.mark.parametrize("fixture", ["tiny_chat_lm", "tiny_base_lm"])
