@@ -4,6 +4,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+import yaml
 
 from aiflywheel.errors import RecipeError
 from aiflywheel.recipe import Recipe, load_recipe, parse_recipe, recipe_json_schema
@@ -54,12 +55,37 @@ def test_unknown_top_level_key() -> None:
         ({"pii__types": ["email", "ssn"]}, r"pii.types.1: .* got 'ssn'"),
         ({"split__group_by": "user"}, r"split.group_by 'user' must be one of data.columns.meta"),
         ({"clean__max_chars": 0}, r"clean.max_chars: Input should be greater than 0, got 0"),
+        (
+            {"data__columns": {"text": []}},
+            r"data.columns.text: list at least one column, e.g. \[title, content\], got \[\]",
+        ),
+        (
+            {"data__columns": {"text": ["title", "title"]}},
+            r"data.columns.text: lists 'title' more than once",
+        ),
+        (
+            {"data__columns": {"text": 5}},
+            r"data.columns.text: must be a column name or a list of column names, got 5",
+        ),
+        (
+            {"data__columns": {"text": ["title", "label"]}},
+            r"data.columns: label column 'label' is also a text column",
+        ),
         ({"split__k_folds": 1}, r"split.k_folds: .* got 1"),
     ],
 )
 def test_bad_values_name_key_and_value(changes: dict, message: str) -> None:
     with pytest.raises(RecipeError, match=message):
         parse_recipe(_with(**changes))
+
+
+def test_text_may_name_several_columns() -> None:
+    columns = parse_recipe(_with(data__columns={"text": ["title", "content"]})).data.columns
+    assert columns.text_columns == ["title", "content"] and columns.text_separator == "\n"
+    assert parse_recipe(MINIMAL).data.columns.text_columns == ["text"]
+    schema = recipe_json_schema()["$defs"]["ColumnMapping"]["properties"]
+    assert {"type": "array", "items": {"type": "string"}} in schema["text"]["anyOf"]
+    assert schema["text_separator"]["description"]
 
 
 def test_missing_required_key() -> None:
@@ -112,3 +138,11 @@ def test_templates_are_valid_recipes() -> None:
     for name in names:
         recipe = load_recipe(Path(str(folder / name)))
         assert isinstance(recipe, Recipe)
+
+
+def test_csv_template_shows_several_text_columns() -> None:
+    text = (resources.files("aiflywheel.recipes") / "csv.yaml").read_text(encoding="utf-8")
+    assert "[title, content]" in text
+    edited = yaml.safe_load(text.replace("text: message ", "text: [title, content] ", 1))
+    columns = parse_recipe(edited).data.columns
+    assert columns.text_columns == ["title", "content"] and columns.text_separator == "\n"

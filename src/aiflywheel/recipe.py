@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from aiflywheel.assistant.generators import GeneratorSettings
 from aiflywheel.errors import RecipeError
@@ -29,7 +37,16 @@ class _Strict(BaseModel):
 class ColumnMapping(_Strict):
     """Which source columns hold the text, the label, a row id and metadata."""
 
-    text: str = Field("text", description="Column with the input text.")
+    text: str | list[str] = Field(
+        "text",
+        description="Column with the input text, or a list of columns (e.g. [title, content]) "
+        "joined in that order with text_separator into one text; empty cells are skipped.",
+    )
+    text_separator: str = Field(
+        "\n",
+        description="Joins the text columns when data.columns.text lists several; a newline "
+        "by default (clean.collapse_whitespace turns it into one space).",
+    )
     label: str | None = Field(
         "label", description="Column with the label; null for unlabeled data."
     )
@@ -41,6 +58,43 @@ class ColumnMapping(_Strict):
         default_factory=list,
         description="Extra columns kept as metadata (slices for fairness views, group_by).",
     )
+
+    @field_validator("text", mode="before")
+    @classmethod
+    def _text_is_names(cls, value: Any) -> Any:
+        if isinstance(value, str) or (
+            isinstance(value, list) and all(isinstance(name, str) for name in value)
+        ):
+            return value
+        raise ValueError("must be a column name or a list of column names")
+
+    @field_validator("text")
+    @classmethod
+    def _text_columns_named_once(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, str):
+            return value
+        if not value:
+            raise ValueError("list at least one column, e.g. [title, content]")
+        if any(not name for name in value):
+            raise ValueError("a text column name is empty")
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"lists {', '.join(map(repr, repeated))} more than once")
+        return value
+
+    @model_validator(mode="after")
+    def _label_is_not_text(self) -> ColumnMapping:
+        if self.label is not None and self.label in self.text_columns:
+            raise ValueError(
+                f"label column {self.label!r} is also a text column "
+                f"(data.columns.text: {self.text_columns}); the model would see the answer"
+            )
+        return self
+
+    @property
+    def text_columns(self) -> list[str]:
+        """The text column names, one or more, in joining order."""
+        return [self.text] if isinstance(self.text, str) else list(self.text)
 
 
 class DataConfig(_Strict):

@@ -104,3 +104,40 @@ def test_unknown_demo_source(tmp_path: Path) -> None:
         match="unknown demo source 'demo:nope'; known: demo:zh-reviews, demo:en-reviews",
     ):
         ingest(DataConfig(source="demo:nope"), base_dir=tmp_path, seed=0)
+
+
+def test_several_text_columns_are_joined_skipping_empty_cells(tmp_path: Path) -> None:
+    path = _csv(
+        tmp_path,
+        "title,content,label\nRates rise, The bank moved. ,economy\n,Only content,sport\n"
+        "Only title,,tech\n ,,tech\n",
+    )
+    result = ingest(_config(path, text=["title", "content"]), base_dir=tmp_path, seed=0)
+    assert [r.text for r in result.dataset] == [
+        "Rates rise\nThe bank moved.",
+        "Only content",
+        "Only title",
+    ]
+    assert result.drops == {"empty": 1}
+
+
+def test_text_separator_is_configurable(tmp_path: Path) -> None:
+    path = _csv(tmp_path, "title,content,label\n标题,正文,a\n")
+    config = _config(path, text=["title", "content"], text_separator="。")
+    assert ingest(config, base_dir=tmp_path, seed=0).dataset.texts == ["标题。正文"]
+
+
+def test_single_text_column_is_kept_as_it_is(tmp_path: Path) -> None:
+    path = _csv(tmp_path, 'text,label\n" padded ",a\n')
+    for text in ("text", ["text"]):
+        result = ingest(_config(path, text=text), base_dir=tmp_path, seed=0)
+        assert result.dataset.texts == [" padded "]
+
+
+def test_absent_one_of_several_text_columns_is_named(tmp_path: Path) -> None:
+    path = _csv(tmp_path, "title,body,label\nt,b,a\n")
+    with pytest.raises(
+        IngestError,
+        match=r"column 'content' \(data.columns.text\) not found; columns are: 'title', 'body'",
+    ):
+        ingest(_config(path, text=["title", "content"]), base_dir=tmp_path, seed=0)

@@ -1,5 +1,8 @@
 """Ingest: read a source, map its columns, give every row a stable id.
 
+The text comes from one column or from several joined with
+``data.columns.text_separator`` (empty cells skipped, so no dangling separators).
+
 Rows whose text is missing are dropped as ``empty`` and rows whose label is missing
 (empty, NaN, null) as ``missing_label``; both are counted, never silently lost.
 """
@@ -52,7 +55,7 @@ def ingest(config: DataConfig, *, base_dir: Path, seed: int, labeled: bool = Tru
     for index in indices:
         row = table.rows[index]
         line = table.line_numbers[index]
-        text = _as_text(row.get(mapping.text))
+        text = _row_text(row, mapping.text_columns, mapping.text_separator)
         if text is None or not text.strip():
             drops["empty"] += 1
             continue
@@ -116,7 +119,7 @@ def read_source(config: DataConfig, *, base_dir: Path) -> RawTable:
 
 def _require_columns(table: RawTable, config: DataConfig) -> None:
     mapping = config.columns
-    wanted = [("data.columns.text", mapping.text)]
+    wanted = [("data.columns.text", column) for column in mapping.text_columns]
     if mapping.label is not None:
         wanted.append(("data.columns.label", mapping.label))
     if mapping.id is not None:
@@ -130,6 +133,16 @@ def _require_columns(table: RawTable, config: DataConfig) -> None:
             raise IngestError(
                 f"{table.path}: column {column!r} ({key}) not found; columns are: {shown}{more}"
             )
+
+
+def _row_text(row: dict[str, object], columns: list[str], separator: str) -> str | None:
+    """The row's text: one column's cell as it is, or several columns' cells trimmed and
+    joined with ``separator``, skipping empty ones (None when all are empty)."""
+    if len(columns) == 1:
+        return _as_text(row.get(columns[0]))
+    parts = [_as_text(row.get(column)) for column in columns]
+    kept = [part.strip() for part in parts if part is not None and part.strip()]
+    return separator.join(kept) if kept else None
 
 
 def _as_text(value: object) -> str | None:
