@@ -56,6 +56,10 @@ def test_unknown_top_level_key() -> None:
         ({"split__group_by": "user"}, r"split.group_by 'user' must be one of data.columns.meta"),
         ({"clean__max_chars": 0}, r"clean.max_chars: Input should be greater than 0, got 0"),
         (
+            {"clean__too_long": "cut"},
+            r"clean.too_long: Input should be 'truncate' or 'drop', got 'cut'",
+        ),
+        (
             {"data__columns": {"text": []}},
             r"data.columns.text: list at least one column, e.g. \[title, content\], got \[\]",
         ),

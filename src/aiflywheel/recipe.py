@@ -141,7 +141,18 @@ class CleanConfig(_Strict):
         True, description="Collapse runs of whitespace to one space and trim the ends."
     )
     min_chars: int = Field(2, ge=0, description="Drop rows shorter than this (after cleaning).")
-    max_chars: int = Field(5000, gt=0, description="Drop rows longer than this (after cleaning).")
+    max_chars: int = Field(
+        5000,
+        gt=0,
+        description="Longest text in characters (after cleaning); longer rows are truncated "
+        "or dropped as too_long says, and the data report counts them per label.",
+    )
+    too_long: Literal["truncate", "drop"] = Field(
+        "truncate",
+        description="Rows longer than max_chars: 'truncate' keeps their first max_chars "
+        "characters (after PII redaction, never cutting a placeholder or a combining mark "
+        "apart); 'drop' drops them as too_long.",
+    )
     duplicates: Literal["near", "exact", "off"] = Field(
         "near",
         description=(

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from aiflywheel.data.clean import clean_dataset, clean_text
+from aiflywheel.data.clean import clean_dataset, clean_text, training_view, truncate_text
 from aiflywheel.data.dataset import Dataset, Record
 from aiflywheel.recipe import CleanConfig, PiiConfig
 
@@ -30,12 +30,48 @@ def test_options_can_turn_normalization_off() -> None:
 def test_row_filters_are_counted_by_reason() -> None:
     result = clean_dataset(
         _ds(("   ", "a"), ("x", "a"), ("ok text", "a"), ("y" * 50, "b"), ("z" * 10_000_000, "b")),
-        CleanConfig(min_chars=2, max_chars=20),
+        CleanConfig(min_chars=2, max_chars=20, too_long="drop"),
         OFF,
     )
     assert result.drops == {"empty": 1, "too_short": 1, "too_long": 2}
     assert [r.text for r in result.dataset] == ["ok text"]
     assert result.dropped_ids["r4"] == "too_long"
+    assert result.too_long_by_label == {"b": 2}
+    assert result.rows_by_label == {"a": 3, "b": 2}
+
+
+def test_too_long_rows_are_truncated_by_default_and_counted_per_label() -> None:
+    result = clean_dataset(
+        _ds(("ok text", "a"), ("y" * 50, "b"), ("z " * 5_000_000, "b"), ("w" * 21, "a")),
+        CleanConfig(max_chars=20),
+        OFF,
+    )
+    assert result.drops == {}
+    assert [r.text for r in result.dataset] == [
+        "ok text",
+        "y" * 20,
+        "z z z z z z z z z z",
+        "w" * 20,
+    ]
+    assert result.changes["truncated"] == 3
+    assert result.too_long_by_label == {"b": 2, "a": 1}
+    assert result.rows_by_label == {"a": 2, "b": 2}
+
+
+def test_truncation_redacts_first_and_keeps_placeholders_and_marks_whole() -> None:
+    phone = "call 13812345678 now"  # the number straddles the cut at 10
+    result = clean_dataset(_ds((phone, "a")), CleanConfig(max_chars=10), PiiConfig())
+    assert [r.text for r in result.dataset] == ["call"]  # not "call <PHO", not "call 13812"
+    assert result.pii_hits == {"phone": 1}
+    decomposed = CleanConfig(max_chars=3, unicode_nfkc=False)
+    result = clean_dataset(_ds(("abe\u0301cd", "a")), decomposed, OFF)
+    assert [r.text for r in result.dataset] == ["ab"]  # é is not split from its accent
+    assert truncate_text("😀" * 5, 3) == "😀😀😀"
+
+
+def test_training_view_truncates_like_clean() -> None:
+    assert training_view("  " + "x" * 30, CleanConfig(max_chars=10), OFF) == "x" * 10
+    assert training_view("x" * 30, CleanConfig(max_chars=10, too_long="drop"), OFF) == "x" * 30
 
 
 def test_exact_and_near_duplicates() -> None:

@@ -1,7 +1,9 @@
 """Clean: normalize text, drop unusable rows, redact PII, remove duplicates and label conflicts.
 
 Every dropped row is counted under one reason (``DROP_REASONS``) so a report can say
-where each row went.
+where each row went. Rows longer than ``clean.max_chars`` are truncated (counted as the
+``truncated`` change) or dropped (``too_long``) as ``clean.too_long`` says; either way
+``CleanResult.too_long_by_label`` counts them per label.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 from aiflywheel.data.dataset import Dataset, Record
 from aiflywheel.data.disjoint_sets import DisjointSets
 from aiflywheel.data.near_duplicates import near_duplicate_pairs
-from aiflywheel.data.pii import scrub
+from aiflywheel.data.pii import PLACEHOLDERS, scrub
 from aiflywheel.data.text_normalize import (
     collapse_whitespace,
     near_duplicate_key,
@@ -49,6 +51,8 @@ class CleanResult:
     conflicting_label_groups: int = 0
     similar_with_other_label: int = 0
     duplicate_examples: list[dict] = field(default_factory=list)
+    rows_by_label: Counter = field(default_factory=Counter)
+    too_long_by_label: Counter = field(default_factory=Counter)
 
 
 def clean_text(text: str, config: CleanConfig, changes: Counter | None = None) -> str:
@@ -78,12 +82,16 @@ def clean_text(text: str, config: CleanConfig, changes: Counter | None = None) -
 
 def training_view(text: str, clean: CleanConfig, pii: PiiConfig) -> str:
     """A new text as training saw its rows: cleaned, then PII redacted (a ``drop_row``
-    recipe redacts too, since a single text cannot be dropped)."""
+    recipe redacts too, since a single text cannot be dropped), then cut to
+    ``clean.max_chars`` when ``clean.too_long`` is ``truncate`` (a ``drop`` recipe keeps
+    it whole, since a single text cannot be dropped)."""
     text = clean_text(text, clean)
-    if pii.mode == "off":
-        return text
-    mode = "redact" if pii.mode == "drop_row" else pii.mode
-    return scrub(text, mode=mode, types=pii.types)[0]
+    if pii.mode != "off":
+        mode = "redact" if pii.mode == "drop_row" else pii.mode
+        text = scrub(text, mode=mode, types=pii.types)[0]
+    if clean.too_long == "truncate":
+        text = truncate_text(text, clean.max_chars)
+    return text
 
 
 def clean_dataset(
@@ -91,24 +99,30 @@ def clean_dataset(
 ) -> CleanResult:
     """Apply normalization, length filters, PII handling and deduplication in that order."""
     result = CleanResult(dataset=Dataset([]))
-    # A cell far beyond max_chars is dropped before any normalization work on it.
+    # A cell far beyond max_chars is cut (or dropped) before any normalization work on it.
     raw_limit = clean.max_chars * 4 + 1024
+    truncate = clean.too_long == "truncate"
     survivors: list[Record] = []
     for record in dataset:
-        if len(record.text) > raw_limit:
-            _drop(result, record, "too_long")
+        result.rows_by_label[record.label] += 1
+        raw = record.text
+        too_long = len(raw) > raw_limit
+        if too_long and not truncate:
+            _drop_too_long(result, record)
             continue
-        text = clean_text(record.text, clean, result.changes)
+        text = clean_text(raw[:raw_limit], clean, result.changes)
         if not text:
             _drop(result, record, "empty")
             continue
         if len(text) < clean.min_chars:
             _drop(result, record, "too_short")
             continue
-        if len(text) > clean.max_chars:
-            _drop(result, record, "too_long")
+        too_long = too_long or len(text) > clean.max_chars
+        if too_long and not truncate:
+            _drop_too_long(result, record)
             continue
         if pii.mode != "off":
+            # Redact the whole text before any cut, so no half-cut PII escapes detection.
             scrubbed, matches = scrub(text, mode=pii.mode, types=pii.types)
             if matches:
                 result.rows_with_pii += 1
@@ -117,12 +131,41 @@ def clean_dataset(
                     _drop(result, record, "pii")
                     continue
                 text = scrubbed
+        if too_long:
+            text = truncate_text(text, clean.max_chars)
+            result.changes["truncated"] += 1
+            result.too_long_by_label[record.label] += 1
         survivors.append(Record(id=record.id, text=text, label=record.label, meta=record.meta))
 
     if clean.duplicates != "off":
         survivors = _deduplicate(survivors, clean, result, seed=seed)
     result.dataset = Dataset(survivors)
     return result
+
+
+def truncate_text(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, trimmed at the end. The cut moves
+    back rather than split a redaction placeholder (``<PHONE>``), separate a combining
+    mark or a low surrogate from the character before it."""
+    if len(text) <= limit:
+        return text
+    end = limit
+    for placeholder in PLACEHOLDERS.values():
+        start = text.find(
+            placeholder, max(0, limit - len(placeholder) + 1), limit + len(placeholder) - 1
+        )
+        if 0 <= start < end:
+            end = start
+    while end > 0 and (
+        unicodedata.category(text[end]) in ("Mn", "Mc", "Me") or "\udc00" <= text[end] <= "\udfff"
+    ):
+        end -= 1
+    return text[:end].rstrip() or text[:limit]
+
+
+def _drop_too_long(result: CleanResult, record: Record) -> None:
+    _drop(result, record, "too_long")
+    result.too_long_by_label[record.label] += 1
 
 
 def _drop(result: CleanResult, record: Record, reason: str) -> None:
