@@ -215,11 +215,13 @@ def test_huge_cell_is_truncated_and_empty_labels_are_counted_drops(tmp_path: Pat
     rows.append("no label here,,u98,web")
     rows.append("nan label here,NaN,u97,web")
     data.write_text("ticket,team,user_id,channel\n" + "\n".join(rows) + "\n")
-    code, _, err = _run(["data", "check", str(_recipe(tmp_path, str(data)))], capsys)
+    code, out, err = _run(["data", "check", str(_recipe(tmp_path, str(data)))], capsys)
     assert code == 0, err
     ((run, _),) = open_store().list_runs()
     report = json.loads((Path(run.run_dir) / "data_report.json").read_text(encoding="utf-8"))
+    assert report["too_long"]["rows"] == 1 and report["cleaning"]["truncated"] == 1
     assert report["drops"]["too_long"] == 0 and report["drops"]["missing_label"] == 1
+    assert "longer than 5,000 chars (truncate): 1 row (2.4%)" in out
     assert "NaN" in report["labels"]["counts"]  # a literal "NaN" string in CSV is a label value
 
 

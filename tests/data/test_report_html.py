@@ -191,6 +191,31 @@ def test_header_and_numbers_are_shown() -> None:
     assert "3f2a9c1be4d5a6f7" not in checks.page_text(root)
 
 
+def test_rows_over_max_chars_are_shown_per_label() -> None:
+    report = _report()
+    report["too_long"] = {
+        "max_chars": 2000,
+        "action": "truncate",
+        "rows": 640,
+        "of_rows": 17000,
+        "share": 0.0376,
+        "by_label": {
+            "sports": {"rows": 600, "of_rows": 4000, "share": 0.15},
+            "tech": {"rows": 40, "of_rows": 6000, "share": 0.0067},
+            "world": {"rows": 0, "of_rows": 7000, "share": 0.0},
+        },
+    }
+    report["cleaning"]["truncated"] = 640
+    _, root = _render(report)
+    section = checks.section(root, "too-long")
+    checks.assert_shows(section, ("2,000", "truncate", "640", "3.8%", "sports", "15.0%", "4,000"))
+    text = checks.page_text(section)
+    assert "tech" in text and "world" not in text and "1 other label had no row" in text
+    checks.assert_shows(checks.section(root, "rows"), ("cut to clean.max_chars",))
+    del report["too_long"]
+    assert 'id="too-long"' not in _render(report)[0]  # reports written before this section
+
+
 def test_duplicate_examples_are_listed_once() -> None:
     _, root = _render(_report())
     assert checks.page_text(checks.section(root, "duplicates")).count("服务很好，下次还来！") == 1
@@ -316,7 +341,17 @@ def test_zero_rows_render() -> None:
 
 def test_missing_and_none_sections_render() -> None:
     report = _report()
-    for key in ("input", "rows", "drops", "duplicates", "cleaning", "pii", "labels", "lengths"):
+    for key in (
+        "input",
+        "rows",
+        "drops",
+        "duplicates",
+        "cleaning",
+        "pii",
+        "labels",
+        "lengths",
+        "too_long",
+    ):
         report[key] = None
     report["languages"] = {}
     report["splits"] = None

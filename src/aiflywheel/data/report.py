@@ -41,6 +41,31 @@ def label_stats(dataset: Dataset) -> dict:
     return {"counts": ordered, "n_labels": len(counts), "imbalance_ratio": ratio}
 
 
+def too_long_stats(cleaned: CleanResult, recipe: Recipe) -> dict:
+    """Rows longer than ``clean.max_chars`` (truncated or dropped), overall and per label,
+    each with its share of the rows that reached cleaning (of that label)."""
+    total = sum(cleaned.rows_by_label.values())
+    affected = sum(cleaned.too_long_by_label.values())
+    by_label = {
+        str(label): {
+            "rows": int(cleaned.too_long_by_label.get(label, 0)),
+            "of_rows": int(rows),
+            "share": round(cleaned.too_long_by_label.get(label, 0) / rows, 4),
+        }
+        for label, rows in cleaned.rows_by_label.items()
+        if label is not None
+    }
+    ordered = sorted(by_label.items(), key=lambda kv: (-kv[1]["rows"], -kv[1]["share"], kv[0]))
+    return {
+        "max_chars": recipe.clean.max_chars,
+        "action": recipe.clean.too_long,
+        "rows": affected,
+        "of_rows": total,
+        "share": round(affected / total, 4) if total else 0.0,
+        "by_label": dict(ordered),
+    }
+
+
 def build_data_report(
     recipe: Recipe,
     ingested: IngestResult,
@@ -90,8 +115,10 @@ def build_data_report(
                 "html_stripped",
                 "control_chars_removed",
                 "whitespace_collapsed",
+                "truncated",
             )
         },
+        "too_long": too_long_stats(cleaned, recipe),
         "pii": {
             "mode": recipe.pii.mode,
             "types": list(recipe.pii.types),
@@ -178,6 +205,9 @@ def data_warnings(report: dict, recipe: Recipe) -> list[dict]:
             "missing_labels",
             f"{drops['missing_label']} rows had no label and were dropped: label them to use them",
         )
+    too_long = report["too_long"]
+    if too_long["rows"]:
+        add("warning", f"too_long_{too_long['action']}", _too_long_message(too_long))
     duplicates = drops["duplicate"] + drops["near_duplicate"]
     if rows["read"] and duplicates / rows["read"] > 0.2:
         add(
@@ -247,3 +277,31 @@ def data_warnings(report: dict, recipe: Recipe) -> list[dict]:
         )
     order = {"error": 0, "warning": 1, "info": 2}
     return sorted(warnings, key=lambda w: order[w["level"]])
+
+
+def _too_long_message(too_long: dict) -> str:
+    """The warning for rows over ``clean.max_chars``, naming the most affected labels."""
+    action = too_long["action"]
+    worst = [(label, v) for label, v in too_long["by_label"].items() if v["rows"]]
+    worst.sort(key=lambda kv: (-kv[1]["share"], kv[0]))
+    shown = ", ".join(
+        f"{label!r} {v['rows']} ({v['share']:.1%} of its rows)" for label, v in worst[:3]
+    )
+    more = f" and {len(worst) - 3} more labels" if len(worst) > 3 else ""
+    by_label = f"; by label: {shown}{more}" if shown else ""
+    outcome = (
+        "truncated to that length (the rest of each text is not used)"
+        if action == "truncate"
+        else "dropped"
+    )
+    advice = (
+        "raise clean.max_chars to keep more of each text"
+        if action == "truncate"
+        else "set clean.too_long: truncate or raise clean.max_chars to keep them"
+    )
+    n = too_long["rows"]
+    rows, were = (f"{n} row", "was") if n == 1 else (f"{n} rows", "were")
+    return (
+        f"{rows} ({too_long['share']:.1%}) {were} longer than clean.max_chars "
+        f"({too_long['max_chars']} characters) and {were} {outcome}{by_label}: {advice}"
+    )

@@ -66,6 +66,7 @@ _CLEANING = {
     "html_stripped": "HTML tags removed",
     "control_chars_removed": "control characters removed",
     "whitespace_collapsed": "whitespace collapsed",
+    "truncated": "cut to clean.max_chars",
 }
 _PII_TYPES = {
     "email": "email address",
@@ -214,6 +215,7 @@ def _view(report: Mapping[str, Any]) -> dict[str, Any]:
         "verdict": _verdict(as_list(report.get("warnings"))),
         "tiles": tiles,
         "flow": _flow(rows, as_dict(report.get("drops")), as_dict(report.get("cleaning"))),
+        "too_long": _too_long(as_dict(report.get("too_long"))),
         "duplicates": _duplicates(as_dict(report.get("duplicates"))),
         "pii": pii,
         "labels": labels,
@@ -287,6 +289,35 @@ def _flow(
         "cleaning": [
             {"name": _humanize(k, _CLEANING), "count": _int(v)} for k, v in cleaning.items()
         ],
+    }
+
+
+def _too_long(too_long: Mapping[str, Any]) -> dict[str, Any]:
+    """Rows over clean.max_chars: how many, what happened to them, and per label."""
+    labels = []
+    for label, raw in as_dict(too_long.get("by_label")).items():
+        entry = as_dict(raw)
+        labels.append(
+            {
+                "name": str(label),
+                "count": _int(entry.get("rows")),
+                "of_rows": _int(entry.get("of_rows")),
+                "share": _pct(entry.get("rows"), entry.get("of_rows")),
+            }
+        )
+    action = str(too_long.get("action") or "")
+    return {
+        "present": bool(too_long),
+        "max_chars": too_long.get("max_chars"),
+        "action": action or "—",
+        "action_text": {
+            "truncate": "each is cut to its first max_chars characters and kept",
+            "drop": "each is dropped",
+        }.get(action, ""),
+        "count": _int(too_long.get("rows")),
+        "share": _pct(too_long.get("rows"), too_long.get("of_rows")),
+        "labels": [item for item in labels if item["count"]],
+        "unaffected_labels": sum(1 for item in labels if not item["count"]),
     }
 
 

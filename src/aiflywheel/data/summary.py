@@ -20,6 +20,17 @@ def print_data_summary(report: dict, console: Console) -> None:
     drops = {reason: n for reason, n in report["drops"].items() if n}
     if drops:
         console.print("dropped: " + ", ".join(f"{reason} {n:,}" for reason, n in drops.items()))
+    too_long = report.get("too_long") or {}
+    if too_long.get("rows"):
+        labels = [(k, v) for k, v in too_long["by_label"].items() if v["rows"]][:5]
+        console.print(
+            f"longer than {too_long['max_chars']:,} chars ({too_long['action']}): "
+            f"{too_long['rows']:,} row{'' if too_long['rows'] == 1 else 's'} "
+            f"({too_long['share']:.1%})"
+            + (": " if labels else "")
+            + ", ".join(f"{escape(k)} {v['rows']:,} ({v['share']:.1%})" for k, v in labels),
+            highlight=False,
+        )
     pii = report["pii"]
     hits = {t: n for t, n in pii["hits"].items() if n}
     console.print(
