@@ -61,6 +61,9 @@ def test_feedback_turns_the_wheel_and_rollback_undoes_it(
     assert (result.champion_version, result.candidate_version) == (1, 2)
     assert result.decision == "promoted", result.gate.reason
     assert result.gate.candidate["feedback"] > result.gate.champion["feedback"]
+    # The gate scores the champion as loaded; that is the figure the registry holds.
+    registered = store.get_model_version("shop-sentiment", 1).metrics["macro_f1"]
+    assert result.gate.champion["test"] == pytest.approx(registered, abs=1e-9)
     assert result.data["held_out"] > 0 and result.data["used_for_training"] > 0
     assert store.champion("shop-sentiment").version == 2
     assert (result.run_dir / "gate.json").is_file()

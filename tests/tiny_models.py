@@ -52,3 +52,24 @@ def sentiment_rows(n: int = 240, seed: int = 0) -> list[tuple[str, str]]:
         rng.shuffle(words)
         rows.append((" ".join(words) + f" {i}", label))
     return rows
+
+
+def news_rows(n: int = 240, seed: int = 0) -> list[tuple[str, str]]:
+    """Synthetic zh/en 3-class news rows (sports / finance / tech) for multi-class tests."""
+    import random
+
+    rng = random.Random(seed)
+    topics = {
+        "sports": ["比赛", "球队", "冠军", "football", "match", "goal", "进球", "coach"],
+        "finance": ["股票", "银行", "利率", "market", "shares", "profit", "投资", "bond"],
+        "tech": ["手机", "芯片", "软件", "phone", "chip", "software", "算法", "robot"],
+    }
+    filler = ["今天", "新闻", "the", "report", "says", "记者", "消息", "latest", "本周", "news"]
+    names = sorted(topics)
+    rows = []
+    for i in range(n):
+        label = names[i % 3]
+        words = rng.sample(filler, 3) + rng.sample(topics[label], 2)
+        rng.shuffle(words)
+        rows.append((" ".join(words) + f" {i}", label))
+    return rows

@@ -56,6 +56,9 @@ import yaml
 
 from aiflywheel.classifiers.base import check_texts, read_manifest
 from aiflywheel.classifiers.onnx_classifier import ONNX_EXTRA, OnnxClassifier, available_cores
+from aiflywheel.classifiers.roundtrip import reload_verified
+from aiflywheel.core.gate import Gate, at_least, at_most
+from aiflywheel.core.runs import feature_run
 from aiflywheel.data.dataset import Dataset
 from aiflywheel.distillation import DistillSettings, distill_student
 from aiflywheel.errors import DataError, ModelError, RecipeError, require_module
@@ -64,7 +67,7 @@ from aiflywheel.evaluate_metrics import classification_metrics, paired_bootstrap
 from aiflywheel.files import write_json_atomic, write_text_atomic
 from aiflywheel.recipe import Recipe, parse_recipe
 from aiflywheel.settings import Settings
-from aiflywheel.store import Store, new_run_id
+from aiflywheel.store import Store
 
 Report = Callable[[str], None]
 
@@ -602,22 +605,54 @@ def measure(
 
 
 def gate_variant(
-    change_points: float, ci_points: Sequence[float], *, max_drop: float, parent_version: int
+    change_points: float,
+    ci_points: Sequence[float],
+    *,
+    agreement: float,
+    config,
+    parent_version: int,
 ) -> dict[str, Any]:
-    """Pass when macro-F1 falls by at most ``max_drop`` points against the parent."""
+    """The compress gate: macro-F1 drop and agreement against the parent, as checks."""
     drop = round(-change_points, 6)
     ci = f"95% CI {ci_points[0]:+.2f} to {ci_points[1]:+.2f}"
-    if drop <= max_drop:
-        reason = (
-            f"macro-F1 {change_points:+.2f} points vs v{parent_version} ({ci}), within the "
-            f"allowed drop of {max_drop:g}"
-        )
-    else:
-        reason = (
+    max_drop, min_agreement = config.max_macro_f1_drop, config.min_agreement
+    gate = Gate(
+        [
+            at_most(
+                f"macro-F1 drop vs v{parent_version} (compress.max_macro_f1_drop)",
+                drop,
+                max_drop,
+                unit="points",
+                note=ci,
+            ),
+            at_least(
+                f"agreement with v{parent_version} (compress.min_agreement)",
+                round(agreement, 6),
+                min_agreement,
+            ),
+        ]
+    )
+    failures = []
+    if not gate.checks[0].passed:
+        failures.append(
             f"macro-F1 drops {drop:.2f} points vs v{parent_version} ({ci}), more than the "
             f"allowed {max_drop:g} (compress.max_macro_f1_drop)"
         )
-    return {"passed": drop <= max_drop, "reason": reason, "max_macro_f1_drop": max_drop}
+    if not gate.checks[1].passed:
+        failures.append(
+            f"it agrees with v{parent_version} on {agreement:.1%} of test rows, below "
+            f"{min_agreement:.0%} (compress.min_agreement)"
+        )
+    reason = "; ".join(failures) or (
+        f"macro-F1 {change_points:+.2f} points vs v{parent_version} ({ci}), within the "
+        f"allowed drop of {max_drop:g}; agrees on {agreement:.1%}"
+    )
+    return {
+        "passed": gate.passed,
+        "reason": reason,
+        "checks": gate.to_json(),
+        "max_macro_f1_drop": max_drop,
+    }
 
 
 # -- the stage -----------------------------------------------------------------------------
@@ -824,12 +859,15 @@ def compress_version(
             name="compress.distill_layers",
             error=RecipeError,
         )
-    feature_dir = settings.runs_dir / feature
-    run_id = new_run_id()
-    final_dir = feature_dir / run_id
-    work_dir = feature_dir / f".compress-{run_id}.partial"
-    store.start_run(feature, "compress", str(final_dir), run_id=run_id)
-    try:
+    with feature_run(
+        store,
+        settings.runs_dir,
+        feature,
+        "compress",
+        work_name=".compress",
+        scratch=(".export", ".distill", ".distill-export", ".prune-work"),
+    ) as run:
+        run_id, work_dir, final_dir = run.run_id, run.work_dir, run.final_dir
         with torch_threads(config.threads):
             rows, skipped, variants = _build_and_judge(parent, work_dir, report)
         table = {
@@ -847,55 +885,53 @@ def compress_version(
             "skipped": skipped,
         }
         write_json_atomic(work_dir / "compression.json", table)
-        for scratch in (".export", ".distill", ".distill-export"):
-            shutil.rmtree(work_dir / scratch, ignore_errors=True)
-        work_dir.rename(final_dir)
-    except BaseException as exc:
-        shutil.rmtree(work_dir, ignore_errors=True)
-        interrupted = isinstance(exc, KeyboardInterrupt)
-        store.finish_run(
-            run_id,
-            status="interrupted" if interrupted else "failed",
-            error=str(exc) or type(exc).__name__,
-        )
-        raise
+        run.commit()
 
-    versions: dict[str, int] = {}
-    for row in rows[1:]:
-        name = row["variant"]
-        variant_dir = final_dir / name
-        metrics = variants[name]
-        registered = store.register_model_version(
-            feature,
-            run_id=run_id,
+        versions: dict[str, int] = {}
+        for row in rows[1:]:
+            name = row["variant"]
+            variant_dir = final_dir / name
+            metrics = variants[name]
+            registered = store.register_model_version(
+                feature,
+                run_id=run_id,
+                dataset_version_id=parent.row.dataset_version_id,
+                model_path=str(variant_dir / "model"),
+                base_model=parent.row.base_model,
+                method=row["method"],
+                metrics=_stored_metrics(metrics, row),
+                recipe=recipe.model_dump(mode="json"),
+                status="candidate" if row["gate"]["passed"] else "rejected",
+            )
+            row["version"] = registered.version
+            row["status"] = registered.status
+            versions[name] = registered.version
+            metrics["version"] = f"v{registered.version}"
+            write_evaluation(metrics, variant_dir)
+            write_json_atomic(variant_dir / "gate.json", row["gate"])
+            verdict = "candidate" if row["gate"]["passed"] else "rejected"
+            store.record_audit(
+                feature,
+                action="compress",
+                actor="flywheel compress",
+                decision=verdict,
+                reason=f"{name}: {row['gate']['reason']}",
+                from_version=parent.version,
+                to_version=registered.version,
+                details={"variant": name, "checks": row["gate"]["checks"], "run_id": run_id},
+            )
+            report(f"{name}: registered as {feature} v{registered.version} ({verdict})")
+        table["rows"] = rows
+        write_json_atomic(final_dir / "compression.json", table)
+        run.succeed(
+            summary={
+                "parent_version": parent.version,
+                "versions": versions,
+                "rejected": [r["variant"] for r in rows[1:] if not r["gate"]["passed"]],
+                "skipped": [s["variant"] for s in skipped],
+            },
             dataset_version_id=parent.row.dataset_version_id,
-            model_path=str(variant_dir / "model"),
-            base_model=parent.row.base_model,
-            method=row["method"],
-            metrics=_stored_metrics(metrics, row),
-            recipe=recipe.model_dump(mode="json"),
-            status="candidate" if row["gate"]["passed"] else "rejected",
         )
-        row["version"] = registered.version
-        row["status"] = registered.status
-        versions[name] = registered.version
-        metrics["version"] = f"v{registered.version}"
-        write_evaluation(metrics, variant_dir)
-        verdict = "candidate" if row["gate"]["passed"] else "rejected"
-        report(f"{name}: registered as {feature} v{registered.version} ({verdict})")
-    table["rows"] = rows
-    write_json_atomic(final_dir / "compression.json", table)
-    store.finish_run(
-        run_id,
-        status="succeeded",
-        summary={
-            "parent_version": parent.version,
-            "versions": versions,
-            "rejected": [r["variant"] for r in rows[1:] if not r["gate"]["passed"]],
-            "skipped": [s["variant"] for s in skipped],
-        },
-        dataset_version_id=parent.row.dataset_version_id,
-    )
     return CompressResult(
         feature=feature,
         parent_version=parent.version,
@@ -1073,6 +1109,19 @@ def _build_and_judge(parent: _Parent, work_dir: Path, report: Report):
                 work_dir=work_dir / ".prune-work",
             )
         build_seconds = time.perf_counter() - started
+        # Judge the variant as loaded from its folder: that is what registers and serves.
+        model = reload_verified(
+            model,
+            model_dir,
+            test.texts,
+            what=f"{name} variant",
+            seed=recipe.seed,
+            loaded=(
+                OnnxClassifier.load(model_dir, threads=config.threads)
+                if isinstance(model, OnnxClassifier)
+                else None
+            ),
+        )
         method = _method(parent, name)
         report(f"evaluating {name} on {len(test)} test rows")
         metrics = evaluate_against_baseline(
@@ -1099,13 +1148,14 @@ def _build_and_judge(parent: _Parent, work_dir: Path, report: Report):
         speed = measure(model, timed, model_dir=model_dir, seed=recipe.seed).to_json()
         change_points = change["diff"] * 100
         ci_points = [change["ci"][0] * 100, change["ci"][1] * 100]
+        agreement = float(np.mean([a == b for a, b in zip(predicted, parent_pred, strict=True)]))
         gate = gate_variant(
             change_points,
             ci_points,
-            max_drop=config.max_macro_f1_drop,
+            agreement=agreement,
+            config=config,
             parent_version=parent.version,
         )
-        agreement = float(np.mean([a == b for a, b in zip(predicted, parent_pred, strict=True)]))
         row = {
             "variant": name,
             "version": None,

@@ -29,9 +29,24 @@ from aiflywheel.explain import explain_prediction
 from aiflywheel.files import write_json_atomic, write_text_atomic
 from aiflywheel.recipe import EvaluateConfig
 
+EVAL_CHUNK = 256
 
-def _scored(model, test: Dataset) -> tuple[list[str], np.ndarray]:
-    proba = model.predict_proba(test.texts)
+
+def _scored(model, test: Dataset, desc: str | None = None) -> tuple[list[str], np.ndarray]:
+    """Predicted labels and probabilities; with ``desc``, a progress bar over chunks."""
+    texts = test.texts
+    if desc is None or len(texts) <= EVAL_CHUNK:
+        proba = model.predict_proba(texts)
+    else:
+        from tqdm.auto import tqdm
+
+        parts = []
+        with tqdm(total=len(texts), desc=desc, unit="text") as bar:
+            for start in range(0, len(texts), EVAL_CHUNK):
+                chunk = texts[start : start + EVAL_CHUNK]
+                parts.append(np.asarray(model.predict_proba(chunk)))
+                bar.update(len(chunk))
+        proba = np.concatenate(parts)
     predicted = [model.labels[int(i)] for i in proba.argmax(axis=1)]
     return predicted, proba
 
@@ -60,8 +75,8 @@ def evaluate_against_baseline(
     """The metrics dict of a model and its baseline on ``test`` (see ``metrics.json``)."""
     y_true = [r.label for r in test]
     labels = sorted(set(model.labels) | set(baseline.labels) | set(y_true))
-    model_pred, model_proba = _scored(model, test)
-    base_pred, base_proba = _scored(baseline, test)
+    model_pred, model_proba = _scored(model, test, f"evaluating {model_name}")
+    base_pred, base_proba = _scored(baseline, test, f"evaluating {baseline.name}")
     model_proba = _aligned(model_proba, model.labels, labels)
     base_proba = _aligned(base_proba, baseline.labels, labels)
     n = config.bootstrap_resamples

@@ -28,3 +28,17 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
+
+
+def write_arrays_atomic(path: Path, arrays: dict[str, Any]) -> None:
+    """Save numpy arrays as safetensors, each made C-contiguous first, atomically.
+
+    ``safetensors`` writes an array's memory as it lies: a Fortran-ordered array (such as
+    scikit-learn's multinomial ``LogisticRegression.coef_``) would be read back
+    transposed-scrambled. Every weight writer goes through here.
+    """
+    import numpy as np
+    from safetensors.numpy import save
+
+    contiguous = {name: np.ascontiguousarray(value) for name, value in arrays.items()}
+    write_bytes_atomic(path, save(contiguous))

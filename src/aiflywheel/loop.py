@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from aiflywheel.classifiers.base import load_classifier, read_manifest
+from aiflywheel.core.gate import Gate, above, at_least, at_most
 from aiflywheel.data.clean import clean_text
 from aiflywheel.data.dataset import Dataset, Record
 from aiflywheel.data.language import detect_language
@@ -317,52 +318,40 @@ def compare_versions(
             )
     drops.sort(key=lambda d: -d["drop_points"])
 
-    gate = recipe.gate
+    config = recipe.gate
     gain = 100 * comparison["diff"]
     lo, hi = (100 * x for x in comparison["ci"])
     worst = drops[0] if drops else None
-    checks = [
-        {
-            "check": "macro-F1 gain",
-            "passed": gain >= gate.min_macro_f1_gain,
-            "detail": f"{gain:+.2f} points (needs >= {gate.min_macro_f1_gain:+.2f})",
-        },
-    ]
-    if gate.require_significance:
+    checks = [at_least("macro-F1 gain", gain, config.min_macro_f1_gain, unit="points")]
+    if config.require_significance:
         checks.append(
-            {
-                "check": "significance",
-                "passed": lo > 0,
-                "detail": f"95% CI of the gain {lo:+.2f} to {hi:+.2f} points (needs > 0)",
-            }
+            above(
+                "significance (lower bound of the gain's 95% CI)",
+                lo,
+                0.0,
+                unit="points",
+                note=f"CI {lo:+.2f} to {hi:+.2f}",
+            )
         )
     checks.append(
-        {
-            "check": "no slice drops",
-            "passed": worst is None or worst["drop_points"] <= gate.max_slice_drop,
-            "detail": (
-                "no slice had enough rows to score"
-                if worst is None
-                else f"worst slice {worst['slice']} {-worst['drop_points']:+.2f} points "
-                f"(allowed down to {-gate.max_slice_drop:+.2f})"
-            ),
-        }
+        at_most(
+            "largest slice drop",
+            None if worst is None else worst["drop_points"],
+            config.max_slice_drop,
+            unit="points",
+            note="no slice had enough rows to score" if worst is None else worst["slice"],
+        )
     )
-    failed = [c for c in checks if not c["passed"]]
+    gate = Gate(checks)
     rows_note = f"{n_test} frozen test rows + {len(holdout)} held-out feedback"
-    if failed:
-        reason = "kept the champion: " + "; ".join(
-            f"{c['check']} failed ({c['detail']})" for c in failed
-        )
-    else:
-        reason = (
-            f"candidate is better: {gain:+.2f} macro-F1 points (95% CI {lo:+.2f} to "
-            f"{hi:+.2f}) on {rows_note}"
-        )
+    reason = gate.reason(
+        f"candidate is better: {gain:+.2f} macro-F1 points (95% CI {lo:+.2f} to "
+        f"{hi:+.2f}) on {rows_note}"
+    )
     return GateResult(
-        passed=not failed,
+        passed=gate.passed,
         reason=reason,
-        checks=checks,
+        checks=gate.to_json(),
         champion=scores(champ_pred),
         candidate=scores(cand_pred),
         comparison={

@@ -380,6 +380,13 @@ class CompressConfig(_Strict):
         "parent's frozen test split; a variant that loses more is registered as rejected and "
         "cannot be promoted without force.",
     )
+    min_agreement: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="Gate: the least share of the parent's test rows on which a variant must "
+        "predict the parent's label; a variant that agrees less is registered as rejected.",
+    )
     prune_keep_layers: int = Field(
         8,
         description="Encoder layers a 'prune' variant keeps (the bottom ones): at least 1 and "

@@ -32,6 +32,13 @@ class Settings(BaseSettings):
         description="Allow fetching models from a hub (FLYWHEEL_ALLOW_DOWNLOAD=1).",
     )
 
+    lock_wait: float = Field(
+        default=0.0,
+        ge=0,
+        description="Seconds a run waits for another run on the same feature to finish before "
+        "it stops with an error naming that run (FLYWHEEL_LOCK_WAIT); 0 stops at once.",
+    )
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -330,7 +331,11 @@ class Store:
         from alembic import command
 
         try:
-            with self.engine.begin() as connection:
+            with _migration_lock(self.engine), self.engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    connection.exec_driver_sql(
+                        f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+                    )
                 config = _alembic_config(connection)
                 command.upgrade(config, "head")
         except SQLAlchemyError as exc:
@@ -362,6 +367,24 @@ class Store:
     # -- features -------------------------------------------------------------------
     def upsert_feature(self, name: str, task: str, description: str, recipe: dict) -> Feature:
         with self.session() as session:
+            # Insert-if-absent in one statement: two processes creating the same feature
+            # at once must not fail on the unique name.
+            dialect = session.get_bind().dialect.name
+            if dialect in ("sqlite", "postgresql"):
+                module = "sqlite" if dialect == "sqlite" else "postgresql"
+                insert = importlib.import_module(f"sqlalchemy.dialects.{module}").insert
+                session.execute(
+                    insert(Feature)
+                    .values(
+                        name=name,
+                        task=task,
+                        description=description,
+                        recipe=recipe,
+                        created_at=utcnow(),
+                        updated_at=utcnow(),
+                    )
+                    .on_conflict_do_nothing(index_elements=["name"])
+                )
             feature = session.scalar(select(Feature).where(Feature.name == name))
             if feature is None:
                 feature = Feature(name=name, task=task, description=description, recipe=recipe)
@@ -462,6 +485,26 @@ class Store:
             run.error = error
             run.finished_at = utcnow()
             return run
+
+    def running_runs(self) -> list[tuple[Run, str]]:
+        """Runs recorded as running, each with its feature name."""
+        with self.session() as session:
+            query = (
+                select(Run, Feature.name)
+                .join(Feature, Run.feature_id == Feature.id)
+                .where(Run.status == "running")
+            )
+            return [(run, name) for run, name in session.execute(query)]
+
+    def fail_running_run(self, run_id: str, *, error: str) -> bool:
+        """Mark ``run_id`` failed if it is still running; whether it was."""
+        with self.session() as session:
+            changed = session.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.status == "running")
+                .values(status="failed", error=error, finished_at=utcnow())
+            ).rowcount
+            return bool(changed)
 
     def list_runs(self, feature: str | None = None, limit: int = 50) -> list[tuple[Run, str]]:
         """Newest runs first, each with its feature name."""
@@ -1015,6 +1058,31 @@ class Store:
         return feature_id
 
 
+MIGRATION_LOCK_KEY = 0x666C7977  # "flyw": Postgres advisory lock held while migrating
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """Serialize schema upgrades: two processes opening a new store must not both create it.
+
+    SQLite files get an exclusive ``flock`` beside the database; Postgres takes an advisory
+    lock inside the migration transaction instead (see ``Store.upgrade``).
+    """
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
+        yield
+        return
+    import fcntl
+
+    lock_path = Path(database).with_name(Path(database).name + ".migrate-lock")
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -1033,7 +1101,11 @@ def _alembic_config(connection):
 
 
 def open_store() -> Store:
-    """The store named by the runtime settings."""
+    """The store named by the runtime settings; runs whose process died are marked failed."""
+    from aiflywheel.core.runs import recover_stale_runs
     from aiflywheel.settings import get_settings
 
-    return Store(get_settings().store_url)
+    settings = get_settings()
+    store = Store(settings.store_url)
+    recover_stale_runs(store, settings.runs_dir)
+    return store

@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import random
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,14 +28,16 @@ from typing import Any
 
 import numpy as np
 
+from aiflywheel.classifiers.roundtrip import reload_verified
+from aiflywheel.core.runs import feature_run
 from aiflywheel.data.check import check_data
 from aiflywheel.data.dataset import Dataset
-from aiflywheel.errors import DataError, ModelError, TrainingInterrupted
+from aiflywheel.errors import DataError, ModelError
 from aiflywheel.evaluate import cross_validate, evaluate_against_baseline, write_evaluation
 from aiflywheel.models.catalog import ResolvedModel, resolve_model
 from aiflywheel.recipe import Recipe
 from aiflywheel.settings import Settings
-from aiflywheel.store import Store, new_run_id
+from aiflywheel.store import Store
 
 Report = Callable[[str], None]
 
@@ -110,21 +111,46 @@ def choose_method(
     minutes = seconds * steps * recipe.train.epochs / 60
     budget = recipe.train.time_budget_minutes
     detail = (
-        f"no GPU; one training step of {recipe.model.name} takes {seconds:.2f} s here, so "
-        f"fine-tuning {steps} steps x {recipe.train.epochs:g} epochs needs ~{minutes:.0f} min"
+        f"no GPU; one training step of {recipe.model.name} takes {seconds:.2f} s here "
+        f"(median of {STEP_TIMING_STEPS} after a warm-up), so fine-tuning {steps} steps x "
+        f"{recipe.train.epochs:g} epochs needs ~{minutes:.0f} min"
     )
     if minutes <= budget:
         return "finetune", f"auto: {detail}, within the {budget:g} min budget -> finetune"
     return "head", (
         f"auto: {detail}, over the {budget:g} min budget -> head (frozen encoder + logistic "
-        "regression); set model.method: finetune or raise train.time_budget_minutes"
+        f"regression). Faster ways to fine-tune: {'; '.join(faster_options(recipe, max_length))}"
     )
+
+
+def faster_options(recipe: Recipe, max_length: int) -> list[str]:
+    """The recipe settings that would make fine-tuning fit, as the user would write them."""
+    t = recipe.train
+    options = []
+    if t.freeze_layers == 0:
+        options.append("train.freeze_layers: 8 (train only the top layers)")
+    if t.max_train_samples is None:
+        options.append("train.max_train_samples: 2000")
+    if max_length > 64:
+        options.append(f"model.max_length: 64 (now {max_length})")
+    if t.epochs > 1:
+        options.append("train.epochs: 1")
+    options.append("model.method: finetune (ignore the budget)")
+    options.append(f"train.time_budget_minutes above {t.time_budget_minutes:g}")
+    return options
+
+
+STEP_TIMING_STEPS = 3
 
 
 def measure_step_seconds(
     source: str, batch_size: int, max_length: int, freeze_layers: int
 ) -> float:
-    """Wall time of one forward+backward pass at this batch size and length (2nd of 2)."""
+    """Wall time of one forward+backward pass at this batch size and length.
+
+    One warm-up step (allocations, lazy init) is not counted; the median of the next
+    ``STEP_TIMING_STEPS`` is returned (a single timed step swung 6x on a busy machine).
+    """
     import torch
 
     from aiflywheel.classifiers.finetuned import FinetunedClassifier, FinetuneSettings
@@ -137,12 +163,13 @@ def measure_step_seconds(
     length = min(max_length, getattr(model.config, "max_position_embeddings", max_length))
     ids = torch.randint(5, max(6, min(1000, model.config.vocab_size)), (batch_size, length))
     labels = torch.zeros(batch_size, dtype=torch.long)
-    elapsed = 0.0
-    for _ in range(2):
+    timings = []
+    for _ in range(1 + STEP_TIMING_STEPS):
         started = time.perf_counter()
         model(input_ids=ids, labels=labels).loss.backward()
-        elapsed = time.perf_counter() - started
-    return elapsed
+        model.zero_grad(set_to_none=True)
+        timings.append(time.perf_counter() - started)
+    return float(np.median(timings[1:]))
 
 
 def _sample(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
@@ -197,7 +224,8 @@ def _fit(model, method: str, train: Dataset, val: Dataset, work_dir: Path) -> No
     if method == "head":
         from tqdm.auto import tqdm
 
-        with tqdm(total=len(train), desc="encoding train rows", unit="text") as bar:
+        total = len(train) + len(val)
+        with tqdm(total=total, desc="encoding train + validation rows", unit="text") as bar:
             model.fit(
                 train.texts,
                 train.labels,
@@ -238,13 +266,16 @@ def train_feature(
     store.upsert_feature(
         recipe.feature, recipe.task, recipe.description, recipe.model_dump(mode="json")
     )
-    feature_dir = settings.runs_dir / recipe.feature
-    work_dir = feature_dir / f".{kind}-{work_key(recipe, key_extra)}.partial"
-    resuming = (work_dir / "checkpoints").is_dir()
-    run_id = new_run_id()
-    final_dir = feature_dir / run_id
-    store.start_run(recipe.feature, kind, str(final_dir), run_id=run_id)
-    try:
+    with feature_run(
+        store,
+        settings.runs_dir,
+        recipe.feature,
+        kind,
+        work_name=f".{kind}-{work_key(recipe, key_extra)}",
+        resumable=True,
+    ) as run:
+        work_dir, final_dir = run.work_dir, run.final_dir
+        resuming = run.resuming
         report("resuming from the checkpoints in " + str(work_dir) if resuming else "checking data")
         data = (prepare or check_data_stage(recipe))(work_dir)
         version = store.record_dataset_version(
@@ -276,10 +307,14 @@ def train_feature(
             # The baseline always sees the whole training split: it is cheap, and a model
             # trained on a sample must beat the best cheap alternative, not a handicapped one.
             full_train = parts["train"]
+            report(f"training the TF-IDF baseline on {len(full_train):,} rows")
             started = time.perf_counter()
             baseline = TfidfBaseline(seed=recipe.seed).fit(full_train.texts, full_train.labels)
             baseline_seconds = time.perf_counter() - started
             baseline.save(work_dir / "baseline")
+            baseline = reload_verified(
+                baseline, work_dir / "baseline", test.texts, what="baseline", seed=recipe.seed
+            )
             report(f"baseline {baseline.name}: {baseline_seconds:.1f} s")
 
             model = _build_model(recipe, method, resolved)
@@ -293,6 +328,10 @@ def train_feature(
             _fit(model, method, train, val, work_dir)
             model_seconds = time.perf_counter() - started
             model.save(work_dir / "model")
+            # Evaluate the model as loaded from disk: that is the one that will serve.
+            model = reload_verified(
+                model, work_dir / "model", test.texts, what="model", seed=recipe.seed
+            )
             report(f"model trained in {model_seconds:.1f} s; evaluating on {len(test):,} test rows")
 
             cv = None
@@ -315,36 +354,25 @@ def train_feature(
         metrics["train_rows"] = len(train)
         metrics["baseline"]["train_rows"] = len(full_train)
         write_evaluation(metrics, work_dir)
-        shutil.rmtree(work_dir / "checkpoints", ignore_errors=True)
-        work_dir.rename(final_dir)
-    except BaseException as exc:
-        interrupted = isinstance(exc, (TrainingInterrupted, KeyboardInterrupt))
-        status = "interrupted" if interrupted else "failed"
-        # Checkpoints are kept for a later resume; a folder without any is just debris.
-        if status == "failed" and not (work_dir / "checkpoints").is_dir():
-            shutil.rmtree(work_dir, ignore_errors=True)
-        store.finish_run(run_id, status=status, error=str(exc) or type(exc).__name__)
-        raise
-    registered = store.register_model_version(
-        recipe.feature,
-        run_id=run_id,
-        dataset_version_id=version.id,
-        model_path=str(final_dir / "model"),
-        base_model=recipe.model.name,
-        method=method,
-        metrics=summarize(metrics),
-        recipe=recipe.model_dump(mode="json"),
-    )
-    metrics["version"] = f"v{registered.version}"
-    write_evaluation(metrics, final_dir)
-    store.finish_run(
-        run_id,
-        status="succeeded",
-        summary={"version": registered.version, **summarize(metrics)},
-        dataset_version_id=version.id,
-    )
+        run.commit()
+        registered = store.register_model_version(
+            recipe.feature,
+            run_id=run.run_id,
+            dataset_version_id=version.id,
+            model_path=str(final_dir / "model"),
+            base_model=recipe.model.name,
+            method=method,
+            metrics=summarize(metrics),
+            recipe=recipe.model_dump(mode="json"),
+        )
+        metrics["version"] = f"v{registered.version}"
+        write_evaluation(metrics, final_dir)
+        run.succeed(
+            summary={"version": registered.version, **summarize(metrics)},
+            dataset_version_id=version.id,
+        )
     return TrainResult(
-        run_id=run_id,
+        run_id=run.run_id,
         run_dir=final_dir,
         version=registered.version,
         method=method,

@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiflywheel.core.runs import feature_run
 from aiflywheel.errors import DataError, ModelError, NotFoundError
 from aiflywheel.files import write_json_atomic, write_text_atomic
 from aiflywheel.recipe import AssistantConfig, Recipe
 from aiflywheel.settings import Settings
-from aiflywheel.store import Store, new_run_id
+from aiflywheel.store import Store
 
 Report = Callable[[str], None]
 
@@ -109,12 +110,9 @@ def build_assistant(
     store.upsert_feature(
         recipe.feature, recipe.task, recipe.description, recipe.model_dump(mode="json")
     )
-    run_id = new_run_id()
-    final_dir = settings.runs_dir / recipe.feature / run_id
-    work_dir = settings.runs_dir / recipe.feature / f".assistant-{run_id}.partial"
-    store.start_run(recipe.feature, "train", str(final_dir), run_id=run_id)
-    started = time.perf_counter()
-    try:
+    with feature_run(store, settings.runs_dir, recipe.feature, "train") as run:
+        run_id, work_dir, final_dir = run.run_id, run.work_dir, run.final_dir
+        started = time.perf_counter()
         kb_path = resolve_knowledge_base(config.knowledge_base, recipe.base_dir)
         kb = load_knowledge_base(
             kb_path, max_chars=config.chunk_chars, overlap=config.chunk_overlap
@@ -231,33 +229,29 @@ def build_assistant(
         write_json_atomic(work_dir / "assistant" / MANIFEST, manifest)
         write_json_atomic(work_dir / "metrics.json", metrics)
         write_assistant_report(metrics, work_dir / "evaluation.jsonl", work_dir / "report.html")
-        work_dir.rename(final_dir)
-    except BaseException as exc:
-        shutil.rmtree(work_dir, ignore_errors=True)
-        store.finish_run(run_id, status="failed", error=str(exc) or type(exc).__name__)
-        raise
-    summary = assistant_summary(metrics)
-    registered = store.register_model_version(
-        recipe.feature,
-        run_id=run_id,
-        dataset_version_id=None,
-        model_path=str(final_dir / "assistant"),
-        base_model=config.encoder,
-        method=assistant_method(config),
-        metrics=summary,
-        recipe=recipe.model_dump(mode="json"),
-    )
-    status = registered.status
-    if champion is None:
-        store.change_champion(
+        run.commit()
+        summary = assistant_summary(metrics)
+        registered = store.register_model_version(
             recipe.feature,
-            registered.version,
-            action="promote",
-            actor="flywheel train",
-            reason="the first version of an assistant becomes champion",
+            run_id=run_id,
+            dataset_version_id=None,
+            model_path=str(final_dir / "assistant"),
+            base_model=config.encoder,
+            method=assistant_method(config),
+            metrics=summary,
+            recipe=recipe.model_dump(mode="json"),
         )
-        status = "champion"
-    store.finish_run(run_id, status="succeeded", summary={"version": registered.version, **summary})
+        status = registered.status
+        if champion is None:
+            store.change_champion(
+                recipe.feature,
+                registered.version,
+                action="promote",
+                actor="flywheel train",
+                reason="the first version of an assistant becomes champion",
+            )
+            status = "champion"
+        run.succeed(summary={"version": registered.version, **summary})
     return BuildResult(run_id, final_dir, registered.version, status, metrics)
 
 

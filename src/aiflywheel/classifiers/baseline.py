@@ -15,7 +15,7 @@ import numpy as np
 from aiflywheel.classifiers.base import ClassifierBase, check_texts, read_manifest
 from aiflywheel.data.language import language_mix
 from aiflywheel.errors import require_module
-from aiflywheel.files import write_text_atomic
+from aiflywheel.files import write_arrays_atomic, write_text_atomic
 
 _SKLEARN = "pip install 'aiflywheel[train]'"
 
@@ -89,20 +89,18 @@ class TfidfBaseline(ClassifierBase):
         return self.model_.predict_proba(features)
 
     def save(self, directory: str | Path) -> None:
-        from safetensors.numpy import save_file
-
         self._require_fitted()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         vocabulary = {term: int(i) for term, i in self.vectorizer_.vocabulary_.items()}
         write_text_atomic(directory / "vocabulary.json", json.dumps(vocabulary, ensure_ascii=False))
-        save_file(
+        write_arrays_atomic(
+            directory / "weights.safetensors",
             {
                 "idf": self.vectorizer_.idf_.astype(np.float64),
                 "coef": self.model_.coef_.astype(np.float64),
                 "intercept": self.model_.intercept_.astype(np.float64),
             },
-            str(directory / "weights.safetensors"),
         )
         self._write_manifest(directory, analyzer=self.analyzer, C=self.C, name=self.name)
 

@@ -19,6 +19,7 @@ from aiflywheel.classifiers.base import (
 )
 from aiflywheel.classifiers.encoding import TRAIN_EXTRA, TextEncoder
 from aiflywheel.errors import require_module
+from aiflywheel.files import write_arrays_atomic
 
 _C_GRID = (0.25, 1.0, 4.0, 16.0)
 
@@ -76,7 +77,11 @@ class EncoderHeadClassifier(ClassifierBase):
         train_embeddings: np.ndarray | None = None,
         val_embeddings: np.ndarray | None = None,
     ) -> EncoderHeadClassifier:
-        """Fit the head; precomputed embeddings may be passed to skip encoding."""
+        """Fit the head; precomputed embeddings may be passed to skip encoding.
+
+        ``progress(done)`` counts encoded texts over the training rows, then on through
+        the validation rows (so a bar sized for both does not stall at the end).
+        """
         linear = require_module("sklearn.linear_model", what="method head", install=TRAIN_EXTRA)
         y = self._set_labels(labels)
         x = train_embeddings if train_embeddings is not None else self.embed(texts, progress)
@@ -86,7 +91,14 @@ class EncoderHeadClassifier(ClassifierBase):
             index = {name: i for i, name in enumerate(self.labels)}
             keep = [i for i, label in enumerate(val_labels) if label in index]
             y_val = np.array([index[val_labels[i]] for i in keep])
-            x_val = val_embeddings if val_embeddings is not None else self.embed(val_texts)
+            offset = len(x)
+            x_val = (
+                val_embeddings
+                if val_embeddings is not None
+                else self.embed(
+                    val_texts, None if progress is None else lambda done: progress(offset + done)
+                )
+            )
             x_val = x_val[keep]
             best = -1.0
             for C in _C_GRID:
@@ -120,17 +132,15 @@ class EncoderHeadClassifier(ClassifierBase):
         return self.head_.intercept_
 
     def save(self, directory: str | Path) -> None:
-        from safetensors.numpy import save_file
-
         self._require_fitted()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file(
+        write_arrays_atomic(
+            directory / "head.safetensors",
             {
                 "coef": self.coef_.astype(np.float32),
                 "intercept": self.intercept_.astype(np.float32),
             },
-            str(directory / "head.safetensors"),
         )
         self._write_manifest(
             directory,

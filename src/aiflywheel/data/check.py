@@ -122,42 +122,31 @@ def run_data_check(recipe: Recipe, *, store, runs_dir: Path, out_dir: Path | Non
     Returns ``(result, run_id)``. The feature, the dataset version and the run are
     recorded in ``store``; a failed run is recorded with its error and leaves no files.
     """
-    import shutil
-
-    from aiflywheel.store import new_run_id
+    from aiflywheel.core.runs import feature_run
 
     store.upsert_feature(
         recipe.feature, recipe.task, recipe.description, recipe.model_dump(mode="json")
     )
-    run_id = new_run_id()
-    final_dir = out_dir if out_dir is not None else runs_dir / recipe.feature / run_id
-    work_dir = final_dir.parent / f".{final_dir.name}.partial"
-    replaceable = not final_dir.exists() or (final_dir / "data_report.json").is_file()
+    final_dir = out_dir
+    replaceable = (
+        final_dir is None or not final_dir.exists() or (final_dir / "data_report.json").is_file()
+    )
     if not replaceable and any(final_dir.iterdir()):
         raise DataError(
             f"output folder {final_dir} exists and holds other files; "
             "choose a new or empty folder (or an earlier data-check folder to replace)"
         )
-    store.start_run(recipe.feature, "data_check", str(final_dir), run_id=run_id)
-    try:
-        if work_dir.exists():
-            shutil.rmtree(work_dir)
-        result = check_data(recipe, work_dir)
-        if final_dir.exists():
-            shutil.rmtree(final_dir)
-        work_dir.rename(final_dir)
-        result.out_dir = final_dir
-    except BaseException as exc:
-        shutil.rmtree(work_dir, ignore_errors=True)
-        message = str(exc) if isinstance(exc, Exception) else type(exc).__name__
-        store.finish_run(run_id, status="failed", error=message)
-        raise
-    version = record_dataset_version(store, recipe, result, final_dir)
-    summary = {
-        "rows": result.report["rows"],
-        "warnings": len(result.report["warnings"]),
-        "dataset_version": result.dataset_version,
-        "split_version": result.split_version,
-    }
-    store.finish_run(run_id, status="succeeded", summary=summary, dataset_version_id=version.id)
-    return result, run_id
+    with feature_run(store, runs_dir, recipe.feature, "data_check", final_dir=final_dir) as run:
+        result = check_data(recipe, run.work_dir)
+        result.out_dir = run.commit()
+        version = record_dataset_version(store, recipe, result, run.final_dir)
+        run.succeed(
+            summary={
+                "rows": result.report["rows"],
+                "warnings": len(result.report["warnings"]),
+                "dataset_version": result.dataset_version,
+                "split_version": result.split_version,
+            },
+            dataset_version_id=version.id,
+        )
+    return result, run.run_id

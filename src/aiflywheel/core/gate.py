@@ -1,0 +1,104 @@
+"""The one promotion gate: checks as data, shared by retrain and compress.
+
+A check is a measured value, a threshold and a comparison; the gate passes when every
+check passes. Each check carries both numbers into ``gate.json``, the version's metrics
+and the audit event, so "why was v7 refused?" is answered by figures, not prose::
+
+    gate = Gate([
+        at_least("macro-F1 gain", gain, config.min_macro_f1_gain, unit="points"),
+        above("significance (lower 95% CI of the gain)", ci_low, 0.0, unit="points"),
+        at_most("largest slice drop", worst_drop, config.max_slice_drop, unit="points"),
+    ])
+    gate.passed, gate.reason("candidate is better: ..."), gate.to_json()
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+_COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+_NEEDS = {">=": "at least", ">": "above", "<=": "at most", "<": "below"}
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """One check: ``measured <op> threshold``; ``note`` adds context for people."""
+
+    check: str
+    measured: float | None
+    op: str
+    threshold: float
+    unit: str = ""
+    note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        if self.measured is None:  # nothing to measure (e.g. no slice had enough rows)
+            return True
+        if isinstance(self.measured, float) and math.isnan(self.measured):
+            return False
+        return _COMPARE[self.op](self.measured, self.threshold)
+
+    @property
+    def detail(self) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        needs = f"needs {_NEEDS[self.op]} {self.threshold:+g}{unit}"
+        if self.measured is None:
+            measured = "not measured"
+        elif self.unit == "points":
+            measured = f"{self.measured:+.2f}{unit}"
+        else:
+            measured = f"{self.measured:.4g}{unit}"
+        note = f"; {self.note}" if self.note else ""
+        return f"{measured} ({needs}){note}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "passed": self.passed,
+            "measured": self.measured,
+            "op": self.op,
+            "threshold": self.threshold,
+            "unit": self.unit,
+            "detail": self.detail,
+        }
+
+
+def at_least(check: str, measured: float | None, threshold: float, **kw: str) -> GateCheck:
+    return GateCheck(check, measured, ">=", threshold, **kw)
+
+
+def above(check: str, measured: float | None, threshold: float, **kw: str) -> GateCheck:
+    return GateCheck(check, measured, ">", threshold, **kw)
+
+
+def at_most(check: str, measured: float | None, threshold: float, **kw: str) -> GateCheck:
+    return GateCheck(check, measured, "<=", threshold, **kw)
+
+
+@dataclass
+class Gate:
+    """A set of checks and the decision they make together."""
+
+    checks: Sequence[GateCheck] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failed(self) -> list[GateCheck]:
+        return [c for c in self.checks if not c.passed]
+
+    def reason(self, when_passed: str, *, kept: str = "kept the champion") -> str:
+        """``when_passed`` if every check passed, else which checks failed and by how much."""
+        if self.passed:
+            return when_passed
+        return f"{kept}: " + "; ".join(f"{c.check} failed ({c.detail})" for c in self.failed)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [c.to_json() for c in self.checks]
