@@ -276,7 +276,12 @@ def promote_command(
     ref: Annotated[str, typer.Argument(help="FEATURE:VERSION, e.g. review-sentiment:2.")],
     reason: Annotated[str, typer.Option("--reason", help="Why (written to the audit log).")] = "",
     force: Annotated[
-        bool, typer.Option("--force", help="Promote a version the gate refused (needs --reason).")
+        bool,
+        typer.Option(
+            "--force",
+            help="Promote a version the gate refused or that did not beat its baseline "
+            "(needs --reason).",
+        ),
     ] = False,
     actor: ActorOption = None,
 ) -> None:
