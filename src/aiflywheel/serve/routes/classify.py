@@ -138,7 +138,7 @@ async def classify(body: ClassifyRequest, state: State, principal: Client) -> JS
     started = time.perf_counter()
     single = body.text is not None
     raw = [body.text] if body.text is not None else list(body.texts or [])
-    model = state.models.get(body.feature)
+    model = await state.models.answering(body.feature)
     check_texts(raw, state.config, single=single)
     state.writer.check_capacity()
     if sum(map(len, raw)) > PREPARE_INLINE_CHARS:  # keep the event loop free for big requests
