@@ -263,6 +263,34 @@ def test_feedback_is_idempotent(serve, store, keys) -> None:
     assert store.feedback_counts(FEATURE)["pending"] == 2
 
 
+def test_a_second_correction_updates_the_pending_item(serve, store, keys) -> None:
+    client = serve()
+    headers = bearer(keys["client"])
+    pid = _predict(client, keys["client"])
+    body = {"prediction_id": pid, "corrected_label": "negative"}
+    first = client.post("/v1/feedback", json=body, headers=headers).json()
+    (before,) = store.list_feedback(FEATURE)
+    second = client.post(
+        "/v1/feedback", json={**body, "corrected_label": "positive"}, headers=headers
+    )
+    assert second.status_code == 200, second.text
+    assert second.json()["feedback_id"] == first["feedback_id"]
+    assert (second.json()["created"], second.json()["updated"]) == (False, True)
+    (after,) = store.list_feedback(FEATURE)
+    assert after.id == before.id and after.corrected_label == "positive"
+    assert after.review_state == "pending" and after.created_at >= before.created_at
+    assert store.feedback_counts(FEATURE)["pending"] == 1
+
+    store.review_feedback(FEATURE, [(after.id, "accepted", None)], reviewer="ann")
+    third = client.post("/v1/feedback", json=body, headers=headers)
+    assert third.status_code == 409
+    assert third.json()["error"]["message"] == (
+        f"prediction {pid!r} already has a correction, feedback {after.id}, reviewed "
+        "(accepted); a new correction cannot replace it"
+    )
+    assert store.list_feedback(FEATURE)[0].corrected_label == "positive"
+
+
 def test_feedback_errors(serve, keys) -> None:
     client = serve()
     headers = bearer(keys["client"])
