@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -275,3 +276,23 @@ def test_usage_errors_exit_2_in_one_message(capsys) -> None:
         assert cli_main(args) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
+
+
+def test_predict_reads_texts_from_standard_input(tmp_path: Path, capsys, monkeypatch) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_serve import FEATURE, register_tfidf
+
+    register_tfidf(open_store(), tmp_path / "models")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("很好 great\n\n  \nterrible 退货\r\n"))
+    code, out, _ = _run(["predict", FEATURE, "-"], capsys)
+    assert code == 0
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(line["text"], line["label"]) for line in lines] == [
+        ("很好 great", "positive"),
+        ("terrible 退货", "negative"),
+    ]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n \n"))
+    code, _, err = _run(["predict", FEATURE, "-"], capsys)
+    _assert_one_line_error(code, err, "DataError", "no texts on standard input")
+    code, _, err = _run(["predict", FEATURE, "-", "more"], capsys)
+    _assert_one_line_error(code, err, "give it alone, got 2 texts")

@@ -315,7 +315,10 @@ def models_show(ref: Annotated[str, typer.Argument(help="FEATURE or FEATURE:VERS
 @app.command()
 def predict(
     ref: Annotated[str, typer.Argument(help="FEATURE or FEATURE:VERSION.")],
-    texts: Annotated[list[str], typer.Argument(help="Texts to classify.")],
+    texts: Annotated[
+        list[str],
+        typer.Argument(help="Texts to classify; - reads them from standard input, one a line."),
+    ],
     explain: Annotated[
         bool, typer.Option("--explain", help="Show the tokens behind each label.")
     ] = False,
@@ -323,6 +326,8 @@ def predict(
     """Classify texts with a registered model (prints JSON lines)."""
     from aiflywheel.registry import load
 
+    if "-" in texts:
+        texts = _stdin_texts(len(texts))
     model = load(ref)
     for text, prediction in zip(texts, model.predict(texts), strict=True):
         line = {"text": text, **prediction.to_json(), "version": model.version}
@@ -331,6 +336,20 @@ def predict(
 
             line["top_tokens"] = top_tokens(model.explain(text, prediction.label))
         sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+def _stdin_texts(given: int) -> list[str]:
+    """``predict FEATURE -``: one text a line from standard input, blank lines skipped."""
+    from aiflywheel.errors import DataError
+
+    if given != 1:
+        raise DataError(f"- reads the texts from standard input; give it alone, got {given} texts")
+    texts = [line for line in sys.stdin.read().splitlines() if line.strip()]
+    if not texts:
+        raise DataError(
+            "no texts on standard input; give one text a line (blank lines are skipped)"
+        )
+    return texts
 
 
 @runs_app.command("list")
