@@ -296,3 +296,22 @@ def test_predict_reads_texts_from_standard_input(tmp_path: Path, capsys, monkeyp
     _assert_one_line_error(code, err, "DataError", "no texts on standard input")
     code, _, err = _run(["predict", FEATURE, "-", "more"], capsys)
     _assert_one_line_error(code, err, "give it alone, got 2 texts")
+
+
+def test_tables_are_not_cut_to_80_columns_in_a_pipe(capsys) -> None:
+    name = "the nightly batch job that labels every review of the shop"
+    open_store().create_api_key("client", name)
+    code, out, _ = _run(["keys", "list"], capsys)
+    assert code == 0
+    assert name in out  # one cell on one line, not wrapped at 80 columns
+    assert 80 < max(len(line) for line in out.splitlines()) <= 140
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["init"], ["train"], ["promote"], ["serve"], ["models", "list"], ["feedback", "review"]],
+)
+def test_help_shows_flags_without_a_type(command: list[str], capsys) -> None:
+    code, out, _ = _run([*command, "--help"], capsys)
+    assert code == 0 and "--help" in out
+    assert "<bool>" not in out

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aiflywheel.errors import ModelError, require_module
+from aiflywheel.tables import print_table
 
 SERVE_EXTRA = "pip install 'aiflywheel[serve]'"
 
@@ -176,7 +177,7 @@ def keys_list() -> None:
     for row in open_store().list_api_keys():
         revoked = f"{row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else ""
         table.add_row(row.key_id, row.role, row.name, f"{row.created_at:%Y-%m-%d %H:%M}", revoked)
-    Console().print(table)
+    print_table(Console(), table)
 
 
 @keys_app.command("revoke")
