@@ -81,9 +81,9 @@ def serve_and_answer(
     ids = []
     for pid, truth, predicted in answers:
         if truth == predicted:
-            row, created = store.add_feedback(pid, thumb="up", idempotency_key=f"k-{pid}")
+            row, outcome = store.add_feedback(pid, thumb="up", idempotency_key=f"k-{pid}")
         else:
-            row, created = store.add_feedback(pid, corrected_label=truth, comment="wrong")
-        assert created
+            row, outcome = store.add_feedback(pid, corrected_label=truth, comment="wrong")
+        assert outcome == "created"
         ids.append(row.id)
     return ids

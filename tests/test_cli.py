@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -277,3 +278,42 @@ def test_usage_errors_exit_2_in_one_message(capsys) -> None:
         assert cli_main(args) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
+
+
+def test_predict_reads_texts_from_standard_input(tmp_path: Path, capsys, monkeypatch) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_serve import FEATURE, register_tfidf
+
+    register_tfidf(open_store(), tmp_path / "models")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("很好 great\n\n  \nterrible 退货\r\n"))
+    code, out, _ = _run(["predict", FEATURE, "-"], capsys)
+    assert code == 0
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(line["text"], line["label"]) for line in lines] == [
+        ("很好 great", "positive"),
+        ("terrible 退货", "negative"),
+    ]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n \n"))
+    code, _, err = _run(["predict", FEATURE, "-"], capsys)
+    _assert_one_line_error(code, err, "DataError", "no texts on standard input")
+    code, _, err = _run(["predict", FEATURE, "-", "more"], capsys)
+    _assert_one_line_error(code, err, "give it alone, got 2 texts")
+
+
+def test_tables_are_not_cut_to_80_columns_in_a_pipe(capsys) -> None:
+    name = "the nightly batch job that labels every review of the shop"
+    open_store().create_api_key("client", name)
+    code, out, _ = _run(["keys", "list"], capsys)
+    assert code == 0
+    assert name in out  # one cell on one line, not wrapped at 80 columns
+    assert 80 < max(len(line) for line in out.splitlines()) <= 140
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["init"], ["train"], ["promote"], ["serve"], ["models", "list"], ["feedback", "review"]],
+)
+def test_help_shows_flags_without_a_type(command: list[str], capsys) -> None:
+    code, out, _ = _run([*command, "--help"], capsys)
+    assert code == 0 and "--help" in out
+    assert "<bool>" not in out

@@ -149,7 +149,8 @@ def test_onnx_and_int8_variants_are_measured_gated_registered_and_served(
     assert served.classifier.kind == "onnx" and served.classifier.precision == "int8"
     predictions = served.predict(["很好 great product", "很差 terrible 退货"])
     assert [p.label for p in predictions] == ["positive", "negative"]
-    promote(store, "tiny-sentiment", 3, actor="pm")
+    # The tiny model does not beat its baseline: promoting it is an override, with a reason.
+    promote(store, "tiny-sentiment", 3, actor="pm", force=True, reason="serve the int8 variant")
     assert load("tiny-sentiment").version == 3
     # A retrain from the compressed champion finds the parent's frozen splits.
     recipe = load_recipe(_recipe(tiny_world, tmp_path))

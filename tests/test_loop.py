@@ -31,7 +31,8 @@ def champion_v1(world: Path) -> Store:
     store = open_store()
     recipe = load_recipe(world / "recipe.yaml")
     train_feature(recipe, store=store, settings=get_settings())
-    promote(store, "shop-sentiment", 1, actor="pm")
+    # The tiny v1 does not beat its baseline; it serves to collect the feedback it lacks.
+    promote(store, "shop-sentiment", 1, actor="pm", force=True, reason="collect feedback")
     return store
 
 
@@ -180,11 +181,52 @@ def test_retrain_needs_a_champion(world: Path) -> None:
         retrain_feature("shop-sentiment", store=store, settings=get_settings(), actor="x")
     v1 = store.get_model_version("shop-sentiment", 1)
     with pytest.raises(ConflictError, match="already the champion"):
-        promote(store, "shop-sentiment", 1, actor="x")
-        promote(store, "shop-sentiment", 1, actor="x")
+        promote(store, "shop-sentiment", 1, actor="x", force=True, reason="feedback")
+        promote(store, "shop-sentiment", 1, actor="x", force=True, reason="feedback")
     assert (
         feedback_dataset(
             store, "shop-sentiment", load_recipe(world / "recipe.yaml"), Path(v1.model_path).parent
         ).counts.get("accepted", 0)
         == 0
     )
+
+
+def _register(store: Store, feature: str, metrics: dict) -> int:
+    """A version row with given metrics (promote reads metrics, not the model)."""
+    store.upsert_feature(feature, "text_classification", "tiny", {"feature": feature})
+    row = store.register_model_version(
+        feature,
+        run_id=None,
+        dataset_version_id=None,
+        model_path="/nonexistent/model",
+        base_model="tfidf",
+        method="baseline",
+        metrics=metrics,
+        recipe={"feature": feature},
+    )
+    return row.version
+
+
+def test_a_version_that_lost_to_its_baseline_needs_force_and_a_reason(capsys) -> None:
+    store = open_store()
+    verdict = "tfidf is worse than the tfidf baseline by 4.0 macro-F1 points: keep the baseline"
+    loser = {"macro_f1": 0.7, "beats_baseline": False, "verdict": verdict}
+    v1 = _register(store, "lost", loser)
+    # Even as the first champion: there is a baseline to compare against.
+    assert main(["promote", f"lost:{v1}"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "lost v1 did not beat its baseline" in err and "keep the baseline" in err, err
+    assert store.champion("lost") is None
+    with pytest.raises(ConflictError, match="needs a reason"):
+        promote(store, "lost", v1, actor="pm", force=True)
+    assert main(["promote", "lost:1", "--force", "--reason", "collect feedback"]) == 0
+    assert store.champion("lost").version == 1
+    (event,) = store.list_audit("lost")
+    assert event.reason == "collect feedback" and event.details["forced"] is True
+
+    # A winner, and a version without a baseline comparison (an assistant), need no force.
+    winner = _register(store, "lost", {"macro_f1": 0.9, "beats_baseline": True})
+    promote(store, "lost", winner, actor="pm")
+    helper = _register(store, "helper", {"hit_at_5": 0.9})
+    promote(store, "helper", helper, actor="pm")
+    assert store.champion("lost").version == winner and store.champion("helper").version == 1

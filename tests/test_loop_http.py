@@ -45,6 +45,10 @@ def running(world: Path) -> Iterator[tuple[TestClient, Store, dict[str, dict[str
         yield http, store, keys
 
 
+# The tiny v1 does not beat its baseline: its promotion is an override, with a reason.
+FIRST = {"version": 1, "force": True, "reason": "collect feedback"}
+
+
 def users_answer(
     http: TestClient, keys: dict, world: Path, users_file: str, *, flip: bool
 ) -> tuple[int, int]:
@@ -100,7 +104,7 @@ def test_feedback_promotes_v2_and_rollback_returns_v1(running, world: Path) -> N
         f"/v1/features/{FEATURE}/promote", json={"version": 1}, headers=keys["client"]
     )
     assert denied.status_code == 403
-    first = http.post(f"/v1/features/{FEATURE}/promote", json={"version": 1}, headers=keys["admin"])
+    first = http.post(f"/v1/features/{FEATURE}/promote", json=FIRST, headers=keys["admin"])
     assert first.status_code == 200, first.text
 
     sent, corrections = users_answer(http, keys, world, "users.json", flip=False)
@@ -139,9 +143,7 @@ def test_feedback_promotes_v2_and_rollback_returns_v1(running, world: Path) -> N
 def test_the_gate_refuses_and_the_server_keeps_v1(running, world: Path) -> None:
     http, store, keys = running
     assert (
-        http.post(
-            f"/v1/features/{FEATURE}/promote", json={"version": 1}, headers=keys["admin"]
-        ).status_code
+        http.post(f"/v1/features/{FEATURE}/promote", json=FIRST, headers=keys["admin"]).status_code
         == 200
     )
     users_answer(http, keys, world, "en_users.json", flip=True)

@@ -110,7 +110,7 @@ def serve(store: Store, models_dir: Path) -> Iterator[Callable[..., TestClient]]
 
     def start(register: bool = True, **options: Any) -> TestClient:
         if register and not store.list_model_versions():
-            register_tfidf(store, models_dir)
+            promote(store, FEATURE, register_tfidf(store, models_dir), actor="test")
         options.setdefault("reload_interval", 0.1)
         client = TestClient(create_app(ServeConfig(**options), store))
         client.__enter__()
@@ -161,8 +161,8 @@ def test_classify_one_text_and_a_batch(serve, keys) -> None:
 
 
 def test_feature_is_required_when_several_are_served(serve, store, models_dir, keys) -> None:
-    register_tfidf(store, models_dir, feature="aaa")
-    register_tfidf(store, models_dir, feature="bbb")
+    for name in ("aaa", "bbb"):
+        promote(store, name, register_tfidf(store, models_dir, feature=name), actor="test")
     client = serve()
     headers = bearer(keys["client"])
     missing = client.post("/v1/classify", json={"text": "great"}, headers=headers)
@@ -178,8 +178,8 @@ def test_feature_is_required_when_several_are_served(serve, store, models_dir, k
 
 
 def test_only_named_features_are_served(serve, store, models_dir, keys) -> None:
-    register_tfidf(store, models_dir, feature="aaa")
-    register_tfidf(store, models_dir, feature="bbb")
+    for name in ("aaa", "bbb"):
+        promote(store, name, register_tfidf(store, models_dir, feature=name), actor="test")
     client = serve(features=("bbb",))
     names = [
         f["name"]
@@ -201,7 +201,8 @@ def test_auth_rejects_missing_invalid_and_revoked_keys(serve, store, keys) -> No
     assert client.post("/v1/classify", json=body, headers=bearer(keys["client"])).status_code == 401
 
 
-def test_client_keys_cannot_promote(serve, keys) -> None:
+def test_client_keys_cannot_promote(serve, store, models_dir, keys) -> None:
+    register_tfidf(store, models_dir)  # a candidate: the admin's promotion makes it serve
     client = serve()
     denied = client.post(
         f"/v1/features/{FEATURE}/promote", json={"version": 1}, headers=bearer(keys["client"])
@@ -260,6 +261,34 @@ def test_feedback_is_idempotent(serve, store, keys) -> None:
     )
     assert clash.status_code == 422
     assert store.feedback_counts(FEATURE)["pending"] == 2
+
+
+def test_a_second_correction_updates_the_pending_item(serve, store, keys) -> None:
+    client = serve()
+    headers = bearer(keys["client"])
+    pid = _predict(client, keys["client"])
+    body = {"prediction_id": pid, "corrected_label": "negative"}
+    first = client.post("/v1/feedback", json=body, headers=headers).json()
+    (before,) = store.list_feedback(FEATURE)
+    second = client.post(
+        "/v1/feedback", json={**body, "corrected_label": "positive"}, headers=headers
+    )
+    assert second.status_code == 200, second.text
+    assert second.json()["feedback_id"] == first["feedback_id"]
+    assert (second.json()["created"], second.json()["updated"]) == (False, True)
+    (after,) = store.list_feedback(FEATURE)
+    assert after.id == before.id and after.corrected_label == "positive"
+    assert after.review_state == "pending" and after.created_at >= before.created_at
+    assert store.feedback_counts(FEATURE)["pending"] == 1
+
+    store.review_feedback(FEATURE, [(after.id, "accepted", None)], reviewer="ann")
+    third = client.post("/v1/feedback", json=body, headers=headers)
+    assert third.status_code == 409
+    assert third.json()["error"]["message"] == (
+        f"prediction {pid!r} already has a correction, feedback {after.id}, reviewed "
+        "(accepted); a new correction cannot replace it"
+    )
+    assert store.list_feedback(FEATURE)[0].corrected_label == "positive"
 
 
 def test_feedback_errors(serve, keys) -> None:
@@ -380,7 +409,7 @@ def test_concurrent_requests_share_model_calls(serve, keys) -> None:
 def test_predictions_are_logged_as_training_sees_them(
     serve, store, models_dir, keys, mode: str, stored: str
 ) -> None:
-    register_tfidf(store, models_dir, pii=mode)
+    promote(store, FEATURE, register_tfidf(store, models_dir, pii=mode), actor="test")
     client = serve()
     pid = _predict(client, keys["client"], "  call me at <b>13812345678</b>   great ")
     stop(client)  # shutdown flushes the log
@@ -421,6 +450,37 @@ def test_a_new_champion_is_served_without_restart(serve, store, models_dir, keys
     stop(client)
     versions = {row.version for row in _all(store, PredictionLog)}
     assert versions == {1, 2}
+
+
+def test_without_a_champion_classify_answers_409_naming_the_candidates(
+    serve, store, models_dir, keys
+) -> None:
+    register_tfidf(store, models_dir)
+    register_tfidf(store, models_dir, C=1.0)
+    client = serve(register=False, reload_interval=3600)
+    headers = bearer(keys["admin"])
+    answer = client.post("/v1/classify", json={"text": "great"}, headers=headers)
+    assert answer.status_code == 409
+    assert answer.json()["error"] == {
+        "type": "ConflictError",
+        "message": f"feature {FEATURE!r} has no champion; candidates: v1, v2 \u2014 promote one "
+        f"with `flywheel promote {FEATURE}:2` (or start the server with --serve-candidates)",
+    }
+    named = client.post("/v1/classify", json={"feature": FEATURE, "text": "x"}, headers=headers)
+    assert named.status_code == 409
+    promoted = client.post(f"/v1/features/{FEATURE}/promote", json={"version": 1}, headers=headers)
+    assert promoted.status_code == 200 and promoted.json()["serving_version"] == 1
+    assert (
+        client.post("/v1/classify", json={"text": "great"}, headers=headers).json()["version"] == 1
+    )
+
+
+def test_serve_candidates_serves_the_newest_candidate(serve, store, models_dir, keys) -> None:
+    register_tfidf(store, models_dir)
+    register_tfidf(store, models_dir, C=1.0)
+    client = serve(register=False, serve_candidates=True)
+    answer = client.post("/v1/classify", json={"text": "great"}, headers=bearer(keys["client"]))
+    assert answer.status_code == 200 and answer.json()["version"] == 2
 
 
 def test_promote_and_rollback_endpoints(serve, store, models_dir, keys) -> None:

@@ -47,7 +47,8 @@ def test_a_finetuned_tiny_bert_is_served(tmp_path: Path) -> None:
     result = train_feature(load_recipe(recipe_path), store=store, settings=get_settings())
     assert result.method == "finetune"
 
-    with TestClient(create_app(ServeConfig(auth=False, max_wait_ms=100), store)) as client:
+    config = ServeConfig(auth=False, max_wait_ms=100, serve_candidates=True)  # no champion
+    with TestClient(create_app(config, store)) as client:
         answers = []
 
         def call(i: int) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 from aiflywheel.cli import main
 from aiflywheel.demo_turn import free_port
+from aiflywheel.loop import promote
 from aiflywheel.settings import get_settings
 from aiflywheel.store import Store, open_store
 
@@ -36,10 +37,16 @@ def test_sigterm_finishes_requests_in_flight_and_stores_every_prediction(
     flywheel_home: Path, tmp_path: Path
 ) -> None:
     store = open_store()
-    register_tfidf(store, tmp_path / "models")
+    register_tfidf(store, tmp_path / "models")  # a candidate, served with --serve-candidates
     # A batch waits 3 s for a 17th request that never comes: all 16 are in flight at SIGTERM.
     with running_server(
-        flywheel_home, "--no-auth", "--max-batch", "17", "--max-wait-ms", "3000"
+        flywheel_home,
+        "--no-auth",
+        "--serve-candidates",
+        "--max-batch",
+        "17",
+        "--max-wait-ms",
+        "3000",
     ) as (proc, base, log):
         answers: list[httpx.Response] = []
 
@@ -75,7 +82,7 @@ def test_kill_9_during_feedback_keeps_every_answered_feedback(
     flywheel_home: Path, tmp_path: Path
 ) -> None:
     store = open_store()
-    register_tfidf(store, tmp_path / "models")
+    promote(store, FEATURE, register_tfidf(store, tmp_path / "models"), actor="test")
     key, _ = store.create_api_key("client", "load")
     headers = bearer(key)
     with running_server(flywheel_home) as (proc, base, _log):

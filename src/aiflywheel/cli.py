@@ -17,7 +17,33 @@ from rich.markup import escape
 from rich.table import Table
 
 from aiflywheel.errors import FlywheelError, RecipeError, TrainingInterrupted
+from aiflywheel.tables import print_table
 
+
+def _show_flags_bare() -> None:
+    """``--force``, not ``--force <bool>``, in ``--help``.
+
+    typer's rich help (0.2x) prints a value type after every option, flags included (even
+    ``--help``), which reads as if the flag took a value. Here flags show no type. Typer
+    versions without ``TyperOption.display_type_rich`` already print flags bare.
+    """
+    from typer import core
+
+    option = getattr(core, "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None or getattr(shown, "flags_bare", False):
+        return
+
+    def display_type_rich(self, ctx):
+        if self.is_flag and not self.count:
+            return None
+        return shown(self, ctx)
+
+    display_type_rich.flags_bare = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich  # type: ignore[union-attr]
+
+
+_show_flags_bare()
 app = typer.Typer(
     name="flywheel",
     help="Own an AI feature end to end: data -> train -> evaluate -> serve -> feedback.",
@@ -176,7 +202,7 @@ def data_versions(feature: Annotated[str, typer.Argument(help="Feature name.")])
             labels,
             f"{version.created_at:%Y-%m-%d %H:%M}",
         )
-    console.print(table)
+    print_table(console, table)
 
 
 @app.command()
@@ -240,7 +266,7 @@ def models_catalog() -> None:
             entry.package,
             entry.description,
         )
-    console.print(table)
+    print_table(console, table)
     console.print(
         "A local transformers folder works too; a Hugging Face id needs FLYWHEEL_ALLOW_DOWNLOAD=1."
     )
@@ -265,7 +291,7 @@ def models_list(
             baseline,
             f"{version.created_at:%Y-%m-%d %H:%M}",
         )
-    console.print(table)
+    print_table(console, table)
 
 
 def _version_quality(m: dict) -> tuple[str, str]:
@@ -315,7 +341,10 @@ def models_show(ref: Annotated[str, typer.Argument(help="FEATURE or FEATURE:VERS
 @app.command()
 def predict(
     ref: Annotated[str, typer.Argument(help="FEATURE or FEATURE:VERSION.")],
-    texts: Annotated[list[str], typer.Argument(help="Texts to classify.")],
+    texts: Annotated[
+        list[str],
+        typer.Argument(help="Texts to classify; - reads them from standard input, one a line."),
+    ],
     explain: Annotated[
         bool, typer.Option("--explain", help="Show the tokens behind each label.")
     ] = False,
@@ -323,6 +352,8 @@ def predict(
     """Classify texts with a registered model (prints JSON lines)."""
     from aiflywheel.registry import load
 
+    if "-" in texts:
+        texts = _stdin_texts(len(texts))
     model = load(ref)
     for text, prediction in zip(texts, model.predict(texts), strict=True):
         line = {"text": text, **prediction.to_json(), "version": model.version}
@@ -331,6 +362,20 @@ def predict(
 
             line["top_tokens"] = top_tokens(model.explain(text, prediction.label))
         sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+def _stdin_texts(given: int) -> list[str]:
+    """``predict FEATURE -``: one text a line from standard input, blank lines skipped."""
+    from aiflywheel.errors import DataError
+
+    if given != 1:
+        raise DataError(f"- reads the texts from standard input; give it alone, got {given} texts")
+    texts = [line for line in sys.stdin.read().splitlines() if line.strip()]
+    if not texts:
+        raise DataError(
+            "no texts on standard input; give one text a line (blank lines are skipped)"
+        )
+    return texts
 
 
 @runs_app.command("list")
@@ -347,7 +392,7 @@ def runs_list(
         table.add_row(
             run.id, name, run.kind, run.status, f"{run.started_at:%Y-%m-%d %H:%M:%S}", detail
         )
-    console.print(table)
+    print_table(console, table)
 
 
 @db_app.command("status")

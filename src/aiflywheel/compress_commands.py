@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from aiflywheel.tables import print_table
+
 console = Console()
 
 
@@ -53,8 +55,7 @@ def compress_command(
     table = Table(*columns, title=f"{feature} v{result.parent_version} and its variants")
     for line in lines:
         table.add_row(*line)
-    # Twelve columns do not fit the 80 columns rich assumes for a pipe or a log file.
-    console.print(table, width=None if console.is_terminal else 140)
+    print_table(console, table)  # twelve columns: more than the 80 rich assumes for a pipe
     for row in result.variants.values():
         gate = row["gate"]
         mark = "[green]pass[/green]" if gate["passed"] else "[red]rejected[/red]"

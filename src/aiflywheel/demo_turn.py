@@ -177,9 +177,20 @@ def turn_the_wheel(
     champion = store.champion(feature)
     if champion is None:
         newest = store.get_model_version(feature)
-        promote(store, feature, newest.version, actor="demo", reason="first champion (demo)")
+        if newest.metrics.get("beats_baseline") is False:
+            # An override, said as one: the demo serves v1 to collect the feedback it lacks.
+            reason = (
+                f"first champion (demo): v{newest.version} does not beat its baseline yet; "
+                "it is served to collect the feedback that the retrain learns from"
+            )
+            promote(store, feature, newest.version, actor="demo", reason=reason, force=True)
+            report(
+                f"promoted v{newest.version} to champion (forced: it does not beat its baseline)"
+            )
+        else:
+            promote(store, feature, newest.version, actor="demo", reason="first champion (demo)")
+            report(f"promoted v{newest.version} to champion (first champion)")
         champion = store.champion(feature)
-        report(f"promoted v{champion.version} to champion (first champion)")
     dataset_file = Path(champion.model_path).parent / "dataset.jsonl"
     traffic = held_back_users(sources, dataset_file, users, seed)
     report(f"{len(traffic)} held-back labelled texts from {' and '.join(sources)} play the users")

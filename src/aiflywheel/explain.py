@@ -1,12 +1,13 @@
 """Per-prediction token attributions by occlusion.
 
-A text is split into tokens (a Chinese character or an English word each, punctuation
-kept apart); each token is removed in turn and the drop in the log-odds of the explained
-label is that token's score (log-odds, not probability, so that a confident model's
-near-1.0 probabilities still show which tokens matter). Positive scores push toward the
-label, negative ones away from it. It needs only ``predict_proba``, so it explains every
-method alike (TF-IDF, frozen heads, fine-tuned encoders), and all occluded variants go
-through the model in one batch.
+A text is split into tokens (a Chinese word or an English word each, punctuation kept
+apart; Chinese is grouped into words with jieba, from the ``assistant`` extra, and into
+single characters when jieba is not installed); each token is removed in turn and the
+drop in the log-odds of the explained label is that token's score (log-odds, not
+probability, so that a confident model's near-1.0 probabilities still show which tokens
+matter). Positive scores push toward the label, negative ones away from it. It needs
+only ``predict_proba``, so it explains every method alike (TF-IDF, frozen heads,
+fine-tuned encoders), and all occluded variants go through the model in one batch.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from aiflywheel.errors import ModelError
+from aiflywheel.errors import MissingExtraError, ModelError
 
 _EPS = 1e-7
 
@@ -26,12 +27,34 @@ def _log_odds(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-_TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[A-Za-z0-9_'’-]+|\S")
+_TOKEN = re.compile(r"([\u3400-\u9fff\uf900-\ufaff]+)|[A-Za-z0-9_'’-]+|\S")
 
 
 def split_tokens(text: str) -> list[tuple[int, int]]:
-    """Spans of explainable tokens: one Han character, one word/number, or one symbol."""
-    return [match.span() for match in _TOKEN.finditer(text)]
+    """Spans of explainable tokens: one Chinese word (one Han character without jieba),
+    one English word/number, or one symbol."""
+    segment = _han_segmenter()
+    spans: list[tuple[int, int]] = []
+    for match in _TOKEN.finditer(text):
+        start, end = match.span()
+        if match.group(1) is None:
+            spans.append((start, end))
+        elif segment is not None and end - start > 1:
+            spans.extend((start + a, start + b) for _, a, b in segment(match.group(1)))
+        else:
+            spans.extend((i, i + 1) for i in range(start, end))
+    return spans
+
+
+def _han_segmenter():
+    """jieba's word spans of a Han run, or None when jieba is not installed."""
+    try:
+        from aiflywheel.assistant.bm25 import jieba_module
+
+        jieba = jieba_module()
+    except (ImportError, MissingExtraError):
+        return None
+    return jieba.tokenize
 
 
 def explain_prediction(

@@ -43,18 +43,25 @@ def promote(
 ) -> AuditEvent:
     """Make ``version`` the champion of ``feature``.
 
-    A version that the promotion gate refused (``metrics["gate"]["passed"]`` false) is
-    promoted only with ``force`` and a reason; the audit event records the override.
-    The first champion of a feature needs no gate: there is nothing to compare against.
+    A version that the promotion gate refused (``metrics["gate"]["passed"]`` false), or
+    that did not beat its baseline (``metrics["beats_baseline"]`` false, even as the first
+    champion), is promoted only with ``force`` and a reason; the audit event records the
+    override. Otherwise the first champion of a feature needs no gate: there is nothing to
+    compare against. Versions without a baseline comparison (assistants) are not checked.
     """
     row = store.get_model_version(feature, version)
     current = store.champion(feature)
     gate: dict[str, Any] | None = row.metrics.get("gate")
-    refused = gate is not None and not gate.get("passed", False)
+    refusal = None
+    if gate is not None and not gate.get("passed", False):
+        refusal = f"did not pass the promotion gate ({gate.get('reason', '')})"
+    elif row.metrics.get("beats_baseline") is False:
+        verdict = str(row.metrics.get("verdict") or "").strip().rstrip(".")
+        refusal = "did not beat its baseline" + (f" ({verdict})" if verdict else "")
+    refused = refusal is not None
     if refused and not force:
         raise ConflictError(
-            f"{feature} v{version} did not pass the promotion gate ({gate.get('reason', '')}); "
-            "promote with force and a reason to override"
+            f"{feature} v{version} {refusal}; promote with force and a reason to override"
         )
     if force and refused and not reason.strip():
         raise ConflictError("a forced promotion needs a reason (it is written to the audit log)")

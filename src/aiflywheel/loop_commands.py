@@ -22,6 +22,7 @@ from rich.table import Table
 from aiflywheel.errors import ConflictError, DataError
 from aiflywheel.files import write_text_atomic
 from aiflywheel.store import REVIEW_STATES, FeedbackItem, Store
+from aiflywheel.tables import print_table
 
 feedback_app = typer.Typer(
     help="Review what users answered: list, export, import, accept or correct in bulk.",
@@ -94,7 +95,7 @@ def feedback_list(
         table.add_row(
             str(item.id), f"v{item.version}", text, item.predicted, answer, item.review_state
         )
-    console.print(table)
+    print_table(console, table)
     counts = store.feedback_counts(feature)
     console.print(", ".join(f"{n} {state}" for state, n in counts.items()))
 
@@ -260,7 +261,7 @@ def retrain_command(
     for key, name in (("test", "frozen test"), ("feedback", "held-out feedback"), ("all", "both")):
         if key in gate.champion:
             table.add_row(name, f"{gate.champion[key]:.4f}", f"{gate.candidate[key]:.4f}")
-    console.print(table)
+    print_table(console, table)
     for check in gate.checks:
         mark = "[green]pass[/green]" if check["passed"] else "[red]fail[/red]"
         console.print(f"  {mark} {check['check']}: {escape(check['detail'])}", highlight=False)
@@ -276,7 +277,12 @@ def promote_command(
     ref: Annotated[str, typer.Argument(help="FEATURE:VERSION, e.g. review-sentiment:2.")],
     reason: Annotated[str, typer.Option("--reason", help="Why (written to the audit log).")] = "",
     force: Annotated[
-        bool, typer.Option("--force", help="Promote a version the gate refused (needs --reason).")
+        bool,
+        typer.Option(
+            "--force",
+            help="Promote a version the gate refused or that did not beat its baseline "
+            "(needs --reason).",
+        ),
     ] = False,
     actor: ActorOption = None,
 ) -> None:
@@ -332,7 +338,7 @@ def audit_command(
             event.decision,
             event.reason,
         )
-    console.print(table)
+    print_table(console, table)
 
 
 def _export_row(item: FeedbackItem) -> dict[str, Any]:

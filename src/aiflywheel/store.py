@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
     JSON,
@@ -35,6 +35,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -133,6 +134,7 @@ MODEL_STATUSES = ("candidate", "champion", "archived", "rejected")
 API_KEY_ROLES = ("client", "admin")
 REVIEW_STATES = ("pending", "accepted", "rejected")
 THUMBS = ("up", "down")
+FeedbackOutcome = Literal["created", "updated", "repeated"]
 
 
 class ApiKey(Base):
@@ -879,11 +881,15 @@ class Store:
         comment: str | None = None,
         corrected_answer: str | None = None,
         idempotency_key: str | None = None,
-    ) -> tuple[Feedback, bool]:
-        """Store feedback on a logged prediction; returns (row, created).
+    ) -> tuple[Feedback, FeedbackOutcome]:
+        """Store feedback on a logged prediction; returns (row, outcome).
 
-        With an ``idempotency_key`` seen before, the stored row comes back unchanged
-        (``created`` False) when the payload is the same, and ``ConflictError`` when not.
+        ``"created"``: a new pending item. ``"updated"``: a prediction has one correction
+        (``corrected_label`` or ``corrected_answer``): a second one replaces the answer of
+        the pending item that holds the first (same row, new timestamp); when that item
+        was already reviewed, ``ConflictError`` names it. ``"repeated"``: with an
+        ``idempotency_key`` seen before, the stored row comes back unchanged when the
+        payload is the same (``ConflictError`` when not).
         """
         if thumb is not None and thumb not in THUMBS:
             raise ConflictError(f"thumb must be 'up' or 'down', got {thumb!r}")
@@ -905,12 +911,40 @@ class Store:
                             f"idempotency key {idempotency_key!r} was already used for "
                             "different feedback"
                         )
-                    return existing, False
+                    return existing, "repeated"
             feature_id = session.scalar(
                 select(PredictionLog.feature_id).where(PredictionLog.id == prediction_id)
             )
             if feature_id is None:
                 raise NotFoundError(f"no prediction with id {prediction_id!r}")
+            if corrected_label is not None or corrected_answer is not None:
+                earlier = session.scalar(
+                    select(Feedback)
+                    .where(
+                        Feedback.prediction_id == prediction_id,
+                        or_(
+                            Feedback.corrected_label.is_not(None),
+                            Feedback.corrected_answer.is_not(None),
+                        ),
+                    )
+                    .order_by(Feedback.id.desc())
+                    .limit(1)
+                )
+                if earlier is not None and earlier.review_state != "pending":
+                    raise ConflictError(
+                        f"prediction {prediction_id!r} already has a correction, feedback "
+                        f"{earlier.id}, reviewed ({earlier.review_state}); a new correction "
+                        "cannot replace it"
+                    )
+                if earlier is not None:
+                    earlier.corrected_label = corrected_label
+                    earlier.thumb = thumb
+                    earlier.comment = comment
+                    earlier.corrected_answer = corrected_answer
+                    earlier.idempotency_key = idempotency_key or earlier.idempotency_key
+                    earlier.created_at = utcnow()
+                    session.flush()
+                    return earlier, "updated"
             row = Feedback(
                 prediction_id=prediction_id,
                 feature_id=feature_id,
@@ -923,7 +957,7 @@ class Store:
             )
             session.add(row)
             session.flush()
-            return row, True
+            return row, "created"
 
     def list_feedback(
         self,

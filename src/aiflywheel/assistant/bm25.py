@@ -218,8 +218,9 @@ _jieba_lock = threading.Lock()
 _jieba: Any = None
 
 
-def _jieba_module() -> Any:
-    """jieba, initialised once with its dictionary-loading log lines silenced."""
+def jieba_module() -> Any:
+    """jieba, initialised once with its dictionary-loading log lines silenced (also used
+    by :mod:`aiflywheel.explain` to occlude Chinese words)."""
     global _jieba
     if _jieba is None:
         with _jieba_lock:
@@ -241,7 +242,7 @@ def bm25_tokens(text: str) -> list[str]:
     for match in _PIECE.finditer(unicodedata.normalize("NFKC", text).lower()):
         han, word = match.groups()
         if han:
-            for token in _jieba_module().cut_for_search(han):
+            for token in jieba_module().cut_for_search(han):
                 if token not in STOPWORDS:
                     tokens.append(token)
         elif word not in STOPWORDS:

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from aiflywheel.errors import ModelError, NotFoundError
+from aiflywheel.tables import print_table
 
 console = Console()
 kb_app = typer.Typer(help="The knowledge base of an assistant.", no_args_is_help=True)
@@ -49,7 +50,7 @@ def print_evaluation(evaluation: dict) -> None:
             f"{r['mrr']:.3f}",
             _pct((held.get(mode) or {}).get("hit@5")),
         )
-    console.print(table)
+    print_table(console, table)
     table = Table(
         "questions",
         "answer accuracy",
@@ -72,7 +73,7 @@ def print_evaluation(evaluation: dict) -> None:
                 f"{a['latency_ms']['p50']:.0f}",
                 f"{a['latency_ms']['p95']:.0f}",
             )
-    console.print(table)
+    print_table(console, table)
     reasons = (evaluation.get("answers") or {}).get("handoff_reasons") or {}
     if reasons:
         counted = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
@@ -259,7 +260,7 @@ def kb_list(feature: Annotated[str, typer.Argument(help="Assistant feature.")]) 
             str(row.feedback_id or ""),
             f"{row.created_at:%Y-%m-%d %H:%M}",
         )
-    console.print(table)
+    print_table(console, table)
 
 
 def tickets_command(
@@ -279,7 +280,7 @@ def tickets_command(
             t.reason,
             f"{t.created_at:%Y-%m-%d %H:%M}",
         )
-    console.print(table)
+    print_table(console, table)
 
 
 __all__ = ["ask_command", "eval_command", "kb_app", "print_build", "tickets_command"]

@@ -6,6 +6,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from aiflywheel.tables import print_table
+
 _LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
@@ -48,7 +50,7 @@ def print_data_summary(report: dict, console: Console) -> None:
             f"{count / total:.1%}",
             *(f"{parts[name]['labels'].get(label, 0):,}" for name in ("train", "val", "test")),
         )
-    console.print(table)
+    print_table(console, table)
     console.print(f"imbalance ratio {labels['imbalance_ratio']}  ·  {labels['n_labels']} labels")
     lengths = report["lengths"]
     if lengths:

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aiflywheel.errors import ModelError, require_module
+from aiflywheel.tables import print_table
 
 SERVE_EXTRA = "pip install 'aiflywheel[serve]'"
 
@@ -45,6 +46,14 @@ def serve_command(
             help="FEATURE:VERSION scored in the background next to the champion (repeatable).",
         ),
     ] = None,
+    serve_candidates: Annotated[
+        bool,
+        typer.Option(
+            "--serve-candidates",
+            help="Serve a feature's newest candidate while it has no champion "
+            "(default: classify answers 409 until one is promoted).",
+        ),
+    ] = False,
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Accept requests without an API key (demos only).")
     ] = False,
@@ -75,7 +84,7 @@ def serve_command(
     require_module("prometheus_client", what="flywheel serve", install=SERVE_EXTRA)
     from aiflywheel.serve.app import create_app
     from aiflywheel.serve.config import make_config
-    from aiflywheel.serve.serving_models import features_to_serve
+    from aiflywheel.serve.serving_models import serving_plan
     from aiflywheel.store import open_store
 
     config = make_config(
@@ -83,6 +92,7 @@ def serve_command(
         port=port,
         features=tuple(feature or ()),
         shadows=tuple(shadow or ()),
+        serve_candidates=serve_candidates,
         auth=not no_auth,
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
@@ -93,7 +103,8 @@ def serve_command(
         log_level=log_level,
     )
     store = open_store()
-    versions = features_to_serve(store, config.features)
+    plan = serving_plan(store, config)
+    versions = plan.versions
     for name, version in [*versions.items(), *config.shadows]:
         row = store.get_model_version(name, version)
         if not Path(row.model_path).is_dir():
@@ -107,8 +118,15 @@ def serve_command(
             "Use it for local demos only.[/bold red]",
             soft_wrap=True,
         )
-    shown = ", ".join(f"{name} v{version}" for name, version in versions.items())
+    shown = ", ".join(f"{name} v{version}" for name, version in versions.items()) or "nothing yet"
     err.print(f"serving {shown} on http://{host}:{port} (API docs at /docs)", soft_wrap=True)
+    for name in plan.waiting:
+        err.print(
+            f"[yellow]{name}: no champion yet; classify answers 409 until one is promoted "
+            f"(`flywheel promote {name}:VERSION`) or the server runs with --serve-candidates"
+            "[/yellow]",
+            soft_wrap=True,
+        )
     uvicorn.run(
         create_app(config, store),
         host=host,
@@ -159,7 +177,7 @@ def keys_list() -> None:
     for row in open_store().list_api_keys():
         revoked = f"{row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else ""
         table.add_row(row.key_id, row.role, row.name, f"{row.created_at:%Y-%m-%d %H:%M}", revoked)
-    Console().print(table)
+    print_table(Console(), table)
 
 
 @keys_app.command("revoke")

@@ -19,6 +19,11 @@ class ServeConfig(BaseModel):
     features: tuple[str, ...] = Field(
         (), description="Features to serve; empty serves every feature with a model version."
     )
+    serve_candidates: bool = Field(
+        False,
+        description="Serve a feature's newest candidate while it has no champion (default: "
+        "classify answers 409 naming the candidates until one is promoted).",
+    )
     shadows: tuple[tuple[str, int], ...] = Field(
         (), description="(feature, version) pairs scored in the background next to the champion."
     )

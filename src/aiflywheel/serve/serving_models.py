@@ -4,6 +4,9 @@ A background task polls ``Store.champion_versions()``; when a feature's champion
 changes, the new version is loaded and warmed on a worker thread and only then put in
 place (one dict assignment), so a request is always answered by a fully loaded model.
 The old model finishes the requests already queued for it and is then closed.
+A classifier without a champion is not served from a candidate: classify answers 409
+naming the candidates until one is promoted (the poller then loads it), unless the
+server runs with ``--serve-candidates``, which serves the newest candidate.
 Shadow versions (``--shadow FEATURE:VERSION``) score the champion's processed texts in
 the background, from a bounded queue that drops (and counts) when full.
 """
@@ -20,7 +23,14 @@ from typing import Any
 import numpy as np
 
 from aiflywheel.data.clean import training_view
-from aiflywheel.errors import DataError, FlywheelError, ModelError, NotFoundError, StoreError
+from aiflywheel.errors import (
+    ConflictError,
+    DataError,
+    FlywheelError,
+    ModelError,
+    NotFoundError,
+    StoreError,
+)
 from aiflywheel.recipe import CleanConfig, PiiConfig
 from aiflywheel.serve.assistants import AssistantHost, assistant_features
 from aiflywheel.serve.batching import MicroBatcher
@@ -102,6 +112,44 @@ def features_to_serve(store: Store, wanted: Sequence[str]) -> dict[str, int]:
             "no feature has a model version to serve; run `flywheel train RECIPE` first"
         )
     return found
+
+
+@dataclass
+class ServingPlan:
+    """What a server loads at start, and the classifiers that wait for a champion."""
+
+    versions: dict[str, int]
+    waiting: list[str]
+    assistants: set[str]
+
+
+def serving_plan(store: Store, config: ServeConfig) -> ServingPlan:
+    """Each feature's champion; a classifier without one waits (or, with
+    ``serve_candidates``, serves its newest candidate). Assistants serve their newest
+    version as before."""
+    found = features_to_serve(store, config.features)
+    assistants = assistant_features(store, list(found))
+    champions = store.champion_versions()
+    waiting = [
+        name
+        for name in found
+        if name not in champions and name not in assistants and not config.serve_candidates
+    ]
+    versions = {name: version for name, version in found.items() if name not in waiting}
+    return ServingPlan(versions=versions, waiting=waiting, assistants=assistants)
+
+
+def no_champion_message(store: Store, feature: str) -> str:
+    """Why ``feature`` is not answered, and the command that fixes it."""
+    candidates = [
+        row.version for row, _ in store.list_model_versions(feature) if row.status == "candidate"
+    ]
+    named = ", ".join(f"v{v}" for v in candidates) or "none"
+    newest = candidates[-1] if candidates else 1
+    return (
+        f"feature {feature!r} has no champion; candidates: {named} \u2014 promote one with "
+        f"`flywheel promote {feature}:{newest}` (or start the server with --serve-candidates)"
+    )
 
 
 class ShadowScorer:
@@ -203,6 +251,7 @@ class ServingModels:
         self.metrics = metrics
         self.writer = writer
         self._models: dict[str, ServedModel] = {}
+        self._waiting: set[str] = set()  # classifiers without a champion (409 until one)
         self.shadows: dict[str, ShadowScorer] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._poller: asyncio.Task[None] | None = None
@@ -222,31 +271,54 @@ class ServingModels:
         return dict(sorted({**found, **self.assistants.versions()}.items()))
 
     def get(self, feature: str | None) -> ServedModel:
-        """The model answering for ``feature`` (optional when one feature is served)."""
-        served = ", ".join(self.names) or "none"
+        """The model answering for ``feature`` (optional when one feature is served).
+
+        A feature waiting for its first champion raises ``ConflictError`` (without the
+        candidates: :meth:`answering` names them).
+        """
+        served = ", ".join(sorted({*self._models, *self._waiting})) or "none"
         if feature is None:
-            if len(self._models) == 1:
+            if len(self._models) == 1 and not self._waiting:
                 return next(iter(self._models.values()))
-            raise DataError(f"feature: required when several features are served ({served})")
+            if not self._models and len(self._waiting) == 1:
+                feature = next(iter(self._waiting))
+            else:
+                raise DataError(f"feature: required when several features are served ({served})")
         model = self._models.get(feature)
         if model is None:
+            if feature in self._waiting:
+                raise ConflictError(f"feature {feature!r} has no champion")
             raise NotFoundError(f"feature {feature!r} is not served here; served: {served}")
         return model
 
+    async def answering(self, feature: str | None) -> ServedModel:
+        """:meth:`get`, naming the candidates (from the store) when there is no champion."""
+        try:
+            return self.get(feature)
+        except ConflictError:
+            name = feature if feature is not None else next(iter(self._waiting))
+            message = await asyncio.to_thread(no_champion_message, self.store, name)
+            raise ConflictError(message) from None
+
     def is_served(self, feature: str) -> bool:
-        return feature in self._models
+        return feature in self._models or feature in self._waiting
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
         """Load every served feature and shadow, then start polling for new champions."""
-        wanted = await asyncio.to_thread(features_to_serve, self.store, self.config.features)
-        assistants = await asyncio.to_thread(assistant_features, self.store, list(wanted))
-        for feature, version in wanted.items():
-            if feature in assistants:
+        plan = await asyncio.to_thread(serving_plan, self.store, self.config)
+        self._waiting = set(plan.waiting)
+        for feature, version in plan.versions.items():
+            if feature in plan.assistants:
                 await self.assistants.switch(feature, version)
             else:
                 await self._install(await self._load(feature, version))
         for feature, version in self.config.shadows:
+            if feature in self._waiting:
+                raise ConflictError(
+                    f"--shadow {feature}:{version}: feature {feature!r} has no champion to "
+                    "shadow; promote one first or pass --serve-candidates"
+                )
             if feature not in self._models:
                 raise NotFoundError(
                     f"--shadow {feature}:{version}: feature {feature!r} is not served; "
@@ -311,6 +383,7 @@ class ServingModels:
     async def _install(self, model: ServedModel) -> None:
         old = self._models.get(model.feature)
         self._models[model.feature] = model  # the swap: one reference assignment
+        self._waiting.discard(model.feature)
         self.metrics.serving_version.labels(model.feature).set(model.version)
         if old is not None and old.batcher is not None:
             task = asyncio.get_running_loop().create_task(old.batcher.close())
@@ -342,7 +415,7 @@ class ServingModels:
             return model
 
     def _wants(self, feature: str) -> bool:
-        return feature in self._models or not self.config.features
+        return not self.config.features or feature in self.config.features
 
     async def _poll(self) -> None:
         last_errors: dict[str, str] = {}

@@ -102,7 +102,12 @@ class FeedbackOut(BaseModel):
     feedback_id: int
     prediction_id: str
     feature: str
-    created: bool = Field(description="False when an idempotent retry found the stored row.")
+    created: bool = Field(description="True when a new feedback item was stored.")
+    updated: bool = Field(
+        False,
+        description="True when a second correction replaced the answer of the prediction's "
+        "pending item (same feedback_id).",
+    )
     review_state: str
 
 
@@ -138,7 +143,7 @@ async def classify(body: ClassifyRequest, state: State, principal: Client) -> JS
     started = time.perf_counter()
     single = body.text is not None
     raw = [body.text] if body.text is not None else list(body.texts or [])
-    model = state.models.get(body.feature)
+    model = await state.models.answering(body.feature)
     check_texts(raw, state.config, single=single)
     state.writer.check_capacity()
     if sum(map(len, raw)) > PREPARE_INLINE_CHARS:  # keep the event loop free for big requests
@@ -208,7 +213,8 @@ def feedback(
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
     ] = None,
 ) -> JSONResponse:
-    """Store feedback (durably, before answering): 201 new, 200 same retry, 409 key reused."""
+    """Store feedback (durably, before answering): 201 new, 200 same retry or a second
+    correction that replaced the pending one, 409 key reused or the correction reviewed."""
     key = body.idempotency_key or idempotency_key
     if body.idempotency_key and idempotency_key and body.idempotency_key != idempotency_key:
         raise ApiError(
@@ -264,13 +270,14 @@ def feedback(
         "idempotency_key": key,
     }
     try:
-        row, created = state.store.add_feedback(pid, **values)
+        row, outcome = state.store.add_feedback(pid, **values)
     except StoreError:
         if key is None:
             raise
         # A concurrent request with the same key may have won the insert: look again.
-        row, created = state.store.add_feedback(pid, **values)
-    if created:
+        row, outcome = state.store.add_feedback(pid, **values)
+    created = outcome == "created"
+    if outcome != "repeated":
         for kind, given in (
             ("corrected", body.corrected_label is not None),
             (f"thumb_{body.thumb}", body.thumb is not None),
@@ -284,6 +291,7 @@ def feedback(
         "prediction_id": pid,
         "feature": feature,
         "created": created,
+        "updated": outcome == "updated",
         "review_state": row.review_state,
     }
     return JSONResponse(content, status_code=201 if created else 200)

@@ -20,7 +20,11 @@ METRIC_KEYS = ("macro_f1", "accuracy", "baseline_macro_f1", "beats_baseline", "t
 class PromoteRequest(BaseModel):
     version: int = Field(..., ge=1, description="The version to make the champion.")
     reason: str = Field("", max_length=2000, description="Why (written to the audit log).")
-    force: bool = Field(False, description="Override a refusing promotion gate (needs a reason).")
+    force: bool = Field(
+        False,
+        description="Override a refusing promotion gate, or a version that did not beat its "
+        "baseline (needs a reason).",
+    )
 
 
 class RollbackRequest(BaseModel):
