@@ -34,7 +34,7 @@ from pathlib import Path
 
 import httpx
 
-from aiflywheel.demo_turn import free_port
+from aiflywheel.tasks.text_classification.demo_turn import free_port
 
 # httpcore asks sniffio which async library runs on every request; when sniffio is not
 # installed that is a failed import (a file-system search) per request. None in
@@ -73,10 +73,10 @@ def demo_texts(rows: int, seed: int) -> tuple[list[str], list[str]]:
 
 def train_demo_feature(home: Path, rows: int) -> tuple[str, list[str]]:
     """Fit, save, register and promote the TF-IDF baseline; returns (feature, texts)."""
-    from aiflywheel.classifiers.baseline import TfidfBaseline
-    from aiflywheel.loop import promote
+    from aiflywheel.core.versions import promote
     from aiflywheel.recipe import load_recipe
     from aiflywheel.store import open_store
+    from aiflywheel.tasks.text_classification.models.baseline import TfidfBaseline
 
     recipe = load_recipe(Path(str(resources.files("aiflywheel.recipes") / "zh-reviews.yaml")))
     texts, labels = demo_texts(rows * 2, recipe.seed)
@@ -121,7 +121,7 @@ def feature_texts(feature: str, count: int) -> list[str]:
 
 
 def served_labels(store, feature: str) -> list[str]:
-    from aiflywheel.classifiers.base import read_manifest
+    from aiflywheel.tasks.text_classification.models.base import read_manifest
 
     return list(read_manifest(Path(store.get_model_version(feature).model_path))["labels"])
 

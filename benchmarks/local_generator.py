@@ -20,10 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from aiflywheel.assistant.grounding import check_support
-from aiflywheel.assistant.local_generator import LocalGenerator, missing_local_models
-from aiflywheel.assistant.types import Chunk
 from aiflywheel.settings import Settings
+from aiflywheel.tasks.assistant.grounding import check_support
+from aiflywheel.tasks.assistant.local_generator import LocalGenerator, missing_local_models
+from aiflywheel.tasks.assistant.types import Chunk
 
 PASSAGES_EN = [
     Chunk(

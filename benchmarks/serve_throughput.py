@@ -35,7 +35,7 @@ from pathlib import Path
 
 import httpx
 
-from aiflywheel.demo_turn import free_port, stop_server
+from aiflywheel.tasks.text_classification.demo_turn import free_port, stop_server
 
 BASELINE_APP = """
 import sys
@@ -99,7 +99,7 @@ async def drive(
 
 
 def macro_f1(truth: list[str], predicted: list[str | None]) -> float:
-    from aiflywheel.evaluate_metrics import classification_metrics
+    from aiflywheel.metrics.classification import classification_metrics
 
     labels = sorted(set(truth))
     shown = [p if p in labels else labels[0] for p in predicted]

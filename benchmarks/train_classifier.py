@@ -21,7 +21,7 @@ from pathlib import Path
 from aiflywheel.recipe import load_recipe, parse_recipe
 from aiflywheel.settings import get_settings
 from aiflywheel.store import Store
-from aiflywheel.train import train_feature
+from aiflywheel.tasks.text_classification.train import train_feature
 
 
 def apply_overrides(obj: dict, overrides: list[str]) -> None:

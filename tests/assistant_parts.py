@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from aiflywheel.assistant.bm25 import bm25_tokens
+from aiflywheel.tasks.assistant.bm25 import bm25_tokens
 
 
 class HashingEncoder:

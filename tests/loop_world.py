@@ -57,7 +57,7 @@ def serve_and_answer(
     store: Store, world: Path, *, flip: bool = False, users: str = "users.json"
 ) -> list[int]:
     """What a server and its users would do: log v1's predictions, store their labels."""
-    from aiflywheel.registry import load
+    from aiflywheel.core.versions import load
 
     users = json.loads((world / users).read_text(encoding="utf-8"))
     model = load("shop-sentiment", store=store)

@@ -16,12 +16,12 @@ import pytest
 from tests.assistant_parts import HashingEncoder
 
 from aiflywheel import cli as cli_module
-from aiflywheel.assistant import commands as commands_module
-from aiflywheel.assistant import encoders as encoders_module
-from aiflywheel.assistant.evaluation import load_eval_set, split_eval_set
-from aiflywheel.assistant.records import TurnRecord, log_turn
 from aiflywheel.cli import main
 from aiflywheel.store import open_store
+from aiflywheel.tasks.assistant import cli as commands_module
+from aiflywheel.tasks.assistant import encoders as encoders_module
+from aiflywheel.tasks.assistant.evaluation import load_eval_set, split_eval_set
+from aiflywheel.tasks.assistant.records import TurnRecord, log_turn
 
 KB = Path(__file__).parent / "fixtures" / "assistant" / "kb"
 

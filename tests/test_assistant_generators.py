@@ -16,24 +16,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aiflywheel.assistant.extractive import ExtractiveGenerator
-from aiflywheel.assistant.generators import (
-    AnswerGenerator,
-    GeneratorSettings,
-    TextStream,
-    cited_passages,
-    make_generator,
-)
-from aiflywheel.assistant.grounding import check_support, simple_tokens, split_sentences
-from aiflywheel.assistant.local_generator import LocalGenerator, StopTrimmer, resolve_local_model
-from aiflywheel.assistant.openai_generator import OpenAIGenerator
-from aiflywheel.assistant.prompts import (
-    COMPLETION_STOPS,
-    DONT_KNOW,
-    build_completion_prompt,
-    build_messages,
-)
-from aiflywheel.assistant.types import Chunk
 from aiflywheel.errors import (
     MissingExtraError,
     ModelError,
@@ -43,6 +25,28 @@ from aiflywheel.errors import (
     UpstreamTimeout,
 )
 from aiflywheel.settings import Settings
+from aiflywheel.tasks.assistant.extractive import ExtractiveGenerator
+from aiflywheel.tasks.assistant.generators import (
+    AnswerGenerator,
+    GeneratorSettings,
+    TextStream,
+    cited_passages,
+    make_generator,
+)
+from aiflywheel.tasks.assistant.grounding import check_support, simple_tokens, split_sentences
+from aiflywheel.tasks.assistant.local_generator import (
+    LocalGenerator,
+    StopTrimmer,
+    resolve_local_model,
+)
+from aiflywheel.tasks.assistant.openai_generator import OpenAIGenerator
+from aiflywheel.tasks.assistant.prompts import (
+    COMPLETION_STOPS,
+    DONT_KNOW,
+    build_completion_prompt,
+    build_messages,
+)
+from aiflywheel.tasks.assistant.types import Chunk
 
 REFUND_EN = Chunk(
     id="d1",

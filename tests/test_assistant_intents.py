@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aiflywheel.assistant.intents import asks_for_person, prompt_injection
+from aiflywheel.tasks.assistant.intents import asks_for_person, prompt_injection
 
 ASKS_FOR_PERSON = [
     "转人工",

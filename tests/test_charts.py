@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from aiflywheel.charts import (
+from aiflywheel.reports.charts import (
     bar_chart_svg,
     heatmap_svg,
     histogram_svg,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aiflywheel.classifiers.base import load_classifier
+from aiflywheel.cli.compress import compress_command
 from aiflywheel.compress import (
     compress_version,
     convert_fp16,
@@ -20,16 +20,16 @@ from aiflywheel.compress import (
     measure,
     unlabeled_texts,
 )
-from aiflywheel.compress_commands import compress_command
+from aiflywheel.compress.distill import distillation_loss, student_layers
+from aiflywheel.core.versions import load, promote
 from aiflywheel.data.dataset import Dataset
-from aiflywheel.distillation import distillation_loss, student_layers
 from aiflywheel.errors import ModelError
-from aiflywheel.loop import feedback_dataset, promote
 from aiflywheel.recipe import load_recipe, parse_recipe
-from aiflywheel.registry import load
 from aiflywheel.settings import get_settings
 from aiflywheel.store import open_store
-from aiflywheel.train import train_feature
+from aiflywheel.tasks.text_classification.models.base import load_classifier
+from aiflywheel.tasks.text_classification.retrain import feedback_dataset
+from aiflywheel.tasks.text_classification.train import train_feature
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import build_tiny_bert, sentiment_rows  # noqa: E402
@@ -160,7 +160,7 @@ def test_onnx_and_int8_variants_are_measured_gated_registered_and_served(
     # Loading an ONNX model needs neither torch nor transformers.
     script = (
         "import sys\n"
-        "from aiflywheel.classifiers.base import load_classifier\n"
+        "from aiflywheel.tasks.text_classification.models.base import load_classifier\n"
         f"model = load_classifier({int8_row.model_path!r})\n"
         "print(model.predict(['很好 great'])[0].label, 'torch' in sys.modules, "
         "'transformers' in sys.modules)\n"

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from aiflywheel.cli import main
-from aiflywheel.demo_turn import held_back_users, turn_the_wheel
 from aiflywheel.errors import DataError
 from aiflywheel.recipe import load_recipe
 from aiflywheel.settings import get_settings
 from aiflywheel.store import open_store
-from aiflywheel.train import train_feature
+from aiflywheel.tasks.text_classification.demo_turn import held_back_users, turn_the_wheel
+from aiflywheel.tasks.text_classification.train import train_feature
 
 sys.path.insert(0, str(Path(__file__).parent))
 from loop_world import make_world  # noqa: E402

@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from aiflywheel.eval_report_html import render_eval_report_html
-from aiflywheel.evaluate_metrics import (
+from aiflywheel.metrics.classification import (
     bootstrap_ci,
     classification_metrics,
     confident_mistakes,
@@ -20,6 +19,7 @@ from aiflywheel.evaluate_metrics import (
     verdict,
     worst_slice,
 )
+from aiflywheel.tasks.text_classification.report_html import render_eval_report_html
 
 sys.path.insert(0, str(Path(__file__).parent))
 import report_checks as checks  # noqa: E402

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aiflywheel.evaluate_metrics import (
+from aiflywheel.metrics.classification import (
     bootstrap_ci,
     calibration,
     classification_metrics,

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from aiflywheel.assistant import bm25
-from aiflywheel.classifiers.baseline import TfidfBaseline
 from aiflywheel.errors import MissingExtraError
-from aiflywheel.explain import explain_prediction, split_tokens
+from aiflywheel.tasks.assistant import bm25
+from aiflywheel.tasks.text_classification.explain import explain_prediction, split_tokens
+from aiflywheel.tasks.text_classification.models.baseline import TfidfBaseline
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import sentiment_rows  # noqa: E402

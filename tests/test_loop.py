@@ -10,12 +10,17 @@ from pathlib import Path
 import pytest
 
 from aiflywheel.cli import main
+from aiflywheel.core.versions import promote, rollback
 from aiflywheel.errors import ConflictError
-from aiflywheel.loop import feedback_dataset, holds_out, promote, retrain_feature, rollback
 from aiflywheel.recipe import load_recipe
 from aiflywheel.settings import get_settings
 from aiflywheel.store import Store, open_store
-from aiflywheel.train import train_feature
+from aiflywheel.tasks.text_classification.retrain import (
+    feedback_dataset,
+    holds_out,
+    retrain_feature,
+)
+from aiflywheel.tasks.text_classification.train import train_feature
 
 sys.path.insert(0, str(Path(__file__).parent))
 from loop_world import make_world, serve_and_answer  # noqa: E402

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from aiflywheel.loop import retrain_feature
 from aiflywheel.recipe import load_recipe
 from aiflywheel.serve.app import create_app
 from aiflywheel.serve.config import ServeConfig
 from aiflywheel.settings import get_settings
 from aiflywheel.store import Store, open_store
-from aiflywheel.train import train_feature
+from aiflywheel.tasks.text_classification.retrain import retrain_feature
+from aiflywheel.tasks.text_classification.train import train_feature
 
 sys.path.insert(0, str(Path(__file__).parent))
 from loop_world import make_world  # noqa: E402

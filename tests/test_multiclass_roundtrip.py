@@ -11,16 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aiflywheel.classifiers.base import load_classifier
-from aiflywheel.classifiers.roundtrip import compare_predictions, reload_verified
+from aiflywheel.core.versions import load
 from aiflywheel.data.dataset import Dataset
 from aiflywheel.errors import ModelError
 from aiflywheel.files import write_arrays_atomic
 from aiflywheel.recipe import load_recipe
-from aiflywheel.registry import load
 from aiflywheel.settings import get_settings
 from aiflywheel.store import open_store
-from aiflywheel.train import train_feature
+from aiflywheel.tasks.text_classification.models.base import load_classifier
+from aiflywheel.tasks.text_classification.models.roundtrip import (
+    compare_predictions,
+    reload_verified,
+)
+from aiflywheel.tasks.text_classification.train import train_feature
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import build_tiny_bert, news_rows  # noqa: E402
@@ -36,7 +39,7 @@ evaluate: {{bootstrap_resamples: 100, explain_mistakes: 0}}
 
 LOAD_AND_PREDICT = """
 import json, sys
-from aiflywheel.classifiers.base import load_classifier
+from aiflywheel.tasks.text_classification.models.base import load_classifier
 model = load_classifier(sys.argv[1])
 texts = json.loads(sys.stdin.read())
 print(json.dumps({"labels": model.labels, "proba": model.predict_proba(texts).tolist()}))
@@ -68,14 +71,17 @@ def _fit(kind: str, world: Path, work_dir: Path):
     rows = news_rows(240)
     texts, labels = [t for t, _ in rows], [label for _, label in rows]
     if kind == "tfidf":
-        from aiflywheel.classifiers.baseline import TfidfBaseline
+        from aiflywheel.tasks.text_classification.models.baseline import TfidfBaseline
 
         return TfidfBaseline(seed=0).fit(texts, labels)
     if kind == "head":
-        from aiflywheel.classifiers.encoder_head import EncoderHeadClassifier
+        from aiflywheel.tasks.text_classification.models.encoder_head import EncoderHeadClassifier
 
         return EncoderHeadClassifier("tiny", str(world / "tiny-bert")).fit(texts, labels)
-    from aiflywheel.classifiers.finetuned import FinetunedClassifier, FinetuneSettings
+    from aiflywheel.tasks.text_classification.models.finetuned import (
+        FinetunedClassifier,
+        FinetuneSettings,
+    )
 
     model = FinetunedClassifier(
         "tiny",
@@ -133,7 +139,7 @@ def test_round_trip_check_names_the_difference() -> None:
 def test_a_corrupted_save_fails_the_run_and_registers_nothing(
     news_world: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    from aiflywheel.classifiers.encoder_head import EncoderHeadClassifier
+    from aiflywheel.tasks.text_classification.models.encoder_head import EncoderHeadClassifier
 
     real_save = EncoderHeadClassifier.save
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from aiflywheel.core.versions import load
 from aiflywheel.recipe import parse_recipe
-from aiflywheel.registry import load
 from aiflywheel.settings import get_settings
 from aiflywheel.store import open_store
-from aiflywheel.train import train_feature
+from aiflywheel.tasks.text_classification.train import train_feature
 
 pytestmark = pytest.mark.packaged
 

@@ -15,12 +15,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import sessionmaker
 
-from aiflywheel.classifiers.baseline import TfidfBaseline
-from aiflywheel.loop import promote
+from aiflywheel.core.versions import promote
 from aiflywheel.recipe import parse_recipe
 from aiflywheel.serve.app import create_app
 from aiflywheel.serve.config import ServeConfig
 from aiflywheel.store import PredictionLog, ShadowPrediction, Store, open_store
+from aiflywheel.tasks.text_classification.models.baseline import TfidfBaseline
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import sentiment_rows  # noqa: E402
@@ -304,7 +304,7 @@ def test_feedback_errors(serve, keys) -> None:
     )
     assert label.status_code == 422
     assert label.json()["error"]["message"] == (
-        f"corrected_label must be one of negative, positive for feature '{FEATURE}', got 'meh'"
+        f"feature '{FEATURE}': corrected_label must be one of negative, positive, got 'meh'"
     )
     empty = client.post("/v1/feedback", json={"prediction_id": pid}, headers=headers)
     assert empty.status_code == 422 and "at least one of" in empty.json()["error"]["message"]

@@ -14,7 +14,7 @@ from aiflywheel.serve.app import create_app
 from aiflywheel.serve.config import ServeConfig
 from aiflywheel.settings import get_settings
 from aiflywheel.store import open_store
-from aiflywheel.train import train_feature
+from aiflywheel.tasks.text_classification.train import train_feature
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_serve import metric_value  # noqa: E402

@@ -149,7 +149,7 @@ def test_request_errors_become_one_line_naming_the_field() -> None:
 
 
 def test_length_buckets_bound_padding_and_keep_every_index() -> None:
-    from aiflywheel.classifiers.encoding import length_buckets
+    from aiflywheel.tasks.text_classification.models.encoding import length_buckets
 
     lengths = [90, 12, 14, 40, 13, 95, 41, 12, 60, 15]
     buckets = list(length_buckets(lengths, 3))

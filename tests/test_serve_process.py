@@ -16,10 +16,10 @@ import httpx
 from sqlalchemy import text
 
 from aiflywheel.cli import main
-from aiflywheel.demo_turn import free_port
-from aiflywheel.loop import promote
+from aiflywheel.core.versions import promote
 from aiflywheel.settings import get_settings
 from aiflywheel.store import Store, open_store
+from aiflywheel.tasks.text_classification.demo_turn import free_port
 
 sys.path.insert(0, str(Path(__file__).parent))
 from serve_processes import serve_processes  # noqa: E402

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from aiflywheel.cli import main
+from aiflywheel.core.versions import load
 from aiflywheel.errors import ModelError, NotFoundError
 from aiflywheel.recipe import load_recipe
-from aiflywheel.registry import load
 from aiflywheel.settings import get_settings
 from aiflywheel.store import open_store
-from aiflywheel.train import train_feature
+from aiflywheel.tasks.text_classification.train import train_feature
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import build_tiny_bert, sentiment_rows  # noqa: E402
@@ -254,7 +254,7 @@ def test_lora_without_peft_names_the_extra(
 
 
 def test_a_failed_resume_keeps_the_checkpoints(tiny_world: Path, tmp_path: Path) -> None:
-    from aiflywheel.train import work_key
+    from aiflywheel.tasks.text_classification.train import work_key
 
     path = _recipe(tiny_world, tmp_path, "finetune", epochs=1)
     path.write_text(path.read_text().replace(str(tiny_world / "tiny-bert"), "no-such-model"))

@@ -21,10 +21,10 @@ _EXPORTS = {
     "Recipe": "aiflywheel.recipe",
     "load_recipe": "aiflywheel.recipe",
     "Store": "aiflywheel.store",
-    "load": "aiflywheel.registry",
-    "LoadedModel": "aiflywheel.registry",
-    "Prediction": "aiflywheel.classifiers.base",
-    "explain_prediction": "aiflywheel.explain",
+    "load": "aiflywheel.core.versions",
+    "LoadedModel": "aiflywheel.core.versions",
+    "Prediction": "aiflywheel.tasks.text_classification.models.base",
+    "explain_prediction": "aiflywheel.tasks.text_classification.explain",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -20,11 +20,9 @@ from pydantic import (
     model_validator,
 )
 
-from aiflywheel.assistant.generators import GeneratorSettings
+from aiflywheel.core.registry import DEFAULT_TASK, TASKS, check_task_name, get_task
 from aiflywheel.errors import RecipeError
-
-if TYPE_CHECKING:
-    from aiflywheel.assistant.retrieval import FusionSettings
+from aiflywheel.tasks.assistant.config import AssistantConfig
 
 PII_TYPE_NAMES = ("email", "phone", "cn_id", "bank_card", "ip", "url_secret")
 PiiType = Literal["email", "phone", "cn_id", "bank_card", "ip", "url_secret"]
@@ -470,127 +468,6 @@ class CompressConfig(_Strict):
         return self
 
 
-class AssistantConfig(_Strict):
-    """A customer-service assistant (task ``assistant``): knowledge base, retrieval,
-    answer policy and generator."""
-
-    knowledge_base: str = Field(
-        ...,
-        min_length=1,
-        description="Folder (or file) of FAQ files (CSV/JSONL with question, answer, optional "
-        "category) and documents (Markdown, TXT, HTML), relative to the recipe file; "
-        "'demo:help-center' is the shipped bilingual help center of a fictional store.",
-    )
-    eval_set: str | None = Field(
-        None,
-        description="JSONL evaluation questions (see aiflywheel.assistant.evaluation) that "
-        "calibrate the thresholds and measure the assistant; 'demo:help-center-eval' is the "
-        "shipped one. Needed unless both thresholds are set.",
-    )
-    encoder: str = Field(
-        "e5-small",
-        min_length=1,
-        description="Dense encoder: 'e5-small' (multilingual, packaged), 'minilm' (English), "
-        "a local transformers folder, or a hub id when downloads are allowed.",
-    )
-    chunk_chars: int = Field(
-        350, ge=80, le=5000, description="Most characters of one document chunk."
-    )
-    chunk_overlap: int = Field(
-        60, ge=0, le=1000, description="Characters a chunk shares with the one before it."
-    )
-    mode: Literal["hybrid", "bm25", "dense"] = Field(
-        "hybrid",
-        description="Retrieval: BM25 and dense embeddings fused (see fusion), or one of them "
-        "alone.",
-    )
-    fusion: Literal["relative", "rrf"] = Field(
-        "relative",
-        description="How hybrid retrieval fuses the two: 'relative' mixes each retriever's "
-        "scores rescaled over the candidates, (1 - bm25_weight) * dense + bm25_weight * BM25 "
-        "(measured on the demo help center: hit@5 0.925 against 0.868 for 'rrf'); 'rrf' is "
-        "reciprocal rank fusion, the sum of 1 / (rrf_k + rank).",
-    )
-    bm25_weight: float = Field(
-        0.3, ge=0, le=1, description="Share of the BM25 score in 'relative' fusion."
-    )
-    top_k: int = Field(5, ge=1, le=50, description="Chunks retrieved per question.")
-    candidates: int = Field(
-        50, ge=1, le=1000, description="Candidates each retriever gives to the fusion."
-    )
-    rrf_k: int = Field(
-        60, ge=1, le=1000, description="Reciprocal-rank-fusion constant ('rrf' fusion)."
-    )
-    passages: int = Field(
-        4, ge=1, le=20, description="Passages a generator composes an answer from."
-    )
-    handoff_below: float | None = Field(
-        None,
-        ge=0,
-        le=1.01,
-        description="Hand off when the best chunk's cosine similarity is below this; null "
-        "calibrates it on the evaluation set.",
-    )
-    faq_at_least: float | None = Field(
-        None,
-        ge=0,
-        le=1.01,
-        description="Return a FAQ entry's curated answer when its similarity reaches this; "
-        "null calibrates it on the evaluation set.",
-    )
-    handoff_target_recall: float = Field(
-        0.9,
-        gt=0,
-        le=1,
-        description="Calibration: the share of questions needing a person that must be "
-        "handed off; among thresholds reaching it, the most precise is taken.",
-    )
-    faq_target_precision: float = Field(
-        0.9,
-        gt=0,
-        le=1,
-        description="Calibration: how often a curated FAQ answer must be the right entry.",
-    )
-    held_out_share: float = Field(
-        0.5,
-        gt=0,
-        lt=1,
-        description="Share of the evaluation set kept out of calibration (chosen by a hash "
-        "of each question id); the held-out figures are the honest ones.",
-    )
-    max_message_chars: int = Field(
-        4000, ge=10, le=100_000, description="Longest user message accepted."
-    )
-    history_turns: int = Field(
-        6, ge=0, le=50, description="Earlier turns of a session given to the generator."
-    )
-    generator: GeneratorSettings = Field(
-        default_factory=GeneratorSettings,
-        description="How answers are composed from passages: extractive (no LLM), local "
-        "(a packaged GGUF model) or openai (any OpenAI-compatible endpoint).",
-    )
-
-    @model_validator(mode="after")
-    def _calibrated_or_set(self) -> AssistantConfig:
-        if self.eval_set is None and (self.handoff_below is None or self.faq_at_least is None):
-            raise ValueError(
-                "assistant needs eval_set to calibrate its thresholds, or both handoff_below "
-                "and faq_at_least"
-            )
-        if self.chunk_overlap >= self.chunk_chars:
-            raise ValueError(
-                f"assistant.chunk_overlap {self.chunk_overlap} must be below chunk_chars "
-                f"{self.chunk_chars}"
-            )
-        return self
-
-    def fusion_settings(self) -> FusionSettings:
-        """The ``FusionSettings`` hybrid retrieval runs with."""
-        from aiflywheel.assistant.retrieval import FusionSettings
-
-        return FusionSettings(fusion=self.fusion, bm25_weight=self.bm25_weight, rrf_k=self.rrf_k)
-
-
 class Recipe(_Strict):
     """An AI feature: its name, task, data and how the data is prepared."""
 
@@ -599,15 +476,16 @@ class Recipe(_Strict):
         pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
         description="Feature name: lowercase letters, digits and dashes, e.g. review-sentiment.",
     )
-    task: Literal["text_classification", "assistant"] = Field(
-        "text_classification",
-        description="Task kind: text_classification (needs data) or assistant (needs the "
-        "assistant section).",
+    task: str = Field(
+        DEFAULT_TASK,
+        description=f"Task kind, one of: {', '.join(TASKS)}. Each task says which sections "
+        "it needs (text_classification: data; assistant: assistant).",
+        json_schema_extra={"enum": list(TASKS)},
     )
     description: str = Field("", description="What the feature is for, in a sentence.")
     seed: int = Field(42, description="Seed for sampling, splitting and training.")
     data: DataConfig | None = Field(
-        None, description="Data source and column mapping (text_classification)."
+        None, description="Data source and column mapping (tasks that learn from rows)."
     )
     clean: CleanConfig = Field(default_factory=CleanConfig, description="Cleaning options.")
     pii: PiiConfig = Field(default_factory=PiiConfig, description="PII options.")
@@ -630,26 +508,35 @@ class Recipe(_Strict):
     )
 
     assistant: AssistantConfig | None = Field(
-        None, description="The customer-service assistant (task assistant)."
+        None,
+        description="The customer-service assistant (task assistant); its fields live in "
+        "aiflywheel.tasks.assistant.config.",
     )
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
+    @field_validator("task")
+    @classmethod
+    def _task_is_registered(cls, value: str) -> str:
+        try:
+            return check_task_name(value)
+        except RecipeError as exc:
+            raise ValueError(str(exc)) from None
+
     @model_validator(mode="after")
     def _sections_fit_the_task(self) -> Recipe:
-        if self.task == "text_classification" and self.data is None:
-            raise ValueError(
-                "missing required key 'data': task text_classification reads its rows "
-                "from data.source"
-            )
-        if self.task == "assistant" and self.assistant is None:
-            raise ValueError(
-                "missing required key 'assistant': task assistant needs assistant.knowledge_base"
-            )
-        if self.task != "assistant" and self.assistant is not None:
-            raise ValueError(
-                f"the assistant section only applies to task assistant, not {self.task}"
-            )
+        try:
+            get_task(self.task).check_recipe(self)
+        except RecipeError as exc:
+            raise ValueError(str(exc)) from None
+        for other in TASKS:
+            if other == self.task:
+                continue
+            for section in get_task(other).owns_sections:
+                if getattr(self, section) is not None:
+                    raise ValueError(
+                        f"the {section} section only applies to task {other}, not {self.task}"
+                    )
         return self
 
     @model_validator(mode="after")

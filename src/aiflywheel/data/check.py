@@ -19,12 +19,13 @@ from pathlib import Path
 
 import yaml
 
+from aiflywheel.core.registry import get_task
 from aiflywheel.data.clean import clean_dataset
 from aiflywheel.data.ingest import ingest
 from aiflywheel.data.report import build_data_report
 from aiflywheel.data.report_html import render_data_report_html
 from aiflywheel.data.split import SPLITS, split_dataset
-from aiflywheel.errors import DataError, RecipeError
+from aiflywheel.errors import DataError
 from aiflywheel.files import write_json_atomic, write_text_atomic
 from aiflywheel.recipe import Recipe
 
@@ -50,10 +51,8 @@ class DataCheckResult:
 def check_data(recipe: Recipe, out_dir: Path) -> DataCheckResult:
     """Run the data stage for ``recipe`` and write its artifacts under ``out_dir``."""
     started = time.perf_counter()
-    if recipe.task == "text_classification" and recipe.data.columns.label is None:
-        raise RecipeError(
-            "data.columns.label is null, but task text_classification needs a label column"
-        )
+    task = get_task(recipe.task)
+    task.check_recipe(recipe)
     ingested = ingest(recipe.data, base_dir=recipe.base_dir, seed=recipe.seed)
     cleaned = clean_dataset(ingested.dataset, recipe.clean, recipe.pii, seed=recipe.seed)
     dataset = cleaned.dataset
@@ -63,10 +62,11 @@ def check_data(recipe: Recipe, out_dir: Path) -> DataCheckResult:
             f"({ingested.rows_read} read; dropped: {_drop_summary(ingested, cleaned)})"
         )
     labels = sorted({r.label for r in dataset if r.label is not None})
-    if recipe.task == "text_classification" and len(labels) < 2:
+    if len(labels) < task.min_labels:
+        found = f"a single class {labels[0]!r}" if labels else "no labels"
         raise DataError(
-            f"label column {recipe.data.columns.label!r} has a single class {labels[0]!r} "
-            f"after cleaning ({len(dataset)} rows); a classifier needs at least 2 classes"
+            f"label column {recipe.data.columns.label!r} has {found} after cleaning "
+            f"({len(dataset)} rows); task {recipe.task} needs at least {task.min_labels} classes"
         )
     split = split_dataset(dataset, recipe.split, seed=recipe.seed)
     dataset_version = dataset.content_hash()

@@ -2,7 +2,7 @@
 
 :func:`render_data_report_html` turns the report dict built by the data stages (ingest,
 clean, PII, split) into a page that works offline: inline CSS, charts as inline SVG
-(:mod:`aiflywheel.charts`), no scripts, no links to anything outside the file. The
+(:mod:`aiflywheel.reports.charts`), no scripts, no links to anything outside the file. The
 verdict (warnings a product manager can act on, or "No problems found") comes first,
 then the numbers behind it, section by section. The page prints cleanly and is
 well-formed XML as well as HTML.
@@ -22,8 +22,8 @@ from typing import Any
 
 import jinja2
 
-from aiflywheel.charts import bar_chart_svg, histogram_svg, stacked_bar_svg
-from aiflywheel.report_format import (
+from aiflywheel.reports.charts import bar_chart_svg, histogram_svg, stacked_bar_svg
+from aiflywheel.reports.format import (
     as_dict,
     as_list,
     finite_float,

@@ -12,8 +12,8 @@ from typing import Any
 _EXPORTS = {
     "create_app": "aiflywheel.serve.app",
     "ServeConfig": "aiflywheel.serve.config",
-    "serve_command": "aiflywheel.serve.commands",
-    "keys_app": "aiflywheel.serve.commands",
+    "serve_command": "aiflywheel.cli.serve",
+    "keys_app": "aiflywheel.cli.serve",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aiflywheel import __version__
+from aiflywheel.core.registry import get_task, task_names
 from aiflywheel.errors import (
     ConflictError,
     FlywheelError,
@@ -35,7 +36,7 @@ from aiflywheel.serve.config import ServeConfig
 from aiflywheel.serve.deps import ApiError, AppState, Authenticator
 from aiflywheel.serve.metrics import RequestMetricsMiddleware, ServeMetrics
 from aiflywheel.serve.prediction_log import PredictionWriter
-from aiflywheel.serve.routes import chat, classify, features, health
+from aiflywheel.serve.routes import classify, features, health
 from aiflywheel.serve.serving_models import ServingModels
 from aiflywheel.store import Store
 
@@ -200,7 +201,10 @@ def create_app(config: ServeConfig | None = None, store: Store | None = None) ->
     app.state.flywheel = None
     app.state.config = config
     app.include_router(classify.router)
-    app.include_router(chat.router)
+    for name in task_names():  # each task adds its own routes (the assistant: chat)
+        router = get_task(name).api_router()
+        if router is not None:
+            app.include_router(router)
     app.include_router(features.router)
     app.include_router(health.router)
 

@@ -21,18 +21,20 @@ log = logging.getLogger("aiflywheel.serve")
 
 
 def assistant_features(store: Store, names: Sequence[str]) -> set[str]:
-    """Which of ``names`` are assistants (task ``assistant``)."""
+    """Which of ``names`` are conversational features (answered through chat)."""
+    from aiflywheel.core.registry import get_task
+
     found = set()
     for name in names:
         feature = store.get_feature(name)
-        if feature is not None and feature.task == "assistant":
+        if feature is not None and get_task(feature.task).conversational:
             found.add(name)
     return found
 
 
 @dataclass
 class HostedAssistant:
-    loaded: object  # aiflywheel.assistant.service.LoadedAssistant
+    loaded: object  # aiflywheel.tasks.assistant.service.LoadedAssistant
     serial: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -74,7 +76,7 @@ class AssistantHost:
 
     async def sync_live_entries(self) -> None:
         """Add entries added live elsewhere (``flywheel kb add``) to the served indexes."""
-        from aiflywheel.assistant.service import live_entry_chunks, put_live_chunks
+        from aiflywheel.tasks.assistant.service import live_entry_chunks, put_live_chunks
 
         for feature, hosted in list(self._hosted.items()):
             index = hosted.loaded.assistant.index  # type: ignore[attr-defined]
@@ -90,7 +92,7 @@ class AssistantHost:
 
     async def switch(self, feature: str, version: int) -> HostedAssistant:
         """Serve ``feature`` v``version`` (loaded and warmed before it replaces the old)."""
-        from aiflywheel.assistant.service import load_assistant
+        from aiflywheel.tasks.assistant.service import load_assistant
 
         lock = self._locks.setdefault(feature, asyncio.Lock())
         async with lock:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from aiflywheel.core.versions import parse_version_ref
 from aiflywheel.errors import SettingsError
 from aiflywheel.recipe import describe_validation_error
-from aiflywheel.registry import parse_version_ref
 
 
 class ServeConfig(BaseModel):

@@ -78,7 +78,7 @@ def as_probabilities(labels: Sequence[str], row: np.ndarray) -> dict[str, float]
 
 def load_served_model(store: Store, feature: str, version: int | None) -> ServedModel:
     """Load and warm a version (blocking; run it on a worker thread)."""
-    from aiflywheel.registry import load
+    from aiflywheel.core.versions import load, task_of
 
     row = store.get_model_version(feature, version)
     loaded = load(feature, row.version, store=store)
@@ -87,7 +87,7 @@ def load_served_model(store: Store, feature: str, version: int | None) -> Served
         feature=feature,
         version=row.version,
         status=row.status,
-        task=str(recipe.get("task", "text_classification")),
+        task=task_of(row),
         labels=list(loaded.labels),
         clean=CleanConfig.model_validate(recipe.get("clean") or {}),
         pii=PiiConfig.model_validate(recipe.get("pii") or {}),

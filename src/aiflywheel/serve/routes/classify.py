@@ -12,6 +12,7 @@ from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from aiflywheel.core.registry import DEFAULT_TASK, get_task
 from aiflywheel.errors import NotFoundError, StoreError
 from aiflywheel.serve.config import ServeConfig
 from aiflywheel.serve.deps import ApiError, Client, State
@@ -231,30 +232,11 @@ def feedback(
         if found is None:
             raise NotFoundError(f"no prediction with id {pid!r}")
         feature, allowed = found[1], list(found[0].probabilities)
-    is_assistant = feature in state.models.assistants
-    if is_assistant and body.corrected_label is not None:
-        raise ApiError(
-            422,
-            "ValidationError",
-            f"feature {feature!r} is an assistant: send corrected_answer, not corrected_label",
-        )
-    if not is_assistant and body.corrected_answer is not None:
-        raise ApiError(
-            422,
-            "ValidationError",
-            f"feature {feature!r} is a classifier: send corrected_label, not corrected_answer",
-        )
-    if (
-        not is_assistant
-        and body.corrected_label is not None
-        and body.corrected_label not in allowed
-    ):
-        raise ApiError(
-            422,
-            "ValidationError",
-            f"corrected_label must be one of {', '.join(allowed)} for feature {feature!r}, "
-            f"got {body.corrected_label!r}",
-        )
+    feature_row = state.store.get_feature(feature)
+    task = get_task(feature_row.task if feature_row is not None else DEFAULT_TASK)
+    problem = task.feedback_problem(body.model_dump(), allowed)
+    if problem is not None:
+        raise ApiError(422, "ValidationError", f"feature {feature!r}: {problem}")
     if pending is not None and not state.writer.wait_written(
         pid, state.config.feedback_wait_seconds
     ):

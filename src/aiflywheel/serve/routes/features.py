@@ -94,10 +94,10 @@ async def promote(
     name: str, body: PromoteRequest, state: State, principal: Admin
 ) -> dict[str, Any]:
     """Promote through the gate, then serve the new champion before answering."""
-    from aiflywheel import loop
+    from aiflywheel.core import versions
 
     event = await run_in_threadpool(
-        lambda: loop.promote(
+        lambda: versions.promote(
             state.store,
             name,
             body.version,
@@ -114,10 +114,10 @@ async def rollback(
     name: str, body: RollbackRequest, state: State, principal: Admin
 ) -> dict[str, Any]:
     """Roll back, then serve the restored champion before answering."""
-    from aiflywheel import loop
+    from aiflywheel.core import versions
 
     event = await run_in_threadpool(
-        lambda: loop.rollback(
+        lambda: versions.rollback(
             state.store,
             name,
             actor=principal.actor,

@@ -1,0 +1,128 @@
+"""The task contract: what a kind of AI feature gives the shared loop.
+
+The loop (train -> register -> serve -> log -> feedback -> review -> retrain -> gate ->
+promote / rollback -> audit) is the same for every task; what differs is behind this
+Protocol. A task is one folder under ``tasks/`` whose package exposes ``TASK``, an object
+satisfying ``Task``, and one line in ``core.registry``. Code outside ``tasks/`` asks the
+registry for the recipe's task and calls these methods; it never branches on a task name.
+If a new task needs such a branch, the contract is missing a method: add it here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from aiflywheel.recipe import Recipe
+    from aiflywheel.settings import Settings
+    from aiflywheel.store import Store
+
+Report = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Quality:
+    """A version's figures as every task reports them: one primary metric with its 95% CI,
+    the baseline's value of the same metric, and any other figures worth a column."""
+
+    metric: str
+    value: float | None
+    ci: tuple[float, float] | None = None
+    baseline_name: str | None = None
+    baseline_value: float | None = None
+    beats_baseline: bool | None = None
+    others: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def evaluated(self) -> bool:
+        return self.value is not None
+
+    def cells(self) -> tuple[str, str]:
+        """(quality, baseline) as one line each, for tables."""
+        if self.value is None:
+            return "not evaluated", "–"
+        quality = f"{self.metric} {self.value:.3f}"
+        if self.ci is not None:
+            quality += f" [{self.ci[0]:.3f}, {self.ci[1]:.3f}]"
+        if self.others:
+            quality += ", " + ", ".join(f"{k} {v:.2f}" for k, v in self.others.items())
+        if self.baseline_value is None:
+            return quality, "–"
+        verdict = {True: "beaten", False: "not beaten", None: ""}[self.beats_baseline]
+        return quality, f"{self.baseline_value:.3f} ({verdict})".replace(" ()", "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "value": self.value,
+            "ci": list(self.ci) if self.ci is not None else None,
+            "baseline_name": self.baseline_name,
+            "baseline_value": self.baseline_value,
+            "beats_baseline": self.beats_baseline,
+            "others": dict(self.others),
+        }
+
+
+@dataclass
+class Built:
+    """What training (or building) a version registered."""
+
+    feature: str
+    run_id: str
+    run_dir: Path
+    version: int
+    status: str
+    headline: str
+    report_html: Path | None = None
+    details: Any = None
+
+
+@runtime_checkable
+class Task(Protocol):
+    """One kind of AI feature. ``core.registry.get_task(name)`` returns the object."""
+
+    name: str
+    summary: str
+    conversational: bool  # answers through /v1/chat/completions rather than /v1/classify
+    min_labels: int  # distinct labels the data must have after cleaning (0: none needed)
+    owns_sections: tuple[str, ...]  # recipe sections only this task may set
+
+    def check_recipe(self, recipe: Recipe) -> None:
+        """Raise ``RecipeError`` when the recipe lacks what this task needs."""
+
+    def train(self, recipe: Recipe, *, store: Store, settings: Settings, report: Report) -> Built:
+        """Prepare data, train, evaluate against the baseline, register a version."""
+
+    def show_built(self, built: Built) -> None:
+        """Print what a product manager reads after ``flywheel train``."""
+
+    def api_router(self) -> Any:
+        """The task's own REST routes (a FastAPI router), or None."""
+
+    def quality(self, metrics: Mapping[str, Any]) -> Quality:
+        """The primary metric (with CI) and baseline of a registered version's metrics."""
+
+    def load_predictor(
+        self, model_path: str | Path, *, feature: str, version: int, store: Store | None = None
+    ) -> Any:
+        """The predictor of a registered version's folder (``.predict`` / ``.ask``)."""
+
+    def retrain(
+        self,
+        feature: str,
+        *,
+        store: Store,
+        settings: Settings,
+        actor: str,
+        report: Report,
+        recipe: Recipe | None = None,
+    ) -> Any:
+        """Champion's data + accepted feedback -> candidate -> gate -> promote or keep."""
+
+    def feedback_problem(
+        self, payload: Mapping[str, Any], known_labels: Sequence[str]
+    ) -> str | None:
+        """None when a feedback payload fits this task; else what is wrong, in one line."""

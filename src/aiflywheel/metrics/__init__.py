@@ -1,0 +1,1 @@
+"""Metric functions shared by tasks: bootstrap CIs, paired comparisons, per-task sets."""

@@ -1,0 +1,1 @@
+"""What every HTML report shares: charts (inline SVG) and number formatting."""

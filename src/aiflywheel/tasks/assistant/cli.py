@@ -1,0 +1,286 @@
+"""CLI commands of the assistant: ``flywheel eval``, ``flywheel ask``, ``flywheel kb ...``,
+``flywheel tickets``. ``flywheel train`` builds an assistant from a recipe of task
+``assistant`` (see ``aiflywheel.tasks.assistant.build``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from aiflywheel.errors import ModelError, NotFoundError
+from aiflywheel.tables import print_table
+
+console = Console()
+kb_app = typer.Typer(help="The knowledge base of an assistant.", no_args_is_help=True)
+
+
+def _pct(value) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def print_build(result) -> None:
+    """The figures a PM reads after ``flywheel train`` on an assistant recipe."""
+    from aiflywheel.tasks.assistant.report_html import assistant_verdict
+
+    metrics = result.metrics
+    console.print(f"\n[bold]{escape(assistant_verdict(metrics))}[/bold]", highlight=False)
+    evaluation = metrics.get("evaluation")
+    if evaluation:
+        print_evaluation(evaluation)
+    console.print(
+        f"{metrics['feature']} v{result.version} registered ({result.status}, "
+        f"{metrics['method']}); report: [bold]{result.report_html}[/bold]"
+    )
+
+
+def print_evaluation(evaluation: dict) -> None:
+    table = Table("retriever", "hit@1", "hit@5", "MRR", "held-out hit@5", title="retrieval")
+    held = evaluation.get("retrieval_held_out") or {}
+    for mode, r in evaluation["retrieval"].items():
+        table.add_row(
+            mode,
+            _pct(r["hit@1"]),
+            _pct(r["hit@5"]),
+            f"{r['mrr']:.3f}",
+            _pct((held.get(mode) or {}).get("hit@5")),
+        )
+    print_table(console, table)
+    table = Table(
+        "questions",
+        "answer accuracy",
+        "handoff precision",
+        "handoff recall",
+        "unsupported",
+        "p50 ms",
+        "p95 ms",
+        title="answers",
+    )
+    for name, key in (("all", "answers"), ("held out", "answers_held_out")):
+        a = evaluation.get(key)
+        if a:
+            table.add_row(
+                f"{name} ({a['questions']})",
+                _pct(a["answer_accuracy"]),
+                _pct(a["handoff_precision"]),
+                _pct(a["handoff_recall"]),
+                str(a["unsupported_answers"]),
+                f"{a['latency_ms']['p50']:.0f}",
+                f"{a['latency_ms']['p95']:.0f}",
+            )
+    print_table(console, table)
+    reasons = (evaluation.get("answers") or {}).get("handoff_reasons") or {}
+    if reasons:
+        counted = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
+        console.print(f"handoffs: {escape(counted)}", highlight=False)
+
+
+def _assistant_store(feature: str):
+    """The store, once ``feature`` is known to be an assistant (one-line errors else)."""
+    from aiflywheel.store import open_store
+
+    store = open_store()
+    found = store.get_feature(feature)
+    if found is None:
+        raise NotFoundError(
+            f"unknown feature {feature!r}; `flywheel train` on an assistant recipe creates one"
+        )
+    if found.task != "assistant":
+        raise ModelError(
+            f"{feature!r} is a {found.task} feature, not an assistant; "
+            "`flywheel models show` has a classifier's evaluation"
+        )
+    return store
+
+
+def _loaded(ref: str):
+    from aiflywheel.core.versions import parse_version_ref
+    from aiflywheel.tasks.assistant.service import load_assistant
+
+    feature, number = parse_version_ref(ref)
+    store = _assistant_store(feature)
+    row = store.get_model_version(feature, number)
+    return store, load_assistant(row.model_path, feature=feature, version=row.version, store=store)
+
+
+def eval_command(
+    ref: Annotated[str, typer.Argument(help="Assistant FEATURE or FEATURE:VERSION.")],
+    eval_set: Annotated[
+        Path | None,
+        typer.Option("--eval-set", help="JSONL questions (default: the recipe's eval_set)."),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Folder for metrics.json and report.html.")
+    ] = None,
+) -> None:
+    """Evaluate an assistant: retrieval hit@1/hit@5/MRR (BM25, dense, hybrid), answer
+    accuracy, handoff precision/recall, latency; writes report.html."""
+    from aiflywheel.files import write_json_atomic, write_text_atomic
+    from aiflywheel.settings import get_settings
+    from aiflywheel.store import new_run_id
+    from aiflywheel.tasks.assistant.build import load_manifest, resolve_eval_set
+    from aiflywheel.tasks.assistant.evaluation import evaluate_assistant, load_eval_set
+    from aiflywheel.tasks.assistant.report_html import assistant_verdict, write_assistant_report
+
+    store, loaded = _loaded(ref)
+    config = loaded.config
+    if eval_set is None:
+        if config.eval_set is None:
+            raise ModelError(f"{loaded.feature} has no assistant.eval_set; pass --eval-set")
+        # the path resolved at build time (relative to the recipe), else from here
+        built_with = load_manifest(loaded.model_dir).get("eval_set")
+        path = Path(built_with) if built_with else resolve_eval_set(config.eval_set, Path.cwd())
+    else:
+        path = eval_set
+    questions = load_eval_set(path)
+    evaluation = evaluate_assistant(
+        loaded.assistant, questions, held_out_share=config.held_out_share
+    )
+    rows = evaluation.pop("rows")
+    target = output or get_settings().runs_dir / loaded.feature / f"eval-{new_run_id()}"
+    metrics = {
+        "feature": loaded.feature,
+        "version": loaded.version,
+        "method": f"{config.mode}+{config.generator.kind}",
+        "encoder": config.encoder,
+        "eval_set": str(path),
+        "thresholds": loaded.assistant.thresholds.to_json(),
+        "knowledge_base": {"chunks": len(loaded.assistant.index)},
+        "evaluation": evaluation,
+    }
+    write_json_atomic(target / "metrics.json", metrics)
+    write_text_atomic(
+        target / "evaluation.jsonl",
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+    )
+    write_assistant_report(metrics, target / "evaluation.jsonl", target / "report.html")
+    console.print(f"[bold]{escape(assistant_verdict(metrics))}[/bold]", highlight=False)
+    print_evaluation(evaluation)
+    console.print(f"report: [bold]{target / 'report.html'}[/bold]")
+
+
+def ask_command(
+    ref: Annotated[str, typer.Argument(help="Assistant FEATURE or FEATURE:VERSION.")],
+    questions: Annotated[list[str], typer.Argument(help="One or more questions, in order.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print each answer as JSON.")] = False,
+) -> None:
+    """Ask an assistant from the terminal (a conversation: later questions see earlier ones).
+    Nothing is logged; use the API for real traffic."""
+    _, loaded = _loaded(ref)
+    history: list[dict] = []
+    for question in questions:
+        reply = loaded.assistant.answer(question, history)
+        history += [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": reply.text},
+        ]
+        if as_json:
+            console.print_json(
+                json.dumps({"question": question, "answer": reply.text, **reply.extension()})
+            )
+            continue
+        console.print(f"[bold]> {escape(question)}[/bold]", highlight=False)
+        console.print(escape(reply.text), highlight=False)
+        tag = f"{reply.kind}, confidence {reply.confidence:.3f}"
+        if reply.reason:
+            tag += f", {reply.reason}"
+        console.print(f"[dim]({escape(tag)})[/dim]")
+        for c in reply.citations:
+            console.print(f"[dim]  [{c.n}] {escape(c.source)}#{escape(c.anchor)}[/dim]")
+
+
+@kb_app.command("add")
+def kb_add(
+    feature: Annotated[str, typer.Argument(help="Assistant feature.")],
+    question: Annotated[str | None, typer.Option("--question", help="The question.")] = None,
+    answer: Annotated[str | None, typer.Option("--answer", help="The curated answer.")] = None,
+    category: Annotated[str, typer.Option("--category")] = "",
+    language: Annotated[str | None, typer.Option("--language", help="zh or en.")] = None,
+    from_feedback: Annotated[
+        int | None,
+        typer.Option(
+            "--from-feedback",
+            help="Feedback id whose corrected_answer (and the question it answers) becomes "
+            "the entry; the feedback is marked accepted.",
+        ),
+    ] = None,
+    actor: Annotated[str, typer.Option("--actor", help="Who adds it (audit).")] = "cli",
+) -> None:
+    """Add a FAQ entry to an assistant now: its index is updated in place, a running
+    `flywheel serve` picks it up within its reload interval (the API's POST
+    /v1/features/NAME/kb takes effect at once), and every later version keeps it."""
+    from aiflywheel.errors import DataError
+    from aiflywheel.tasks.assistant.service import add_entry, entry_from_feedback, put_live_chunks
+
+    if language not in (None, "zh", "en"):
+        raise DataError(f"--language must be zh or en, got {language!r}")
+    store, loaded = _loaded(feature)
+    if from_feedback is not None:
+        asked, corrected = entry_from_feedback(store, from_feedback, feature)
+        question, answer = question or asked, answer or corrected
+    if not (question or "").strip() or not (answer or "").strip():
+        raise DataError("give --question and --answer, or --from-feedback ID")
+    chunk = add_entry(
+        store,
+        feature,
+        question=question or "",
+        answer=answer or "",
+        category=category,
+        language=language,
+        actor=actor,
+        feedback_id=from_feedback,
+        index=None,
+    )
+    put_live_chunks(loaded.assistant.index, [chunk])
+    console.print(
+        f"added {escape(chunk.citation)} ({chunk.language}) to {feature} "
+        f"v{loaded.version}'s index; {len(loaded.assistant.index)} chunks"
+    )
+
+
+@kb_app.command("list")
+def kb_list(feature: Annotated[str, typer.Argument(help="Assistant feature.")]) -> None:
+    """Entries added live (flywheel kb add, the API), newest last."""
+    from aiflywheel.tasks.assistant.records import kb_entries
+
+    table = Table("id", "entry", "language", "question", "answer", "by", "feedback", "added")
+    for row in kb_entries(_assistant_store(feature), feature):
+        table.add_row(
+            str(row.id),
+            row.entry_id,
+            row.language,
+            row.question,
+            row.answer,
+            row.actor,
+            str(row.feedback_id or ""),
+            f"{row.created_at:%Y-%m-%d %H:%M}",
+        )
+    print_table(console, table)
+
+
+def tickets_command(
+    feature: Annotated[str, typer.Argument(help="Assistant feature.")],
+    all_tickets: Annotated[bool, typer.Option("--all", help="Closed ones too.")] = False,
+) -> None:
+    """Handoff tickets: questions the assistant passed to a person."""
+    from aiflywheel.tasks.assistant.records import list_tickets
+
+    table = Table("ticket", "status", "session", "question", "reason", "created")
+    for t in list_tickets(_assistant_store(feature), feature, None if all_tickets else "open"):
+        table.add_row(
+            str(t.id),
+            t.status,
+            t.session_id,
+            t.question,
+            t.reason,
+            f"{t.created_at:%Y-%m-%d %H:%M}",
+        )
+    print_table(console, table)
+
+
+__all__ = ["ask_command", "eval_command", "kb_app", "print_build", "tickets_command"]

@@ -1,0 +1,94 @@
+"""Text classification on the task contract: labels in, one label (and probabilities) out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from aiflywheel.core.task import Built, Quality, Report
+from aiflywheel.errors import RecipeError
+
+
+class TextClassificationTask:
+    name = "text_classification"
+    summary = "a text in, one label out (reviews, tickets, news): fine-tuned encoders vs TF-IDF"
+    conversational = False
+    min_labels = 2
+    owns_sections: tuple[str, ...] = ()
+
+    def check_recipe(self, recipe) -> None:
+        if recipe.data is None:
+            raise RecipeError(
+                "missing required key 'data': task text_classification reads its rows from "
+                "data.source"
+            )
+        if recipe.data.columns.label is None:
+            raise RecipeError(
+                "data.columns.label is null, but task text_classification needs a label column"
+            )
+
+    def train(self, recipe, *, store, settings, report: Report) -> Built:
+        from aiflywheel.tasks.text_classification.train import train_feature
+
+        result = train_feature(recipe, store=store, settings=settings, report=report)
+        return Built(
+            feature=recipe.feature,
+            run_id=result.run_id,
+            run_dir=result.run_dir,
+            version=result.version,
+            status="candidate",
+            headline=result.metrics["verdict"],
+            report_html=result.report_html,
+            details=result,
+        )
+
+    def show_built(self, built: Built) -> None:
+        from rich.markup import escape
+
+        from aiflywheel.cli import console
+
+        console.print(f"\n[bold]{escape(built.headline)}[/bold]", highlight=False)
+        console.print(
+            f"{built.feature} v{built.version} registered as {built.status} "
+            f"({built.details.method}); report: [bold]{built.report_html}[/bold]"
+        )
+
+    def api_router(self):
+        return None  # /v1/classify and /v1/feedback are the server's own routes
+
+    def quality(self, metrics: Mapping[str, Any]) -> Quality:
+        ci = metrics.get("macro_f1_ci")
+        return Quality(
+            metric="macro-F1",
+            value=metrics.get("macro_f1"),
+            ci=(float(ci[0]), float(ci[1])) if ci else None,
+            baseline_name=metrics.get("baseline_name", "tfidf"),
+            baseline_value=metrics.get("baseline_macro_f1"),
+            beats_baseline=metrics.get("beats_baseline"),
+        )
+
+    def load_predictor(self, model_path: str | Path, *, feature: str, version: int, store=None):
+        from aiflywheel.tasks.text_classification.models.base import load_classifier
+
+        return load_classifier(model_path)
+
+    def retrain(self, feature: str, *, store, settings, actor: str, report: Report, recipe=None):
+        from aiflywheel.tasks.text_classification.retrain import retrain_feature
+
+        return retrain_feature(
+            feature, store=store, settings=settings, actor=actor, report=report, recipe=recipe
+        )
+
+    def feedback_problem(
+        self, payload: Mapping[str, Any], known_labels: Sequence[str]
+    ) -> str | None:
+        if payload.get("corrected_answer") is not None:
+            return "this feature is a classifier: send corrected_label, not corrected_answer"
+        label = payload.get("corrected_label")
+        if label is not None and known_labels and label not in known_labels:
+            return f"corrected_label must be one of {', '.join(known_labels)}, got {label!r}"
+        return None
+
+
+TASK = TextClassificationTask()

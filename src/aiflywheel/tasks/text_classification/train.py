@@ -1,0 +1,442 @@
+"""Train: data check -> baseline -> model -> evaluate -> register, in one run folder.
+
+``train_feature(recipe, ...)`` works in ``runs/<feature>/.train-<key>.partial`` where
+the key hashes the recipe: interrupting (Ctrl-C) keeps that folder with its
+checkpoints, and the same command resumes there. On success the folder is renamed to
+``runs/<feature>/<run id>/`` and the model is registered as a candidate version::
+
+    <run id>/
+      dataset.jsonl splits/ data_report.{json,html} recipe.yaml   (the data stage)
+      baseline/                TF-IDF + logistic regression
+      model/                   the trained classifier (safetensors + tokenizer + config)
+      train_log.jsonl          loss, learning rate, validation metrics per log step
+      metrics.json report.html evaluation against the baseline on the frozen test split
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aiflywheel.core.runs import feature_run
+from aiflywheel.data.check import check_data
+from aiflywheel.data.dataset import Dataset
+from aiflywheel.errors import DataError, ModelError
+from aiflywheel.models.catalog import ResolvedModel, resolve_model
+from aiflywheel.recipe import Recipe
+from aiflywheel.settings import Settings
+from aiflywheel.store import Store
+from aiflywheel.tasks.text_classification.evaluate import (
+    cross_validate,
+    evaluate_against_baseline,
+    write_evaluation,
+)
+from aiflywheel.tasks.text_classification.models.roundtrip import reload_verified
+
+Report = Callable[[str], None]
+
+
+@dataclass
+class PreparedData:
+    """What a data stage wrote into the work folder (``splits/`` and ``dataset.jsonl``)."""
+
+    dataset_version: str
+    split_version: str
+    rows: int
+    labels: dict[str, int]
+    source: str
+
+
+def check_data_stage(recipe: Recipe) -> Callable[[Path], PreparedData]:
+    """The default data stage of a training run: ``check_data`` on the recipe's source."""
+
+    def prepare(work_dir: Path) -> PreparedData:
+        data = check_data(recipe, work_dir)
+        return PreparedData(
+            dataset_version=data.dataset_version,
+            split_version=data.split_version,
+            rows=data.report["rows"]["kept"],
+            labels=data.report["labels"]["counts"],
+            source=recipe.data.source,
+        )
+
+    return prepare
+
+
+@dataclass
+class TrainResult:
+    """A finished training run and the version it registered."""
+
+    run_id: str
+    run_dir: Path
+    version: int
+    method: str
+    method_reason: str
+    metrics: dict[str, Any]
+
+    @property
+    def report_html(self) -> Path:
+        return self.run_dir / "report.html"
+
+
+def work_key(recipe: Recipe, extra: str = "") -> str:
+    """Same recipe (and so same data, seed and settings) -> same resumable work folder."""
+    blob = json.dumps(recipe.model_dump(mode="json"), sort_keys=True) + extra
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def choose_method(
+    recipe: Recipe, resolved: ResolvedModel, n_train: int, max_length: int, report: Report
+) -> tuple[str, str]:
+    """The method to use and why; ``auto`` measures one training step on this machine."""
+    method = recipe.model.method
+    if method != "auto":
+        return method, f"method {method} set in the recipe"
+    import torch
+
+    if torch.cuda.is_available():
+        return "finetune", "auto: a GPU is available, so the encoder is fine-tuned"
+    seconds = measure_step_seconds(
+        resolved.source, recipe.train.batch_size, max_length, recipe.train.freeze_layers
+    )
+    steps = math.ceil(
+        min(n_train, recipe.train.max_train_samples or n_train) / recipe.train.batch_size
+    )
+    minutes = seconds * steps * recipe.train.epochs / 60
+    budget = recipe.train.time_budget_minutes
+    detail = (
+        f"no GPU; one training step of {recipe.model.name} takes {seconds:.2f} s here "
+        f"(median of {STEP_TIMING_STEPS} after a warm-up), so fine-tuning {steps} steps x "
+        f"{recipe.train.epochs:g} epochs needs ~{minutes:.0f} min"
+    )
+    if minutes <= budget:
+        return "finetune", f"auto: {detail}, within the {budget:g} min budget -> finetune"
+    return "head", (
+        f"auto: {detail}, over the {budget:g} min budget -> head (frozen encoder + logistic "
+        f"regression). Faster ways to fine-tune: {'; '.join(faster_options(recipe, max_length))}"
+    )
+
+
+def faster_options(recipe: Recipe, max_length: int) -> list[str]:
+    """The recipe settings that would make fine-tuning fit, as the user would write them."""
+    t = recipe.train
+    options = []
+    if t.freeze_layers == 0:
+        options.append("train.freeze_layers: 8 (train only the top layers)")
+    if t.max_train_samples is None:
+        options.append("train.max_train_samples: 2000")
+    if max_length > 64:
+        options.append(f"model.max_length: 64 (now {max_length})")
+    if t.epochs > 1:
+        options.append("train.epochs: 1")
+    options.append("model.method: finetune (ignore the budget)")
+    options.append(f"train.time_budget_minutes above {t.time_budget_minutes:g}")
+    return options
+
+
+STEP_TIMING_STEPS = 3
+
+
+def measure_step_seconds(
+    source: str, batch_size: int, max_length: int, freeze_layers: int
+) -> float:
+    """Wall time of one forward+backward pass at this batch size and length.
+
+    One warm-up step (allocations, lazy init) is not counted; the median of the next
+    ``STEP_TIMING_STEPS`` is returned (a single timed step swung 6x on a busy machine).
+    """
+    import torch
+
+    from aiflywheel.tasks.text_classification.models.finetuned import (
+        FinetunedClassifier,
+        FinetuneSettings,
+    )
+
+    probe = FinetunedClassifier(
+        "probe", source, settings=FinetuneSettings(freeze_layers=freeze_layers)
+    )
+    probe.labels = ["a", "b"]
+    model = probe._new_model()
+    length = min(max_length, getattr(model.config, "max_position_embeddings", max_length))
+    ids = torch.randint(5, max(6, min(1000, model.config.vocab_size)), (batch_size, length))
+    labels = torch.zeros(batch_size, dtype=torch.long)
+    timings = []
+    for _ in range(1 + STEP_TIMING_STEPS):
+        started = time.perf_counter()
+        model(input_ids=ids, labels=labels).loss.backward()
+        model.zero_grad(set_to_none=True)
+        timings.append(time.perf_counter() - started)
+    return float(np.median(timings[1:]))
+
+
+def _sample(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
+    if limit is None or len(dataset) <= limit:
+        return dataset
+    keep = sorted(random.Random(seed).sample(range(len(dataset)), limit))
+    return Dataset(dataset[i] for i in keep)
+
+
+def _build_model(recipe: Recipe, method: str, resolved: ResolvedModel):
+    if method == "head":
+        from aiflywheel.tasks.text_classification.models.encoder_head import EncoderHeadClassifier
+
+        return EncoderHeadClassifier(
+            recipe.model.name,
+            resolved.source,
+            prefix=resolved.query_prefix,
+            max_length=recipe.model.max_length,
+            class_weights=recipe.train.class_weights,
+            seed=recipe.seed,
+        )
+    from aiflywheel.tasks.text_classification.models.finetuned import (
+        FinetunedClassifier,
+        FinetuneSettings,
+    )
+
+    t = recipe.train
+    settings = FinetuneSettings(
+        method=method,
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_ratio=t.warmup_ratio,
+        eval_every_steps=t.eval_every_steps,
+        early_stopping_patience=t.early_stopping_patience,
+        class_weights=t.class_weights,
+        freeze_embeddings=t.freeze_embeddings,
+        freeze_layers=t.freeze_layers,
+        lora_r=t.lora_r,
+        lora_alpha=t.lora_alpha,
+        lora_dropout=t.lora_dropout,
+        seed=recipe.seed,
+    )
+    return FinetunedClassifier(
+        recipe.model.name,
+        resolved.source,
+        prefix=resolved.query_prefix,
+        max_length=recipe.model.max_length,
+        settings=settings,
+    )
+
+
+def _fit(model, method: str, train: Dataset, val: Dataset, work_dir: Path) -> None:
+    if method == "head":
+        from tqdm.auto import tqdm
+
+        total = len(train) + len(val)
+        with tqdm(total=total, desc="encoding train + validation rows", unit="text") as bar:
+            model.fit(
+                train.texts,
+                train.labels,
+                val_texts=val.texts,
+                val_labels=val.labels,
+                progress=lambda done: bar.update(done - bar.n),
+            )
+    else:
+        model.fit(
+            train.texts,
+            train.labels,
+            val_texts=val.texts,
+            val_labels=val.labels,
+            work_dir=work_dir,
+            log_path=work_dir / "train_log.jsonl",
+        )
+
+
+def train_feature(
+    recipe: Recipe,
+    *,
+    store: Store,
+    settings: Settings,
+    report: Report = lambda _: None,
+    prepare: Callable[[Path], PreparedData] | None = None,
+    kind: str = "train",
+    key_extra: str = "",
+) -> TrainResult:
+    """Run the whole training flow for ``recipe``; see the module docstring.
+
+    ``prepare`` is the data stage (default: ``check_data`` on the recipe's source); a
+    retrain passes one that writes the champion's frozen splits plus accepted feedback.
+    ``key_extra`` separates the resumable work folders of different data.
+    """
+    from aiflywheel.tasks.text_classification.models.baseline import TfidfBaseline
+    from aiflywheel.tasks.text_classification.models.encoding import (
+        choose_max_length,
+        load_tokenizer,
+        torch_threads,
+    )
+
+    store.upsert_feature(
+        recipe.feature, recipe.task, recipe.description, recipe.model_dump(mode="json")
+    )
+    with feature_run(
+        store,
+        settings.runs_dir,
+        recipe.feature,
+        kind,
+        work_name=f".{kind}-{work_key(recipe, key_extra)}",
+        resumable=True,
+    ) as run:
+        work_dir, final_dir = run.work_dir, run.final_dir
+        resuming = run.resuming
+        report("resuming from the checkpoints in " + str(work_dir) if resuming else "checking data")
+        data = (prepare or check_data_stage(recipe))(work_dir)
+        version = store.record_dataset_version(
+            recipe.feature,
+            content_hash=data.dataset_version,
+            split_version=data.split_version,
+            rows=data.rows,
+            labels=data.labels,
+            source=data.source,
+            path=str(final_dir / "dataset.jsonl"),
+        )
+        parts = {
+            n: Dataset.from_jsonl(work_dir / "splits" / f"{n}.jsonl")
+            for n in ("train", "val", "test")
+        }
+        train = _sample(parts["train"], recipe.train.max_train_samples, recipe.seed)
+        val, test = parts["val"], parts["test"]
+        if not len(val):
+            raise DataError("the validation split is empty; set split.val above 0 (e.g. 0.1)")
+
+        resolved = resolve_model(recipe.model.name, settings)
+        with torch_threads(recipe.train.threads):
+            max_length = recipe.model.max_length or choose_max_length(
+                load_tokenizer(resolved.source), train.texts, resolved.query_prefix
+            )
+            method, reason = choose_method(recipe, resolved, len(train), max_length, report)
+            report(reason)
+
+            # The baseline always sees the whole training split: it is cheap, and a model
+            # trained on a sample must beat the best cheap alternative, not a handicapped one.
+            full_train = parts["train"]
+            report(f"training the TF-IDF baseline on {len(full_train):,} rows")
+            started = time.perf_counter()
+            baseline = TfidfBaseline(seed=recipe.seed).fit(full_train.texts, full_train.labels)
+            baseline_seconds = time.perf_counter() - started
+            baseline.save(work_dir / "baseline")
+            baseline = reload_verified(
+                baseline, work_dir / "baseline", test.texts, what="baseline", seed=recipe.seed
+            )
+            report(f"baseline {baseline.name}: {baseline_seconds:.1f} s")
+
+            model = _build_model(recipe, method, resolved)
+            if hasattr(model, "max_length") and model.max_length is None:
+                model.max_length = max_length
+            report(
+                f"training {recipe.model.name}/{method} on {len(train):,} rows "
+                f"(max_length {max_length})"
+            )
+            started = time.perf_counter()
+            _fit(model, method, train, val, work_dir)
+            model_seconds = time.perf_counter() - started
+            model.save(work_dir / "model")
+            # Evaluate the model as loaded from disk: that is the one that will serve.
+            model = reload_verified(
+                model, work_dir / "model", test.texts, what="model", seed=recipe.seed
+            )
+            report(f"model trained in {model_seconds:.1f} s; evaluating on {len(test):,} test rows")
+
+            cv = None
+            if recipe.evaluate.cross_validation:
+                cv = _cross_validation(recipe, method, resolved, work_dir, parts, report)
+            metrics = evaluate_against_baseline(
+                model,
+                baseline,
+                test,
+                recipe.evaluate,
+                feature=recipe.feature,
+                model_name=f"{recipe.model.name}/{method}",
+                model_seconds=model_seconds,
+                baseline_seconds=baseline_seconds,
+                seed=recipe.seed,
+                cross_validation=cv,
+            )
+        metrics["method_reason"] = reason
+        metrics["dataset_version"] = data.dataset_version
+        metrics["train_rows"] = len(train)
+        metrics["baseline"]["train_rows"] = len(full_train)
+        write_evaluation(metrics, work_dir)
+        run.commit()
+        registered = store.register_model_version(
+            recipe.feature,
+            run_id=run.run_id,
+            dataset_version_id=version.id,
+            model_path=str(final_dir / "model"),
+            base_model=recipe.model.name,
+            method=method,
+            metrics=summarize(metrics),
+            recipe=recipe.model_dump(mode="json"),
+        )
+        metrics["version"] = f"v{registered.version}"
+        write_evaluation(metrics, final_dir)
+        run.succeed(
+            summary={"version": registered.version, **summarize(metrics)},
+            dataset_version_id=version.id,
+        )
+    return TrainResult(
+        run_id=run.run_id,
+        run_dir=final_dir,
+        version=registered.version,
+        method=method,
+        method_reason=reason,
+        metrics=metrics,
+    )
+
+
+def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The figures stored with a model version (the full set stays in metrics.json)."""
+    model, baseline = metrics["model"], metrics["baseline"]
+    return {
+        "macro_f1": model["metrics"]["macro_f1"],
+        "macro_f1_ci": model["macro_f1_ci"],
+        "accuracy": model["metrics"]["accuracy"],
+        "baseline_macro_f1": baseline["metrics"]["macro_f1"],
+        "beats_baseline": metrics["comparison"]["beats_baseline"],
+        "gain_ci": metrics["comparison"]["ci"],
+        "test_rows": metrics["test_rows"],
+        "train_seconds": model["train_seconds"],
+        "verdict": metrics["verdict"],
+    }
+
+
+def _cross_validation(recipe, method, resolved, data_dir: Path, parts, report: Report) -> dict:
+    folds_file = data_dir / "splits" / "folds.json"
+    if not folds_file.is_file():
+        raise ModelError("evaluate.cross_validation needs split.k_folds in the recipe (e.g. 5)")
+    folds = json.loads(folds_file.read_text(encoding="utf-8"))["folds"]
+    pool = Dataset([*parts["train"], *parts["val"]])
+    report(f"cross-validating {method} over {len(folds)} folds")
+    if method == "head":
+        probe = _build_model(recipe, method, resolved)
+        embeddings = dict(zip((r.id for r in pool), probe.embed(pool.texts), strict=True))
+
+        def fit_fold(train: Dataset):
+            model = _build_model(recipe, method, resolved)
+            model.max_length = probe.max_length
+            x = np.stack([embeddings[r.id] for r in train])
+            return model.fit(train.texts, train.labels, train_embeddings=x)
+
+        return cross_validate(fit_fold, pool, folds)
+
+    def fit_fold(train: Dataset):
+        model = _build_model(recipe, method, resolved)
+        held_out = _sample(train, max(1, len(train) // 10), recipe.seed)
+        held_ids = {r.id for r in held_out}
+        rest = Dataset(r for r in train if r.id not in held_ids)
+        with tempfile.TemporaryDirectory() as tmp:
+            _fit(model, method, rest, held_out, Path(tmp))
+        return model
+
+    return cross_validate(fit_fold, pool, folds)
