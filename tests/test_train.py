@@ -266,3 +266,46 @@ def test_a_failed_resume_keeps_the_checkpoints(tiny_world: Path, tmp_path: Path)
     assert (work_dir / "checkpoints" / "checkpoint-5").is_dir()
     (run, _), *_ = open_store().list_runs()
     assert run.status == "failed"
+
+
+def test_a_model_that_loses_to_the_baseline_leaves_the_baseline_registered_and_servable(
+    tiny_world: Path, tmp_path: Path, capsys
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from aiflywheel.core.versions import promote
+    from aiflywheel.serve.app import create_app
+    from aiflywheel.serve.config import ServeConfig
+
+    path = _recipe(tiny_world, tmp_path, "finetune", epochs=1)
+    path.write_text(path.read_text().replace("learning_rate: 0.003", "learning_rate: 0.0000001"))
+    assert main(["train", str(path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "v2 is the TF-IDF baseline, registered because it won" in out
+
+    store = open_store()
+    model, baseline = (
+        row
+        for row, _ in sorted(
+            store.list_model_versions("tiny-sentiment"), key=lambda pair: pair[0].version
+        )
+    )
+    assert (
+        model.metrics["beats_baseline"] is False and "keep the baseline" in model.metrics["verdict"]
+    )
+    assert baseline.metrics["is_baseline"] and baseline.method.startswith("tfidf")
+    assert baseline.metrics["macro_f1"] > model.metrics["macro_f1"]
+    assert Path(baseline.model_path).name == "baseline"
+
+    promote(store, "tiny-sentiment", baseline.version, actor="pm")  # no force needed
+    key, _ = store.create_api_key("client", "app")
+    with TestClient(create_app(ServeConfig(), store)) as client:
+        answer = client.post(
+            "/v1/classify",
+            json={"feature": "tiny-sentiment", "texts": ["很好 great product"]},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["version"] == baseline.version
+    assert body["predictions"][0]["label"] == "positive"

@@ -53,12 +53,27 @@ class TextClassificationTask:
             f"{built.feature} v{built.version} registered as {built.status} "
             f"({built.details.method}); report: [bold]{built.report_html}[/bold]"
         )
+        if built.details.baseline_version is not None:
+            number = built.details.baseline_version
+            console.print(
+                f"{built.feature} v{number} is the TF-IDF baseline, registered because it "
+                f"won; serve it with `flywheel promote {built.feature}:{number}`"
+            )
 
     def api_router(self):
         return None  # /v1/classify and /v1/feedback are the server's own routes
 
     def quality(self, metrics: Mapping[str, Any]) -> Quality:
         ci = metrics.get("macro_f1_ci")
+        if metrics.get("is_baseline"):  # the TF-IDF baseline, registered because it won
+            return Quality(
+                metric="macro-F1",
+                value=metrics.get("macro_f1"),
+                ci=(float(ci[0]), float(ci[1])) if ci else None,
+                baseline_name=metrics.get("compared_with"),
+                baseline_value=metrics.get("compared_macro_f1"),
+                beats_baseline=True,
+            )
         return Quality(
             metric="macro-F1",
             value=metrics.get("macro_f1"),

@@ -83,6 +83,7 @@ class TrainResult:
     method: str
     method_reason: str
     metrics: dict[str, Any]
+    baseline_version: int | None = None
 
     @property
     def report_html(self) -> Path:
@@ -380,9 +381,33 @@ def train_feature(
             recipe=recipe.model_dump(mode="json"),
         )
         metrics["version"] = f"v{registered.version}"
+        baseline_version = None
+        if baseline_wins(metrics):
+            # The cheap model is measurably better: register it too, so the gate and
+            # `flywheel promote` can put it in service like any classifier.
+            baseline_version = store.register_model_version(
+                recipe.feature,
+                run_id=run.run_id,
+                dataset_version_id=version.id,
+                model_path=str(final_dir / "baseline"),
+                base_model="tfidf",
+                method=baseline.name,
+                metrics=summarize_baseline(metrics),
+                recipe=recipe.model_dump(mode="json"),
+            ).version
+            metrics["baseline_version"] = f"v{baseline_version}"
+            report(
+                f"the {baseline.name} baseline beat {recipe.model.name}/{method}: registered "
+                f"as v{baseline_version}, servable (`flywheel promote {recipe.feature}:"
+                f"{baseline_version}`)"
+            )
         write_evaluation(metrics, final_dir)
         run.succeed(
-            summary={"version": registered.version, **summarize(metrics)},
+            summary={
+                "version": registered.version,
+                "baseline_version": baseline_version,
+                **summarize(metrics),
+            },
             dataset_version_id=version.id,
         )
     return TrainResult(
@@ -392,6 +417,7 @@ def train_feature(
         method=method,
         method_reason=reason,
         metrics=metrics,
+        baseline_version=baseline_version,
     )
 
 
@@ -440,3 +466,32 @@ def _cross_validation(recipe, method, resolved, data_dir: Path, parts, report: R
         return model
 
     return cross_validate(fit_fold, pool, folds)
+
+
+def baseline_wins(metrics: dict[str, Any]) -> bool:
+    """Whether the baseline is measurably better: the model's gain CI lies below zero."""
+    ci = metrics["comparison"].get("ci") or [0.0, 0.0]
+    return float(ci[1]) < 0
+
+
+def summarize_baseline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The figures of the baseline registered as its own version (it beat the model)."""
+    model, baseline, comparison = metrics["model"], metrics["baseline"], metrics["comparison"]
+    lo, hi = comparison["ci"]
+    gain = -float(comparison["diff"]) * 100
+    return {
+        "is_baseline": True,
+        "macro_f1": baseline["metrics"]["macro_f1"],
+        "macro_f1_ci": baseline["macro_f1_ci"],
+        "accuracy": baseline["metrics"]["accuracy"],
+        "compared_with": model["name"],
+        "compared_macro_f1": model["metrics"]["macro_f1"],
+        "gain_ci": [-hi, -lo],
+        "test_rows": metrics["test_rows"],
+        "train_seconds": baseline["train_seconds"],
+        "verdict": (
+            f"the {baseline['name']} baseline beats {model['name']} by {gain:+.1f} macro-F1 "
+            f"points (95% CI {-hi * 100:+.1f} to {-lo * 100:+.1f}); it is registered as a "
+            "servable version"
+        ),
+    }
