@@ -13,7 +13,7 @@ from aiflywheel.errors import RecipeError
 from aiflywheel.recipe import parse_recipe
 
 SRC = Path(__file__).parents[2] / "src" / "aiflywheel"
-TASK_NAME = re.compile(r'task ?== ?"|"(%s)"' % "|".join(TASKS))
+TASK_NAME = re.compile('task ?== ?"|"(' + "|".join(TASKS) + ')"')
 
 
 @pytest.mark.parametrize("name", list(TASKS))
