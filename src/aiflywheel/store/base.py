@@ -1,0 +1,169 @@
+"""The store's engine: opening a database, migrating it, sessions, shared lookups."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, select
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from aiflywheel.errors import NotFoundError, StoreError
+from aiflywheel.store.schema import Feature, ModelVersion
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def _shown_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+class StoreBase:
+    """The engine and session of a store; the table groups add their methods (mixins)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise StoreError(
+                f"FLYWHEEL_DB_URL {url!r} is not a database URL "
+                "(expected e.g. sqlite:///path.db or postgresql://user@host/db)"
+            ) from None
+        connect_args: dict[str, Any] = {}
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            try:
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot open the store at {url}: {exc.strerror}") from None
+            connect_args["timeout"] = 30
+        try:
+            self.engine: Engine = create_engine(url, connect_args=connect_args)
+        except (ArgumentError, ImportError, SQLAlchemyError) as exc:
+            raise StoreError(f"cannot open the store at {_shown_url(url)}: {exc}") from None
+        if parsed.get_backend_name() == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.upgrade()
+
+    def upgrade(self) -> None:
+        """Apply pending schema migrations (idempotent)."""
+        from alembic import command
+
+        try:
+            with _migration_lock(self.engine), self.engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    connection.exec_driver_sql(
+                        f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+                    )
+                config = _alembic_config(connection)
+                command.upgrade(config, "head")
+        except SQLAlchemyError as exc:
+            reason = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
+            raise StoreError(f"cannot open the store at {_shown_url(self.url)}: {reason}") from None
+
+    def revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except SQLAlchemyError as exc:
+            session.rollback()
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise StoreError(f"store write failed at {_shown_url(self.url)}: {reason}") from None
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def ping(self) -> None:
+        """Raise StoreError when the database cannot answer a trivial query."""
+        with self.session() as session:
+            session.execute(select(1))
+
+    def _version_row(self, session: Session, feature: str, version: int) -> ModelVersion:
+        feature_id = self._feature_id(session, feature)
+        row = session.scalar(
+            select(ModelVersion).where(
+                ModelVersion.feature_id == feature_id, ModelVersion.version == version
+            )
+        )
+        if row is None:
+            known = session.scalars(
+                select(ModelVersion.version).where(ModelVersion.feature_id == feature_id)
+            ).all()
+            raise NotFoundError(
+                f"feature {feature!r} has no version {version}; versions: "
+                f"{', '.join(map(str, known)) or 'none'}"
+            )
+        return row
+
+    @classmethod
+    def _feature_ids(cls, session: Session, names: set[str]) -> dict[str, int]:
+        return {name: cls._feature_id(session, name) for name in names}
+
+    @staticmethod
+    def _feature_id(session: Session, name: str) -> int:
+        feature_id = session.scalar(select(Feature.id).where(Feature.name == name))
+        if feature_id is None:
+            raise NotFoundError(
+                f"unknown feature {name!r}; run `flywheel data check` on its recipe first"
+            )
+        return feature_id
+
+
+MIGRATION_LOCK_KEY = 0x666C7977  # "flyw": Postgres advisory lock held while migrating
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """Serialize schema upgrades: two processes opening a new store must not both create it.
+
+    SQLite files get an exclusive ``flock`` beside the database; Postgres takes an advisory
+    lock inside the migration transaction instead (see ``Store.upgrade``).
+    """
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
+        yield
+        return
+    import fcntl
+
+    lock_path = Path(database).with_name(Path(database).name + ".migrate-lock")
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _alembic_config(connection):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
