@@ -54,20 +54,68 @@ class StoreBase:
         self.upgrade()
 
     def upgrade(self) -> None:
-        """Apply pending schema migrations (idempotent)."""
-        from alembic import command
+        """Apply pending schema migrations (idempotent).
 
+        A database at a revision this code does not know (written by a newer aiflywheel)
+        is left as it is: ``StoreError`` names the revision. On SQLite, foreign keys are
+        off while migrating (batch migrations copy tables that others refer to) and checked
+        before the migration commits.
+        """
         try:
-            with _migration_lock(self.engine), self.engine.begin() as connection:
-                if connection.dialect.name == "postgresql":
+            with _migration_lock(self.engine), self.engine.connect() as connection:
+                sqlite = connection.dialect.name == "sqlite"
+                if sqlite:
+                    # pysqlite commits DDL as it goes unless the transaction is ours: BEGIN
+                    # by hand, so a failed migration leaves the file as it was.
+                    raw = connection.connection.driver_connection
+                    level = raw.isolation_level
+                    raw.isolation_level = None
+                    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                    connection.exec_driver_sql("BEGIN")
+                elif connection.dialect.name == "postgresql":
                     connection.exec_driver_sql(
                         f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
                     )
-                config = _alembic_config(connection)
-                command.upgrade(config, "head")
+                try:
+                    self._migrate(connection)
+                    connection.commit()
+                except BaseException:
+                    connection.rollback()
+                    raise
+                finally:
+                    if sqlite:
+                        connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                        connection.commit()
+                        raw.isolation_level = level
         except SQLAlchemyError as exc:
             reason = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
             raise StoreError(f"cannot open the store at {_shown_url(self.url)}: {reason}") from None
+
+    def _migrate(self, connection) -> None:
+        """Upgrade to head inside the caller's transaction; refuse an unknown revision."""
+        from alembic import command
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        config = _alembic_config(connection)
+        script = ScriptDirectory.from_config(config)
+        known = {rev.revision for rev in script.walk_revisions()}
+        current = MigrationContext.configure(connection).get_current_heads()
+        unknown = [rev for rev in current if rev not in known]
+        if unknown:
+            raise StoreError(
+                f"the store at {_shown_url(self.url)} is at schema revision {unknown[0]!r}, "
+                f"newer than this aiflywheel knows (up to {script.get_current_head()}); "
+                "upgrade aiflywheel to open it"
+            )
+        command.upgrade(config, "head")
+        if connection.dialect.name == "sqlite":
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").first()
+            if broken is not None:
+                raise StoreError(
+                    f"migrating the store at {_shown_url(self.url)} would break a foreign key "
+                    f"of table {broken[0]!r}; the store was left as it was"
+                )
 
     def revision(self) -> str | None:
         from alembic.runtime.migration import MigrationContext

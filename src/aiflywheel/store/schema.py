@@ -106,6 +106,7 @@ MODEL_STATUSES = ("candidate", "champion", "archived", "rejected")
 API_KEY_ROLES = ("client", "admin")
 REVIEW_STATES = ("pending", "accepted", "rejected")
 THUMBS = ("up", "down")
+CORRECTION_PREFIX = "corrected_"  # payload keys that correct the prediction
 FeedbackOutcome = Literal["created", "updated", "repeated"]
 
 
@@ -132,14 +133,61 @@ class PredictionLog(Base):
     feature_id: Mapped[int] = mapped_column(ForeignKey("features.id"))
     version: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
-    label: Mapped[str] = mapped_column(String(200))
-    probabilities: Mapped[dict[str, Any]] = mapped_column(JSON)
+    output: Mapped[dict[str, Any]] = mapped_column(JSON)
     latency_ms: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    @property
+    def label(self) -> str:
+        """What was predicted, in one word: a classifier's label, an answer's kind."""
+        return str(self.output.get("label", ""))
 
-class Feedback(Base):
-    """A user's answer to a prediction, and its review state (pending/accepted/rejected)."""
+    @property
+    def probabilities(self) -> dict[str, float]:
+        """A classifier's probability per label ({} for outputs without them)."""
+        return dict(self.output.get("probabilities") or {})
+
+
+class PayloadFields:
+    """The feedback answers every task knows, read from ``payload`` (None when absent)."""
+
+    payload: Any  # a JSON column on the class that mixes this in
+
+    @property
+    def corrected_label(self) -> str | None:
+        return self.payload.get("corrected_label")
+
+    @property
+    def corrected_answer(self) -> str | None:
+        return self.payload.get("corrected_answer")
+
+    @property
+    def thumb(self) -> str | None:
+        return self.payload.get("thumb")
+
+    @property
+    def comment(self) -> str | None:
+        return self.payload.get("comment")
+
+    @property
+    def correction(self) -> dict[str, Any]:
+        """The payload's corrections (keys ``corrected_*``): a prediction holds one."""
+        return correction_of(self.payload)
+
+
+def correction_of(payload: dict[str, Any]) -> dict[str, Any]:
+    """The corrections in a feedback payload: its ``corrected_*`` keys that are set."""
+    return {
+        key: value
+        for key, value in payload.items()
+        if key.startswith(CORRECTION_PREFIX) and value is not None
+    }
+
+
+class Feedback(PayloadFields, Base):
+    """A user's answer to a prediction (``payload``: JSON the feature's task validates,
+    e.g. ``{"corrected_label": ...}``, ``{"thumb": "up", "comment": ...}``), and its review
+    state (pending/accepted/rejected)."""
 
     __tablename__ = "feedback"
 
@@ -147,10 +195,7 @@ class Feedback(Base):
     prediction_id: Mapped[str] = mapped_column(ForeignKey("predictions.id"), index=True)
     feature_id: Mapped[int] = mapped_column(ForeignKey("features.id"))
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
-    corrected_label: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    thumb: Mapped[str | None] = mapped_column(String(8), nullable=True)
-    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
-    corrected_answer: Mapped[str | None] = mapped_column(Text, nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     review_state: Mapped[str] = mapped_column(String(16), default="pending")
     reviewer: Mapped[str | None] = mapped_column(String(100), nullable=True)
     reviewed_at: Mapped[datetime | None] = mapped_column(nullable=True)

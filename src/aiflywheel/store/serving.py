@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, func, insert, or_, select, update
+from sqlalchemy import Integer, func, insert, select
 
 from aiflywheel.errors import ConflictError, NotFoundError
 from aiflywheel.store.base import StoreBase
@@ -17,29 +17,37 @@ from aiflywheel.store.schema import (
     Feature,
     Feedback,
     FeedbackOutcome,
+    PayloadFields,
     PredictionLog,
     ShadowPrediction,
+    correction_of,
     utcnow,
 )
 
 
 @dataclass(frozen=True)
-class FeedbackItem:
-    """A feedback row joined with the prediction it answers (what reviewers look at)."""
+class FeedbackItem(PayloadFields):
+    """A feedback row joined with the prediction it answers (what reviewers look at).
+
+    ``payload`` is the feedback as its task validated it, ``output`` what the prediction
+    answered; ``corrected_label``, ``corrected_answer``, ``thumb``, ``comment`` read the
+    payload and ``predicted`` the output's label.
+    """
 
     id: int
     prediction_id: str
     feature: str
     version: int
     text: str
-    predicted: str
-    corrected_label: str | None
-    thumb: str | None
-    comment: str | None
+    output: dict[str, Any]
+    payload: dict[str, Any]
     review_state: str
     reviewer: str | None
     created_at: datetime
-    corrected_answer: str | None = None
+
+    @property
+    def predicted(self) -> str:
+        return str(self.output.get("label", ""))
 
     @property
     def label(self) -> str | None:
@@ -61,18 +69,30 @@ class FeedbackItem:
             "thumb": self.thumb,
             "comment": self.comment,
             "corrected_answer": self.corrected_answer,
+            "payload": dict(self.payload),
+            "output": dict(self.output),
             "review_state": self.review_state,
             "reviewer": self.reviewer,
             "created_at": self.created_at.isoformat(timespec="seconds"),
         }
 
 
+def prediction_output(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``output`` of a prediction-log row (a classification may give ``label`` and
+    ``probabilities`` instead)."""
+    output = row.get("output")
+    if output is not None:
+        return dict(output)
+    return {"label": row["label"], "probabilities": row["probabilities"]}
+
+
 class ServingStore(StoreBase):
     def log_predictions(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert served predictions in one transaction.
 
-        Each row: ``id, feature, version, text, label, probabilities, latency_ms,
-        created_at``. Feature names are resolved to ids here.
+        Each row: ``id, feature, version, text, output, latency_ms, created_at`` (``output``
+        the task's prediction payload; a row with ``label`` and ``probabilities`` instead
+        is a classification). Feature names are resolved to ids here.
         """
         if not rows:
             return
@@ -86,8 +106,7 @@ class ServingStore(StoreBase):
                         "feature_id": ids[row["feature"]],
                         "version": row["version"],
                         "text": row["text"],
-                        "label": row["label"],
-                        "probabilities": row["probabilities"],
+                        "output": prediction_output(row),
                         "latency_ms": row["latency_ms"],
                         "created_at": row.get("created_at") or utcnow(),
                     }
@@ -163,32 +182,36 @@ class ServingStore(StoreBase):
         comment: str | None = None,
         corrected_answer: str | None = None,
         idempotency_key: str | None = None,
+        payload: Mapping[str, Any] | None = None,
     ) -> tuple[Feedback, FeedbackOutcome]:
         """Store feedback on a logged prediction; returns (row, outcome).
 
+        The answer is ``payload`` (JSON its task validated, e.g. at ``POST /v1/feedback``)
+        merged with the keyword answers that are set; keys left None are not stored.
         ``"created"``: a new pending item. ``"updated"``: a prediction has one correction
-        (``corrected_label`` or ``corrected_answer``): a second one replaces the answer of
-        the pending item that holds the first (same row, new timestamp); when that item
-        was already reviewed, ``ConflictError`` names it. ``"repeated"``: with an
-        ``idempotency_key`` seen before, the stored row comes back unchanged when the
-        payload is the same (``ConflictError`` when not).
+        (a ``corrected_*`` key, e.g. ``corrected_label`` or ``corrected_answer``): a second
+        one replaces the answer of the pending item that holds the first (same row, new
+        timestamp); when that item was already reviewed, ``ConflictError`` names it.
+        ``"repeated"``: with an ``idempotency_key`` seen before, the stored row comes back
+        unchanged when the payload is the same (``ConflictError`` when not).
         """
-        if thumb is not None and thumb not in THUMBS:
-            raise ConflictError(f"thumb must be 'up' or 'down', got {thumb!r}")
-        payload = (corrected_label, thumb, comment, corrected_answer)
+        given = {
+            "corrected_label": corrected_label,
+            "thumb": thumb,
+            "comment": comment,
+            "corrected_answer": corrected_answer,
+        }
+        merged = {**(payload or {}), **{k: v for k, v in given.items() if v is not None}}
+        answer = {key: value for key, value in merged.items() if value is not None}
+        if answer.get("thumb") is not None and answer["thumb"] not in THUMBS:
+            raise ConflictError(f"thumb must be 'up' or 'down', got {answer['thumb']!r}")
         with self.session() as session:
             if idempotency_key is not None:
                 existing = session.scalar(
                     select(Feedback).where(Feedback.idempotency_key == idempotency_key)
                 )
                 if existing is not None:
-                    stored = (
-                        existing.corrected_label,
-                        existing.thumb,
-                        existing.comment,
-                        existing.corrected_answer,
-                    )
-                    if existing.prediction_id != prediction_id or stored != payload:
+                    if existing.prediction_id != prediction_id or existing.payload != answer:
                         raise ConflictError(
                             f"idempotency key {idempotency_key!r} was already used for "
                             "different feedback"
@@ -199,18 +222,18 @@ class ServingStore(StoreBase):
             )
             if feature_id is None:
                 raise NotFoundError(f"no prediction with id {prediction_id!r}")
-            if corrected_label is not None or corrected_answer is not None:
-                earlier = session.scalar(
-                    select(Feedback)
-                    .where(
-                        Feedback.prediction_id == prediction_id,
-                        or_(
-                            Feedback.corrected_label.is_not(None),
-                            Feedback.corrected_answer.is_not(None),
-                        ),
-                    )
-                    .order_by(Feedback.id.desc())
-                    .limit(1)
+            if correction_of(answer):
+                earlier = next(
+                    (
+                        row
+                        for row in session.scalars(
+                            select(Feedback)
+                            .where(Feedback.prediction_id == prediction_id)
+                            .order_by(Feedback.id.desc())
+                        )
+                        if row.correction
+                    ),
+                    None,
                 )
                 if earlier is not None and earlier.review_state != "pending":
                     raise ConflictError(
@@ -219,10 +242,7 @@ class ServingStore(StoreBase):
                         "cannot replace it"
                     )
                 if earlier is not None:
-                    earlier.corrected_label = corrected_label
-                    earlier.thumb = thumb
-                    earlier.comment = comment
-                    earlier.corrected_answer = corrected_answer
+                    earlier.payload = answer
                     earlier.idempotency_key = idempotency_key or earlier.idempotency_key
                     earlier.created_at = utcnow()
                     session.flush()
@@ -231,10 +251,7 @@ class ServingStore(StoreBase):
                 prediction_id=prediction_id,
                 feature_id=feature_id,
                 idempotency_key=idempotency_key,
-                corrected_label=corrected_label,
-                thumb=thumb,
-                comment=comment,
-                corrected_answer=corrected_answer,
+                payload=answer,
                 review_state="pending",
             )
             session.add(row)
@@ -275,14 +292,11 @@ class ServingStore(StoreBase):
                     feature=feature,
                     version=pred.version,
                     text=pred.text,
-                    predicted=pred.label,
-                    corrected_label=fb.corrected_label,
-                    thumb=fb.thumb,
-                    comment=fb.comment,
+                    output=dict(pred.output),
+                    payload=dict(fb.payload),
                     review_state=fb.review_state,
                     reviewer=fb.reviewer,
                     created_at=fb.created_at,
-                    corrected_answer=fb.corrected_answer,
                 )
                 for fb, pred in session.execute(query)
             ]
@@ -301,14 +315,15 @@ class ServingStore(StoreBase):
         with self.session() as session:
             feature_id = self._feature_id(session, feature)
             wanted = {fid for fid, _, _ in decisions}
-            known = set(
-                session.scalars(
-                    select(Feedback.id).where(
+            rows = {
+                row.id: row
+                for row in session.scalars(
+                    select(Feedback).where(
                         Feedback.feature_id == feature_id, Feedback.id.in_(list(wanted))
                     )
                 )
-            )
-            missing = sorted(wanted - known)
+            }
+            missing = sorted(wanted - set(rows))
             if missing:
                 shown = ", ".join(map(str, missing[:10]))
                 raise NotFoundError(f"feature {feature!r} has no feedback with id(s) {shown}")
@@ -318,14 +333,11 @@ class ServingStore(StoreBase):
                     raise ConflictError(
                         f"review state must be one of {', '.join(REVIEW_STATES)}, got {state!r}"
                     )
-                values: dict[str, Any] = {
-                    "review_state": state,
-                    "reviewer": reviewer,
-                    "reviewed_at": now,
-                }
+                row = rows[fid]
+                row.review_state, row.reviewer, row.reviewed_at = state, reviewer, now
                 if label is not None:
-                    values["corrected_label"] = label
-                session.execute(update(Feedback).where(Feedback.id == fid).values(**values))
+                    row.payload = {**row.payload, "corrected_label": label}
+            session.flush()
             return len(decisions)
 
     def feedback_counts(self, feature: str | None = None) -> dict[str, int]:
