@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_chec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 if TYPE_CHECKING:
+    from aiflywheel.core.version_metrics import VersionMetrics
     from aiflywheel.recipe import Recipe
     from aiflywheel.settings import Settings
     from aiflywheel.store import Store
@@ -169,7 +170,7 @@ class Task(Protocol):
     def api_router(self) -> Any:
         """The task's own REST routes (a FastAPI router), or None."""
 
-    def quality(self, metrics: Mapping[str, Any]) -> Quality:
+    def quality(self, metrics: VersionMetrics) -> Quality:
         """The primary metric (with CI) and baseline of a registered version's metrics."""
 
     def load_predictor(

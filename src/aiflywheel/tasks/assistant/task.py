@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from aiflywheel.core.task import Built, FeedbackPayload, PredictionPayload, Quality, Report
+from aiflywheel.core.version_metrics import VersionMetrics
 from aiflywheel.errors import RecipeError
 
 ANSWER_SUMMARY_CHARS = 500
@@ -83,19 +84,20 @@ class AssistantTask:
 
         return router
 
-    def quality(self, metrics: Mapping[str, Any]) -> Quality:
-        if "hit@5" not in metrics:
+    def quality(self, metrics: VersionMetrics | Mapping[str, Any]) -> Quality:
+        m = VersionMetrics.of(metrics)
+        if m.hit_at_5 is None:
             return Quality(metric="answer accuracy", value=None)
-        ci = metrics.get("answer_accuracy_ci")
+        others = {
+            "hit@5": m.hit_at_5,
+            "handoff P": m.handoff_precision,
+            "handoff R": m.handoff_recall,
+        }
         return Quality(
             metric="answer accuracy",
-            value=metrics.get("answer_accuracy"),
-            ci=(float(ci[0]), float(ci[1])) if ci else None,
-            others={
-                "hit@5": metrics["hit@5"],
-                "handoff P": metrics["handoff_precision"],
-                "handoff R": metrics["handoff_recall"],
-            },
+            value=m.answer_accuracy,
+            ci=m.answer_accuracy_ci,
+            others={name: value for name, value in others.items() if value is not None},
         )
 
     def load_predictor(self, model_path: str | Path, *, feature: str, version: int, store=None):

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from pydantic import Field, ValidationInfo, field_validator
 
 from aiflywheel.core.task import Built, FeedbackPayload, PredictionPayload, Quality, Report
+from aiflywheel.core.version_metrics import VersionMetrics
 from aiflywheel.errors import RecipeError
 
 
@@ -91,15 +92,15 @@ class TextClassificationTask:
     def api_router(self):
         return None  # /v1/classify and /v1/feedback are the server's own routes
 
-    def quality(self, metrics: Mapping[str, Any]) -> Quality:
-        ci = metrics.get("macro_f1_ci")
+    def quality(self, metrics: VersionMetrics | Mapping[str, Any]) -> Quality:
+        m = VersionMetrics.of(metrics)
         return Quality(
             metric="macro-F1",
-            value=metrics.get("macro_f1"),
-            ci=(float(ci[0]), float(ci[1])) if ci else None,
-            baseline_name=metrics.get("baseline_name", "tfidf"),
-            baseline_value=metrics.get("baseline_macro_f1"),
-            beats_baseline=metrics.get("beats_baseline"),
+            value=m.macro_f1,
+            ci=m.macro_f1_ci,
+            baseline_name=m.baseline_name or "tfidf",
+            baseline_value=m.baseline_macro_f1,
+            beats_baseline=m.beats_baseline,
         )
 
     def load_predictor(self, model_path: str | Path, *, feature: str, version: int, store=None):
