@@ -291,7 +291,7 @@ def test_a_second_correction_updates_the_pending_item(serve, store, keys) -> Non
     assert store.list_feedback(FEATURE)[0].corrected_label == "positive"
 
 
-def test_feedback_errors(serve, keys) -> None:
+def test_feedback_errors(serve, store, keys) -> None:
     client = serve()
     headers = bearer(keys["client"])
     pid = _predict(client, keys["client"])
@@ -304,7 +304,8 @@ def test_feedback_errors(serve, keys) -> None:
     )
     assert label.status_code == 422
     assert label.json()["error"]["message"] == (
-        f"feature '{FEATURE}': corrected_label must be one of negative, positive, got 'meh'"
+        f"corrected_label: not a label of feature '{FEATURE}' (labels: negative, positive), "
+        "got 'meh'"
     )
     empty = client.post("/v1/feedback", json={"prediction_id": pid}, headers=headers)
     assert empty.status_code == 422 and "at least one of" in empty.json()["error"]["message"]
@@ -312,6 +313,16 @@ def test_feedback_errors(serve, keys) -> None:
         "/v1/feedback", json={"prediction_id": pid, "thumb": "left"}, headers=headers
     )
     assert thumb.status_code == 422 and thumb.json()["error"]["message"].startswith("thumb:")
+    # The payload is the task's: a field of the wrong shape or of another task is named.
+    for payload, message in (
+        ({"corrected_label": 5}, "corrected_label: Input should be a valid string, got 5"),
+        ({"label": "negative"}, "unknown field 'label'"),
+        ({"corrected_answer": "x"}, "corrected_answer: this feature is a classifier: send "),
+    ):
+        wrong = client.post("/v1/feedback", json={"prediction_id": pid, **payload}, headers=headers)
+        assert wrong.status_code == 422, payload
+        assert wrong.json()["error"]["message"].startswith(message), wrong.json()
+    assert store.list_feedback(FEATURE) == []
 
 
 def test_feedback_on_a_prediction_still_queued_flushes_it(serve, store, keys) -> None:

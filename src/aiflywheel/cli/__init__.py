@@ -281,31 +281,33 @@ def models_list(
 def _version_quality(row) -> tuple[str, str]:
     """(quality, baseline) cells of a version, as its task reports them."""
     from aiflywheel.core.registry import get_task
+    from aiflywheel.core.version_metrics import VersionMetrics
     from aiflywheel.core.versions import task_of
 
-    return get_task(task_of(row)).quality(row.metrics).cells()
+    return get_task(task_of(row)).quality(VersionMetrics.of(row)).cells()
 
 
 @models_app.command("show")
 def models_show(ref: Annotated[str, typer.Argument(help="FEATURE or FEATURE:VERSION.")]) -> None:
     """One model version: verdict, figures, where its files are."""
+    from aiflywheel.core.version_metrics import VersionMetrics
     from aiflywheel.core.versions import parse_version_ref
     from aiflywheel.store import open_store
 
     feature, number = parse_version_ref(ref)
     version = open_store().get_model_version(feature, number)
-    m = version.metrics
+    m = VersionMetrics.of(version)
     console.print(
         f"[bold]{feature} v{version.version}[/bold] ({version.status}) "
         f"{version.base_model}/{version.method}"
     )
-    console.print(escape(m.get("verdict", "")), highlight=False)
+    console.print(escape(m.verdict), highlight=False)
     quality, baseline = _version_quality(version)
     console.print(f"{quality}; baseline {baseline}", highlight=False)
-    if "accuracy" in m:
+    if m.accuracy is not None:
         console.print(
-            f"accuracy {m['accuracy']:.4f}, {m.get('test_rows', 0)} test rows, trained in "
-            f"{m.get('train_seconds', 0):.0f} s"
+            f"accuracy {m.accuracy:.4f}, {m.test_rows or 0} test rows, trained in "
+            f"{m.train_seconds or 0:.0f} s"
         )
     run_dir = Path(version.model_path).parent
     console.print(

@@ -88,7 +88,8 @@ def feedback_list(
     store = _store()
     table = Table("id", "version", "text", "predicted", "answer", "state")
     for item in store.list_feedback(feature, state=state, limit=limit):
-        answer = item.corrected_label or (f"thumb {item.thumb}" if item.thumb else "")
+        answer = item.corrected_label or item.corrected_answer or ""
+        answer = answer or (f"thumb {item.thumb}" if item.thumb else "")
         if item.comment:
             answer = f"{answer} “{item.comment}”".strip()
         text = item.text if len(item.text) <= 60 else item.text[:59] + "…"

@@ -10,12 +10,15 @@ If a new task needs such a branch, the contract is missing a method: add it here
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 if TYPE_CHECKING:
+    from aiflywheel.core.version_metrics import VersionMetrics
     from aiflywheel.recipe import Recipe
     from aiflywheel.settings import Settings
     from aiflywheel.store import Store
@@ -66,6 +69,69 @@ class Quality:
         }
 
 
+class PredictionPayload(BaseModel):
+    """What a prediction answered, as the prediction log stores it (``predictions.output``).
+
+    Every task's output has ``label``: what was predicted in one word (a classifier's label,
+    an assistant answer's kind), which reviews show; a task's model adds the rest.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    label: str = Field(description="What was predicted, in one word.")
+
+
+class FeedbackPayload(BaseModel):
+    """What a user may answer about a prediction (``feedback.payload``): a thumb and a
+    comment on any task; a task's model adds its correction (a ``corrected_*`` field, of
+    which a prediction holds one). Validated with ``context={"prediction": <the
+    prediction's PredictionPayload>, "feature": <name>}``; unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Fields another task would accept, with the hint this task gives instead.
+    misplaced: ClassVar[Mapping[str, str]] = {}
+
+    thumb: Literal["up", "down"] | None = Field(None, description="Was the answer good?")
+    comment: str | None = Field(None, max_length=10_000, description="Free text.")
+
+    @model_validator(mode="after")
+    def _says_something(self) -> FeedbackPayload:
+        if not any(value for value in self.model_dump().values()):
+            names = sorted(type(self).model_fields, key=lambda n: (not n.startswith("corr"), n))
+            raise ValueError(f"give at least one of {', '.join(names)}")
+        return self
+
+    def stored(self) -> dict[str, Any]:
+        """The JSON the store keeps: the fields given."""
+        return self.model_dump(exclude_none=True)
+
+    @classmethod
+    def problems(cls, exc: ValidationError) -> list[dict[str, Any]]:
+        """``exc``'s errors, with a field of another task's answer explained (``misplaced``)."""
+        out = []
+        for error in exc.errors():
+            key = error["loc"][0] if error["loc"] else None
+            if error["type"] == "extra_forbidden" and key in cls.misplaced:
+                error = {**error, "type": "value_error", "msg": cls.misplaced[key]}
+            out.append(error)
+        return out
+
+
+def parse_feedback(
+    task: Task, payload: Mapping[str, Any], output: Mapping[str, Any], *, feature: str
+) -> FeedbackPayload:
+    """``payload`` as ``task``'s feedback model, checked against the prediction it answers.
+
+    Raises ``pydantic.ValidationError`` (its errors name the field; see
+    ``FeedbackPayload.problems`` for the wording a client sees).
+    """
+    prediction = task.prediction_payload.model_validate(dict(output))
+    return task.feedback_payload.model_validate(
+        dict(payload), context={"prediction": prediction, "feature": feature}
+    )
+
+
 @dataclass
 class Built:
     """What training (or building) a version registered."""
@@ -89,6 +155,8 @@ class Task(Protocol):
     conversational: bool  # answers through /v1/chat/completions rather than /v1/classify
     min_labels: int  # distinct labels the data must have after cleaning (0: none needed)
     owns_sections: tuple[str, ...]  # recipe sections only this task may set
+    prediction_payload: type[PredictionPayload]  # what ``predictions.output`` holds
+    feedback_payload: type[FeedbackPayload]  # what ``POST /v1/feedback`` may send
 
     def check_recipe(self, recipe: Recipe) -> None:
         """Raise ``RecipeError`` when the recipe lacks what this task needs."""
@@ -102,7 +170,7 @@ class Task(Protocol):
     def api_router(self) -> Any:
         """The task's own REST routes (a FastAPI router), or None."""
 
-    def quality(self, metrics: Mapping[str, Any]) -> Quality:
+    def quality(self, metrics: VersionMetrics) -> Quality:
         """The primary metric (with CI) and baseline of a registered version's metrics."""
 
     def load_predictor(
@@ -121,8 +189,3 @@ class Task(Protocol):
         recipe: Recipe | None = None,
     ) -> Any:
         """Champion's data + accepted feedback -> candidate -> gate -> promote or keep."""
-
-    def feedback_problem(
-        self, payload: Mapping[str, Any], known_labels: Sequence[str]
-    ) -> str | None:
-        """None when a feedback payload fits this task; else what is wrong, in one line."""

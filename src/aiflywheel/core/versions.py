@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aiflywheel.core.registry import DEFAULT_TASK, get_task
+from aiflywheel.core.version_metrics import VersionMetrics
 from aiflywheel.errors import ConflictError, ModelError
 from aiflywheel.store import AuditEvent, Store, open_store
 
@@ -114,20 +115,20 @@ def promote(
 ) -> AuditEvent:
     """Make ``version`` the champion of ``feature``.
 
-    A version that the promotion gate refused (``metrics["gate"]["passed"]`` false), or
-    that did not beat its baseline (``metrics["beats_baseline"]`` false, even as the first
+    A version that the promotion gate refused (``VersionMetrics.gate.passed`` false), or
+    that did not beat its baseline (``VersionMetrics.beats_baseline`` false, even as the first
     champion), is promoted only with ``force`` and a reason; the audit event records the
     override. Otherwise the first champion of a feature needs no gate: there is nothing to
     compare against. Versions without a baseline comparison (assistants) are not checked.
     """
     row = store.get_model_version(feature, version)
     current = store.champion(feature)
-    gate: dict[str, Any] | None = row.metrics.get("gate")
+    figures = VersionMetrics.of(row)
     refusal = None
-    if gate is not None and not gate.get("passed", False):
-        refusal = f"did not pass the promotion gate ({gate.get('reason', '')})"
-    elif row.metrics.get("beats_baseline") is False:
-        verdict = str(row.metrics.get("verdict") or "").strip().rstrip(".")
+    if figures.gate is not None and not figures.gate.passed:
+        refusal = f"did not pass the promotion gate ({figures.gate.reason})"
+    elif figures.beats_baseline is False:
+        verdict = figures.verdict.strip().rstrip(".")
         refusal = "did not beat its baseline" + (f" ({verdict})" if verdict else "")
     refused = refusal is not None
     if refused and not force:
@@ -186,10 +187,10 @@ def rollback(
 
 
 def version_summary(row) -> dict[str, Any]:
-    m = row.metrics
+    figures = VersionMetrics.of(row)
     return {
         "version": row.version,
         "model": f"{row.base_model}/{row.method}",
-        "macro_f1": m.get("macro_f1"),
-        "accuracy": m.get("accuracy"),
+        "macro_f1": figures.macro_f1,
+        "accuracy": figures.accuracy,
     }

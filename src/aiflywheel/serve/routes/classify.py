@@ -6,21 +6,25 @@ import asyncio
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aiflywheel.core.registry import DEFAULT_TASK, get_task
+from aiflywheel.core.task import parse_feedback
 from aiflywheel.errors import NotFoundError, StoreError
 from aiflywheel.serve.config import ServeConfig
 from aiflywheel.serve.deps import ApiError, Client, State
 from aiflywheel.serve.serving_models import as_probabilities
+from aiflywheel.store.serving import prediction_output
 
 router = APIRouter(tags=["predictions"])
 
 PREPARE_INLINE_CHARS = 20_000
+FEEDBACK_KINDS = {"corrected_label": "corrected"}  # metric label of a payload field
 
 
 class ClassifyRequest(BaseModel):
@@ -60,23 +64,23 @@ class ClassifyBatchOut(BaseModel):
 
 
 class FeedbackRequest(BaseModel):
-    """A user's answer to a prediction: a correction, a thumb and/or a comment."""
+    """A user's answer to a prediction. Besides ``prediction_id`` (and an optional
+    ``idempotency_key``), the body is the feedback payload of the feature's task, checked by
+    its model: a classifier takes ``corrected_label``, an assistant ``corrected_answer``;
+    both take ``thumb`` (up/down) and ``comment``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {"prediction_id": "9f2c…", "corrected_label": "refund"},
+                {"prediction_id": "9f2c…", "thumb": "down", "comment": "wrong queue"},
+                {"prediction_id": "9f2c…", "corrected_answer": "Use the reset link."},
+            ]
+        },
+    )
 
     prediction_id: str = Field(..., min_length=1, max_length=64)
-    corrected_label: str | None = Field(
-        None, min_length=1, max_length=200, description="The right label, one of the feature's."
-    )
-    thumb: Literal["up", "down"] | None = None
-    comment: str | None = Field(None, max_length=10_000)
-    corrected_answer: str | None = Field(
-        None,
-        min_length=1,
-        max_length=10_000,
-        description="For an assistant's answer: what it should have said (a reviewer can turn "
-        "it into a knowledge-base entry).",
-    )
     idempotency_key: str | None = Field(
         None,
         min_length=1,
@@ -85,18 +89,10 @@ class FeedbackRequest(BaseModel):
         "Idempotency-Key header).",
     )
 
-    @model_validator(mode="after")
-    def _says_something(self) -> FeedbackRequest:
-        if (
-            self.corrected_label is None
-            and self.thumb is None
-            and not self.comment
-            and self.corrected_answer is None
-        ):
-            raise ValueError(
-                "give at least one of corrected_label, corrected_answer, thumb or comment"
-            )
-        return self
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The fields besides prediction_id and idempotency_key: the task's payload."""
+        return dict(self.model_extra or {})
 
 
 class FeedbackOut(BaseModel):
@@ -176,8 +172,7 @@ async def classify(body: ClassifyRequest, state: State, principal: Client) -> JS
                 "feature": model.feature,
                 "version": model.version,
                 "text": text,
-                "label": labels[best],
-                "probabilities": probabilities,
+                "output": {"label": labels[best], "probabilities": probabilities},
                 "latency_ms": latency_ms,
                 "created_at": now,
             }
@@ -194,7 +189,7 @@ async def classify(body: ClassifyRequest, state: State, principal: Client) -> JS
     state.metrics.predictions.labels(model.feature, str(model.version)).inc(len(rows))
     shadow = state.models.shadows.get(model.feature)
     if shadow is not None and shadow.model.version != model.version:
-        shadow.offer([r["id"] for r in rows], prepared, [r["label"] for r in rows])
+        shadow.offer([r["id"] for r in rows], prepared, [r["output"]["label"] for r in rows])
     head = {"feature": model.feature, "version": model.version}
     return JSONResponse({**head, **out[0]} if single else {**head, "predictions": out})
 
@@ -226,17 +221,20 @@ def feedback(
     pid = body.prediction_id
     pending = state.writer.pending(pid)
     if pending is not None:
-        feature, allowed = pending["feature"], list(pending["probabilities"])
+        feature, output = pending["feature"], prediction_output(pending)
     else:
         found = state.store.get_prediction(pid)
         if found is None:
             raise NotFoundError(f"no prediction with id {pid!r}")
-        feature, allowed = found[1], list(found[0].probabilities)
+        feature, output = found[1], found[0].output
     feature_row = state.store.get_feature(feature)
     task = get_task(feature_row.task if feature_row is not None else DEFAULT_TASK)
-    problem = task.feedback_problem(body.model_dump(), allowed)
-    if problem is not None:
-        raise ApiError(422, "ValidationError", f"feature {feature!r}: {problem}")
+    try:
+        payload = parse_feedback(task, body.payload, output, feature=feature).stored()
+    except ValidationError as exc:
+        problems = task.feedback_payload.problems(exc)
+        errors = [{**p, "loc": ("body", *p["loc"])} for p in problems]
+        raise RequestValidationError(errors) from None
     if pending is not None and not state.writer.wait_written(
         pid, state.config.feedback_wait_seconds
     ):
@@ -244,29 +242,18 @@ def feedback(
             f"prediction {pid!r} is not stored yet (the store is not keeping up: "
             f"{state.writer.last_error or 'busy'}); retry later"
         )
-    values = {
-        "corrected_label": body.corrected_label,
-        "thumb": body.thumb,
-        "comment": body.comment,
-        "corrected_answer": body.corrected_answer,
-        "idempotency_key": key,
-    }
     try:
-        row, outcome = state.store.add_feedback(pid, **values)
+        row, outcome = state.store.add_feedback(pid, payload=payload, idempotency_key=key)
     except StoreError:
         if key is None:
             raise
         # A concurrent request with the same key may have won the insert: look again.
-        row, outcome = state.store.add_feedback(pid, **values)
+        row, outcome = state.store.add_feedback(pid, payload=payload, idempotency_key=key)
     created = outcome == "created"
     if outcome != "repeated":
-        for kind, given in (
-            ("corrected", body.corrected_label is not None),
-            (f"thumb_{body.thumb}", body.thumb is not None),
-            ("comment", bool(body.comment)),
-            ("corrected_answer", body.corrected_answer is not None),
-        ):
-            if given:
+        for name, value in payload.items():
+            if value:
+                kind = f"thumb_{value}" if name == "thumb" else FEEDBACK_KINDS.get(name, name)
                 state.metrics.feedback.labels(feature, kind).inc()
     content = {
         "feedback_id": row.id,

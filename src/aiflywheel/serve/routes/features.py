@@ -8,13 +8,12 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from aiflywheel.core.version_metrics import VersionMetrics
 from aiflywheel.errors import ModelError
 from aiflywheel.serve.deps import Admin, AppState, Client, State
 from aiflywheel.store import AuditEvent
 
 router = APIRouter(tags=["features"])
-
-METRIC_KEYS = ("macro_f1", "accuracy", "baseline_macro_f1", "beats_baseline", "test_rows")
 
 
 class PromoteRequest(BaseModel):
@@ -76,7 +75,7 @@ def list_versions(name: str, state: State, principal: Client) -> dict[str, Any]:
             "serving": row.version == serving,
             "model": f"{row.base_model}/{row.method}",
             "created_at": row.created_at.isoformat(timespec="seconds"),
-            "metrics": {key: row.metrics.get(key) for key in METRIC_KEYS},
+            "metrics": VersionMetrics.of(row).headline(),
         }
         for row, _ in state.store.list_model_versions(name)
     ]

@@ -1,7 +1,8 @@
 """What the assistant stores: conversation turns, handoff tickets, live knowledge-base entries.
 
 Every answer is also a row of the prediction log (``predictions``: the question as text,
-the answer kind as label), so ``POST /v1/feedback`` and ``flywheel feedback`` work on
+``output`` an ``AnswerOutput``: the answer's kind as label, its confidence, the start of the
+answer), so ``POST /v1/feedback`` and ``flywheel feedback`` work on
 assistant answers as on classifications. The turn itself (answer, citations, session)
 lives in ``assistant_turns``; a handoff opens a ``tickets`` row; ``kb_entries`` holds the
 FAQ entries reviewers add while the assistant runs (``flywheel kb add``), which every
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from aiflywheel.errors import NotFoundError
 from aiflywheel.store import Base, Feedback, PredictionLog, Store, utcnow
+from aiflywheel.tasks.assistant.task import ANSWER_SUMMARY_CHARS, AnswerOutput
 
 
 class AssistantTurn(Base):
@@ -101,8 +103,12 @@ def log_turn(store: Store, turn: TurnRecord) -> int | None:
                 feature_id=feature_id,
                 version=turn.version,
                 text=turn.question,
-                label=turn.kind,
-                probabilities={"confidence": round(float(turn.confidence), 6)},
+                output=AnswerOutput(
+                    label=turn.kind,
+                    confidence=round(float(turn.confidence), 6),
+                    answer=turn.answer[:ANSWER_SUMMARY_CHARS],
+                    handoff=turn.handoff,
+                ).model_dump(),
                 latency_ms=turn.latency_ms,
                 created_at=now,
             )

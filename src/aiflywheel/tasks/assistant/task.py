@@ -3,12 +3,43 @@ citations or an honest handoff out."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from aiflywheel.core.task import Built, Quality, Report
+from pydantic import Field
+
+from aiflywheel.core.task import Built, FeedbackPayload, PredictionPayload, Quality, Report
+from aiflywheel.core.version_metrics import VersionMetrics
 from aiflywheel.errors import RecipeError
+
+ANSWER_SUMMARY_CHARS = 500
+
+
+class AnswerOutput(PredictionPayload):
+    """An assistant's turn in the prediction log: ``label`` is the answer's kind (answer,
+    handoff, refusal, ...); the whole answer and its citations stay in the turn."""
+
+    confidence: float | None = None
+    answer: str = Field("", description=f"The answer's first {ANSWER_SUMMARY_CHARS} characters.")
+    handoff: bool = False
+
+
+class AnswerFeedback(FeedbackPayload):
+    """What the assistant should have said, a thumb, a comment."""
+
+    misplaced: ClassVar[Mapping[str, str]] = {
+        "corrected_label": "this feature is an assistant: send corrected_answer, not "
+        "corrected_label"
+    }
+
+    corrected_answer: str | None = Field(
+        None,
+        min_length=1,
+        max_length=10_000,
+        description="What the answer should have said (a reviewer can turn it into a "
+        "knowledge-base entry).",
+    )
 
 
 class AssistantTask:
@@ -17,6 +48,8 @@ class AssistantTask:
     conversational = True
     min_labels = 0
     owns_sections: tuple[str, ...] = ("assistant",)
+    prediction_payload = AnswerOutput
+    feedback_payload = AnswerFeedback
 
     def check_recipe(self, recipe) -> None:
         if recipe.assistant is None:
@@ -51,19 +84,20 @@ class AssistantTask:
 
         return router
 
-    def quality(self, metrics: Mapping[str, Any]) -> Quality:
-        if "hit@5" not in metrics:
+    def quality(self, metrics: VersionMetrics | Mapping[str, Any]) -> Quality:
+        m = VersionMetrics.of(metrics)
+        if m.hit_at_5 is None:
             return Quality(metric="answer accuracy", value=None)
-        ci = metrics.get("answer_accuracy_ci")
+        others = {
+            "hit@5": m.hit_at_5,
+            "handoff P": m.handoff_precision,
+            "handoff R": m.handoff_recall,
+        }
         return Quality(
             metric="answer accuracy",
-            value=metrics.get("answer_accuracy"),
-            ci=(float(ci[0]), float(ci[1])) if ci else None,
-            others={
-                "hit@5": metrics["hit@5"],
-                "handoff P": metrics["handoff_precision"],
-                "handoff R": metrics["handoff_recall"],
-            },
+            value=m.answer_accuracy,
+            ci=m.answer_accuracy_ci,
+            others={name: value for name, value in others.items() if value is not None},
         )
 
     def load_predictor(self, model_path: str | Path, *, feature: str, version: int, store=None):
@@ -78,13 +112,6 @@ class AssistantTask:
             f"{feature} is an assistant: add answers to its knowledge base with `flywheel kb "
             "add` (retraining an assistant from reviewed answers is not available yet)"
         )
-
-    def feedback_problem(
-        self, payload: Mapping[str, Any], known_labels: Sequence[str]
-    ) -> str | None:
-        if payload.get("corrected_label") is not None:
-            return "this feature is an assistant: send corrected_answer, not corrected_label"
-        return None
 
 
 TASK = AssistantTask()

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiflywheel.core.version_metrics import VersionMetrics
 from aiflywheel.data.dataset import Dataset
 from aiflywheel.data.ingest import ingest
 from aiflywheel.data.text_normalize import near_duplicate_key
@@ -178,7 +179,7 @@ def turn_the_wheel(
     champion = store.champion(feature)
     if champion is None:
         newest = store.get_model_version(feature)
-        if newest.metrics.get("beats_baseline") is False:
+        if VersionMetrics.of(newest).beats_baseline is False:
             # An override, said as one: the demo serves v1 to collect the feedback it lacks.
             reason = (
                 f"first champion (demo): v{newest.version} does not beat its baseline yet; "

@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from aiflywheel.core.task import Built, Quality, Report
+from pydantic import Field, ValidationInfo, field_validator
+
+from aiflywheel.core.task import Built, FeedbackPayload, PredictionPayload, Quality, Report
+from aiflywheel.core.version_metrics import VersionMetrics
 from aiflywheel.errors import RecipeError
+
+
+class Classification(PredictionPayload):
+    """A classifier's answer: the label and the probability of every label."""
+
+    probabilities: dict[str, float] = Field(default_factory=dict)
+
+
+class ClassificationFeedback(FeedbackPayload):
+    """A correction of a classification (one of the feature's labels), a thumb, a comment."""
+
+    misplaced: ClassVar[Mapping[str, str]] = {
+        "corrected_answer": "this feature is a classifier: send corrected_label, not "
+        "corrected_answer"
+    }
+
+    corrected_label: str | None = Field(
+        None, min_length=1, max_length=200, description="The right label, one of the feature's."
+    )
+
+    @field_validator("corrected_label")
+    @classmethod
+    def _a_known_label(cls, label: str | None, info: ValidationInfo) -> str | None:
+        prediction = (info.context or {}).get("prediction")
+        known = list(getattr(prediction, "probabilities", None) or {})
+        if label is not None and known and label not in known:
+            feature = (info.context or {}).get("feature")
+            of = f" of feature {feature!r}" if feature else ""
+            raise ValueError(f"not a label{of} (labels: {', '.join(known)})")
+        return label
 
 
 class TextClassificationTask:
@@ -16,6 +49,8 @@ class TextClassificationTask:
     conversational = False
     min_labels = 2
     owns_sections: tuple[str, ...] = ()
+    prediction_payload = Classification
+    feedback_payload = ClassificationFeedback
 
     def check_recipe(self, recipe) -> None:
         if recipe.data is None:
@@ -63,24 +98,24 @@ class TextClassificationTask:
     def api_router(self):
         return None  # /v1/classify and /v1/feedback are the server's own routes
 
-    def quality(self, metrics: Mapping[str, Any]) -> Quality:
-        ci = metrics.get("macro_f1_ci")
-        if metrics.get("is_baseline"):  # the TF-IDF baseline, registered because it won
+    def quality(self, metrics: VersionMetrics | Mapping[str, Any]) -> Quality:
+        m = VersionMetrics.of(metrics)
+        if m.extra.get("is_baseline"):  # the TF-IDF baseline, registered because it won
             return Quality(
                 metric="macro-F1",
-                value=metrics.get("macro_f1"),
-                ci=(float(ci[0]), float(ci[1])) if ci else None,
-                baseline_name=metrics.get("compared_with"),
-                baseline_value=metrics.get("compared_macro_f1"),
+                value=m.macro_f1,
+                ci=m.macro_f1_ci,
+                baseline_name=m.extra.get("compared_with"),
+                baseline_value=m.extra.get("compared_macro_f1"),
                 beats_baseline=True,
             )
         return Quality(
             metric="macro-F1",
-            value=metrics.get("macro_f1"),
-            ci=(float(ci[0]), float(ci[1])) if ci else None,
-            baseline_name=metrics.get("baseline_name", "tfidf"),
-            baseline_value=metrics.get("baseline_macro_f1"),
-            beats_baseline=metrics.get("beats_baseline"),
+            value=m.macro_f1,
+            ci=m.macro_f1_ci,
+            baseline_name=m.baseline_name or "tfidf",
+            baseline_value=m.baseline_macro_f1,
+            beats_baseline=m.beats_baseline,
         )
 
     def load_predictor(self, model_path: str | Path, *, feature: str, version: int, store=None):
@@ -94,16 +129,6 @@ class TextClassificationTask:
         return retrain_feature(
             feature, store=store, settings=settings, actor=actor, report=report, recipe=recipe
         )
-
-    def feedback_problem(
-        self, payload: Mapping[str, Any], known_labels: Sequence[str]
-    ) -> str | None:
-        if payload.get("corrected_answer") is not None:
-            return "this feature is a classifier: send corrected_label, not corrected_answer"
-        label = payload.get("corrected_label")
-        if label is not None and known_labels and label not in known_labels:
-            return f"corrected_label must be one of {', '.join(known_labels)}, got {label!r}"
-        return None
 
 
 TASK = TextClassificationTask()
