@@ -122,7 +122,7 @@ def test_two_trains_at_once_never_register_a_half_written_version(
 
     store = open_store()
     versions = store.list_model_versions("locked")
-    assert len(versions) == 3
+    assert len({row.run_id for row, _ in versions}) == 3  # (a winning baseline registers too)
     for row, _ in versions:
         run_dir = Path(row.model_path).parent
         for name in COMPLETE:
