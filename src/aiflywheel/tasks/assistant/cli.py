@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from aiflywheel.errors import ModelError, NotFoundError
 from aiflywheel.tables import print_table
@@ -263,11 +264,28 @@ def kb_list(feature: Annotated[str, typer.Argument(help="Assistant feature.")]) 
     print_table(console, table)
 
 
+class _TicketsGroup(TyperGroup):
+    """``flywheel tickets FEATURE`` (round 1) still lists: an unknown first word is a feature."""
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["list", *args]
+        return super().resolve_command(ctx, args)
+
+
+tickets_app = typer.Typer(
+    cls=_TicketsGroup,
+    help="Handoff tickets: questions the assistant passed to a person, and their answers.",
+    no_args_is_help=True,
+)
+
+
+@tickets_app.command("list")
 def tickets_command(
     feature: Annotated[str, typer.Argument(help="Assistant feature.")],
-    all_tickets: Annotated[bool, typer.Option("--all", help="Closed ones too.")] = False,
+    all_tickets: Annotated[bool, typer.Option("--all", help="Answered ones too.")] = False,
 ) -> None:
-    """Handoff tickets: questions the assistant passed to a person."""
+    """Handoff tickets: questions the assistant passed to a person (open ones by default)."""
     from aiflywheel.tasks.assistant.records import list_tickets
 
     table = Table("ticket", "status", "session", "question", "reason", "created")
@@ -283,4 +301,34 @@ def tickets_command(
     print_table(console, table)
 
 
-__all__ = ["ask_command", "eval_command", "kb_app", "print_build", "tickets_command"]
+@tickets_app.command("answer")
+def tickets_answer(
+    ticket_id: Annotated[int, typer.Argument(help="Ticket id (`flywheel tickets list`).")],
+    answer: Annotated[
+        str, typer.Option("--answer", help="What the customer should have been told.")
+    ],
+    actor: Annotated[str, typer.Option("--actor", help="Who answers (recorded).")] = "cli",
+) -> None:
+    """Answer a ticket: the answer waits in the feedback review queue (`flywheel feedback
+    review`) and the ticket is closed; once accepted, `flywheel retrain` learns it."""
+    from aiflywheel.store import open_store
+    from aiflywheel.tasks.assistant.records import answer_ticket
+
+    done = answer_ticket(open_store(), ticket_id, answer, actor=actor)
+    verb = "stored" if done.outcome == "created" else "replaced the pending answer"
+    console.print(
+        f"ticket {done.ticket_id} of {done.feature} answered: {verb} as feedback "
+        f"{done.feedback_id} ({done.review_state}); review it with `flywheel feedback review "
+        f"{done.feature} --accept --ids {done.feedback_id}`",
+        highlight=False,
+    )
+
+
+__all__ = [
+    "ask_command",
+    "eval_command",
+    "kb_app",
+    "print_build",
+    "tickets_app",
+    "tickets_command",
+]
