@@ -283,3 +283,24 @@ def test_states_answer_ignores_markers_case_and_needs_most_words() -> None:
     assert states_answer("Gift wrapping: it costs 5 yuan per parcel, card included. [2]", answer)
     assert not states_answer("Wrapping is free.", answer)
     assert states_answer("包装费每件5元。[1]", "包装费每件5元")
+
+
+def test_the_shipped_uncovered_topics_are_not_knowledge_nor_evaluation_questions() -> None:
+    from aiflywheel.data.text_normalize import near_duplicate_key
+    from aiflywheel.tasks.assistant.build import help_center_dir
+    from aiflywheel.tasks.assistant.demo_turn import load_topics
+    from aiflywheel.tasks.assistant.evaluation import load_eval_set
+    from aiflywheel.tasks.assistant.knowledge_base import load_knowledge_base
+
+    topics = load_topics()
+    assert {t.language for t in topics} == {"zh", "en"}
+    assert all(len(t.asked) >= 3 and len(t.check) >= 2 and t.answer for t in topics)
+    asked = {near_duplicate_key(q) for t in topics for q in (*t.asked, *t.check)}
+    assert len(asked) == sum(len(t.asked) + len(t.check) for t in topics)
+    evaluation = {
+        near_duplicate_key(q.question) for q in load_eval_set(help_center_dir() / "eval.jsonl")
+    }
+    assert not asked & evaluation
+    kb = load_knowledge_base(help_center_dir())
+    assert not any("eval_uncovered" in c.source for c in kb.chunks)
+    assert not any(t.answer in c.passage for t in topics for c in kb.chunks)

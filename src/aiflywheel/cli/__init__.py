@@ -413,6 +413,7 @@ def _register_more_commands() -> None:
     app.add_typer(assistant_commands.kb_app, name="kb")
     demo_app = typer.Typer(help="Guided demos on shipped data.", no_args_is_help=True)
     demo_app.command("turn")(loop_commands.demo_turn_command)
+    demo_app.command("assistant-turn")(assistant_commands.demo_turn_command)
     app.add_typer(demo_app, name="demo")
 
 

@@ -324,8 +324,71 @@ def tickets_answer(
     )
 
 
+def demo_turn_command(
+    feature: Annotated[str, typer.Argument(help="Assistant feature.")] = "help-center",
+    questions: Annotated[
+        str,
+        typer.Option(
+            "--questions",
+            help="JSONL of uncovered topics (topic, language, answer, asked, check); default: "
+            "the shipped help center's.",
+        ),
+    ] = "demo:help-center-uncovered",
+) -> None:
+    """One assistant turn over HTTP: customers ask what the help center does not cover,
+    staff answer the tickets, review, retrain, gate, hot swap; before/after figures on
+    held-out questions."""
+    from aiflywheel.settings import get_settings
+    from aiflywheel.tasks.assistant.demo_turn import turn_the_assistant
+
+    store = _assistant_store(feature)
+    result = turn_the_assistant(
+        feature,
+        store=store,
+        settings=get_settings(),
+        questions=questions,
+        report=lambda line: console.print(f"[dim]·[/dim] {escape(line)}", highlight=False),
+    )
+    gate = result.gate
+    table = Table(
+        "",
+        f"before (v{result.before.version})",
+        f"after (v{result.after.version})",
+        title="held-out questions on uncovered topics (never answered by staff)",
+    )
+    b, a = result.before, result.after
+    table.add_row("answered with the team's answer", _pct(b.accuracy), _pct(a.accuracy))
+    for language in sorted(set(b.by_language) | set(a.by_language)):
+        rb, nb = b.by_language.get(language, (0, 0))
+        ra, na = a.by_language.get(language, (0, 0))
+        table.add_row(f"  {language}", f"{rb}/{nb}", f"{ra}/{na}")
+    table.add_row("handed off", str(b.handoffs), str(a.handoffs))
+    table.add_row("answered wrongly", str(b.wrong), str(a.wrong))
+    print_table(console, table)
+    champ, cand = f"v{result.champion_version}", f"v{result.candidate_version}"
+    table = Table("the gate", f"{champ} (champion)", f"{cand} (candidate)")
+    for key, name in (
+        ("test", "answer accuracy, frozen evaluation set"),
+        ("feedback", "answer accuracy, held-out feedback"),
+        ("handoff_precision", "handoff precision"),
+        ("handoff_recall", "handoff recall"),
+    ):
+        if gate.champion.get(key) is not None:
+            table.add_row(name, _pct(gate.champion[key]), _pct(gate.candidate[key]))
+    print_table(console, table)
+    verb = "promoted" if result.decision == "promoted" else "kept out by the gate"
+    console.print(
+        f"\n[bold]{feature}: {result.asked} customer questions, {result.tickets} tickets and "
+        f"{result.corrections} corrections answered by staff, {result.accepted} accepted; "
+        f"{cand} {verb}; held-out questions answered {_pct(b.accuracy)} -> "
+        f"{_pct(a.accuracy)}.[/bold]",
+        highlight=False,
+    )
+
+
 __all__ = [
     "ask_command",
+    "demo_turn_command",
     "eval_command",
     "kb_app",
     "print_build",
