@@ -27,7 +27,8 @@ $(STAMP): pyproject.toml Makefile
 
 # data check -> train -> evaluate -> register on the Chinese reviews, try the model, then
 # one turn of the wheel: serve v1, users (held-back zh and en reviews) send texts and
-# answer, review, retrain, gate, promote; then the help-center assistant. The demo keeps
+# answer, review, retrain, gate, promote; then the help-center assistant and one turn of
+# its wheel (tickets answered by staff -> retrain -> gate). The demo keeps
 # its own store under $(DEMO_HOME).
 demo: export FLYWHEEL_HOME = $(DEMO_HOME)
 demo: $(STAMP)
@@ -44,6 +45,10 @@ demo: $(STAMP)
 	$(BIN)/flywheel init --template help-center --output $(DEMO_DIR)/help-center.yaml --force
 	$(BIN)/flywheel train $(DEMO_DIR)/help-center.yaml
 	$(BIN)/flywheel ask help-center "退货的运费谁来出？" "My parcel arrived damaged, what should I do?" "积分可以抵扣多少钱？" "我要转人工"
+	# One assistant turn over HTTP: customers ask what the help center does not cover, staff
+	# answer the tickets, review, retrain, gate, hot swap; before/after on held-out questions.
+	$(BIN)/flywheel demo assistant-turn help-center
+	$(BIN)/flywheel models list help-center
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

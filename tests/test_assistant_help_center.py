@@ -19,7 +19,7 @@ import pytest
 
 import aiflywheel
 
-HELP_CENTER = Path(aiflywheel.__file__).parent / "assistant" / "help_center"
+HELP_CENTER = Path(aiflywheel.__file__).parent / "tasks" / "assistant" / "help_center"
 DOCS = HELP_CENTER / "docs"
 
 KINDS = {"paraphrase", "typo", "mixed", "doc_only", "out_of_scope", "person_request"}

@@ -411,10 +411,11 @@ def _register_more_commands() -> None:
 
     app.command("eval")(assistant_commands.eval_command)
     app.command("ask")(assistant_commands.ask_command)
-    app.command("tickets")(assistant_commands.tickets_command)
+    app.add_typer(assistant_commands.tickets_app, name="tickets")
     app.add_typer(assistant_commands.kb_app, name="kb")
     demo_app = typer.Typer(help="Guided demos on shipped data.", no_args_is_help=True)
     demo_app.command("turn")(loop_commands.demo_turn_command)
+    demo_app.command("assistant-turn")(assistant_commands.demo_turn_command)
     app.add_typer(demo_app, name="demo")
 
 

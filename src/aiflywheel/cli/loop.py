@@ -37,6 +37,7 @@ EXPORT_COLUMNS = (
     "text",
     "predicted",
     "corrected_label",
+    "corrected_answer",
     "thumb",
     "comment",
     "review_state",
@@ -88,8 +89,11 @@ def feedback_list(
     store = _store()
     table = Table("id", "version", "text", "predicted", "answer", "state")
     for item in store.list_feedback(feature, state=state, limit=limit):
-        answer = item.corrected_label or item.corrected_answer or ""
-        answer = answer or (f"thumb {item.thumb}" if item.thumb else "")
+        answer = (
+            item.corrected_label
+            or item.corrected_answer
+            or (f"thumb {item.thumb}" if item.thumb else "")
+        )
         if item.comment:
             answer = f"{answer} “{item.comment}”".strip()
         text = item.text if len(item.text) <= 60 else item.text[:59] + "…"
@@ -263,8 +267,13 @@ def retrain_command(
     gate = result.gate
     champ, cand = f"v{result.champion_version}", f"v{result.candidate_version}"
     table = Table(result.metric, champ + " (champion)", cand + " (candidate)")
-    for key, name in (("test", "frozen test"), ("feedback", "held-out feedback"), ("all", "both")):
-        if key in gate.champion:
+    rows = getattr(
+        result,
+        "score_rows",
+        (("test", "frozen test"), ("feedback", "held-out feedback"), ("all", "both")),
+    )
+    for key, name in rows:
+        if gate.champion.get(key) is not None:
             table.add_row(name, f"{gate.champion[key]:.4f}", f"{gate.candidate[key]:.4f}")
     print_table(console, table)
     for check in gate.checks:

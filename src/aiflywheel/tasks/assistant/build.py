@@ -22,7 +22,7 @@ import importlib.resources
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +34,11 @@ from aiflywheel.recipe import Recipe
 from aiflywheel.settings import Settings
 from aiflywheel.store import Store
 from aiflywheel.tasks.assistant.config import AssistantConfig
+from aiflywheel.tasks.assistant.types import Chunk
 
 Report = Callable[[str], None]
+# (work folder, the built Assistant, its metrics) -> figures to store with the version
+BeforeCommit = Callable[[Path, Any, dict[str, Any]], dict[str, Any] | None]
 
 DEMO_KNOWLEDGE_BASE = "demo:help-center"
 DEMO_EVAL_SET = "demo:help-center-eval"
@@ -86,8 +89,25 @@ def assistant_method(config: AssistantConfig) -> str:
 
 
 def build_assistant(
-    recipe: Recipe, *, store: Store, settings: Settings, report: Report = lambda _: None
+    recipe: Recipe,
+    *,
+    store: Store,
+    settings: Settings,
+    report: Report = lambda _: None,
+    kind: str = "train",
+    knowledge_base: Path | None = None,
+    eval_set: Path | None = None,
+    extra_chunks: Sequence[Chunk] = (),
+    before_commit: BeforeCommit | None = None,
 ) -> BuildResult:
+    """Build, evaluate and register a version (see the module doc).
+
+    ``flywheel retrain`` passes the rest: ``knowledge_base`` and ``eval_set`` (resolved
+    paths, instead of the recipe's), ``extra_chunks`` (accepted answers as FAQ entries,
+    kept in the index next to the live entries) and ``before_commit``, called with the
+    work folder, the built assistant and the metrics before the folder is committed; the
+    figures it returns are stored with the version.
+    """
     from aiflywheel.tasks.assistant.encoders import encoder_from_name
     from aiflywheel.tasks.assistant.evaluation import (
         calibrate_thresholds,
@@ -111,10 +131,10 @@ def build_assistant(
     store.upsert_feature(
         recipe.feature, recipe.task, recipe.description, recipe.model_dump(mode="json")
     )
-    with feature_run(store, settings.runs_dir, recipe.feature, "train") as run:
+    with feature_run(store, settings.runs_dir, recipe.feature, kind) as run:
         run_id, work_dir, final_dir = run.run_id, run.work_dir, run.final_dir
         started = time.perf_counter()
-        kb_path = resolve_knowledge_base(config.knowledge_base, recipe.base_dir)
+        kb_path = knowledge_base or resolve_knowledge_base(config.knowledge_base, recipe.base_dir)
         kb = load_knowledge_base(
             kb_path, max_chars=config.chunk_chars, overlap=config.chunk_overlap
         )
@@ -136,9 +156,10 @@ def build_assistant(
             index = KnowledgeIndex.load(index_dir, encoder, fusion=config.fusion_settings())
             update = index.update(kb, keep_runtime=True)
             report(f"index updated from v{champion.version}: {update.summary()}")
-            # entries added live that the store no longer holds (replaced by a correction)
-            live_ids = {c.id for c in live}
-            stale = [c.id for c in index.chunks if c.id in index.runtime_ids - live_ids]
+            # entries added live that the store no longer holds (replaced by a correction),
+            # and accepted answers this build does not learn
+            keep = {c.id for c in live} | {c.id for c in extra_chunks}
+            stale = [c.id for c in index.chunks if c.id in index.runtime_ids - keep]
             if stale:
                 index.remove_chunks(stale)
         else:
@@ -147,10 +168,17 @@ def build_assistant(
         if live:
             put_live_chunks(index, live)
             report(f"{len(live)} entries added live (flywheel kb add) kept in the index")
+        if extra_chunks:
+            have = {c.id for c in index.chunks}
+            index.add_chunks([c for c in extra_chunks if c.id not in have])
+            report(f"{len(extra_chunks)} accepted answers added as FAQ entries")
 
         questions = []
         eval_path = None
-        if config.eval_set is not None:
+        if eval_set is not None:
+            eval_path = eval_set
+            questions = load_eval_set(eval_path)
+        elif config.eval_set is not None:
             eval_path = resolve_eval_set(config.eval_set, recipe.base_dir)
             questions = load_eval_set(eval_path)
         set_in_recipe = config.handoff_below is not None and config.faq_at_least is not None
@@ -204,6 +232,7 @@ def build_assistant(
                 "chunks": len(index),
                 "faq_entries": sum(c.kind == "faq" for c in index.chunks),
                 "document_chunks": sum(c.kind == "doc" for c in index.chunks),
+                "learned_entries": len(extra_chunks),
                 "problems": [str(p) for p in kb.report.problems],
                 "summary": kb.report.summary(),
             },
@@ -230,8 +259,10 @@ def build_assistant(
         write_json_atomic(work_dir / "assistant" / MANIFEST, manifest)
         write_json_atomic(work_dir / "metrics.json", metrics)
         write_assistant_report(metrics, work_dir / "evaluation.jsonl", work_dir / "report.html")
-        run.commit()
         summary = assistant_summary(metrics)
+        if before_commit is not None:
+            summary.update(before_commit(work_dir, assistant, metrics) or {})
+        run.commit()
         registered = store.register_model_version(
             recipe.feature,
             run_id=run_id,

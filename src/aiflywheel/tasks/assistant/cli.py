@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from aiflywheel.errors import ModelError, NotFoundError
 from aiflywheel.tables import print_table
@@ -263,11 +264,28 @@ def kb_list(feature: Annotated[str, typer.Argument(help="Assistant feature.")]) 
     print_table(console, table)
 
 
+class _TicketsGroup(TyperGroup):
+    """``flywheel tickets FEATURE`` (round 1) still lists: an unknown first word is a feature."""
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["list", *args]
+        return super().resolve_command(ctx, args)
+
+
+tickets_app = typer.Typer(
+    cls=_TicketsGroup,
+    help="Handoff tickets: questions the assistant passed to a person, and their answers.",
+    no_args_is_help=True,
+)
+
+
+@tickets_app.command("list")
 def tickets_command(
     feature: Annotated[str, typer.Argument(help="Assistant feature.")],
-    all_tickets: Annotated[bool, typer.Option("--all", help="Closed ones too.")] = False,
+    all_tickets: Annotated[bool, typer.Option("--all", help="Answered ones too.")] = False,
 ) -> None:
-    """Handoff tickets: questions the assistant passed to a person."""
+    """Handoff tickets: questions the assistant passed to a person (open ones by default)."""
     from aiflywheel.tasks.assistant.records import list_tickets
 
     table = Table("ticket", "status", "session", "question", "reason", "created")
@@ -283,4 +301,97 @@ def tickets_command(
     print_table(console, table)
 
 
-__all__ = ["ask_command", "eval_command", "kb_app", "print_build", "tickets_command"]
+@tickets_app.command("answer")
+def tickets_answer(
+    ticket_id: Annotated[int, typer.Argument(help="Ticket id (`flywheel tickets list`).")],
+    answer: Annotated[
+        str, typer.Option("--answer", help="What the customer should have been told.")
+    ],
+    actor: Annotated[str, typer.Option("--actor", help="Who answers (recorded).")] = "cli",
+) -> None:
+    """Answer a ticket: the answer waits in the feedback review queue (`flywheel feedback
+    review`) and the ticket is closed; once accepted, `flywheel retrain` learns it."""
+    from aiflywheel.store import open_store
+    from aiflywheel.tasks.assistant.records import answer_ticket
+
+    done = answer_ticket(open_store(), ticket_id, answer, actor=actor)
+    verb = "stored" if done.outcome == "created" else "replaced the pending answer"
+    console.print(
+        f"ticket {done.ticket_id} of {done.feature} answered: {verb} as feedback "
+        f"{done.feedback_id} ({done.review_state}); review it with `flywheel feedback review "
+        f"{done.feature} --accept --ids {done.feedback_id}`",
+        highlight=False,
+    )
+
+
+def demo_turn_command(
+    feature: Annotated[str, typer.Argument(help="Assistant feature.")] = "help-center",
+    questions: Annotated[
+        str,
+        typer.Option(
+            "--questions",
+            help="JSONL of uncovered topics (topic, language, answer, asked, check); default: "
+            "the shipped help center's.",
+        ),
+    ] = "demo:help-center-uncovered",
+) -> None:
+    """One assistant turn over HTTP: customers ask what the help center does not cover,
+    staff answer the tickets, review, retrain, gate, hot swap; before/after figures on
+    held-out questions."""
+    from aiflywheel.settings import get_settings
+    from aiflywheel.tasks.assistant.demo_turn import turn_the_assistant
+
+    store = _assistant_store(feature)
+    result = turn_the_assistant(
+        feature,
+        store=store,
+        settings=get_settings(),
+        questions=questions,
+        report=lambda line: console.print(f"[dim]·[/dim] {escape(line)}", highlight=False),
+    )
+    gate = result.gate
+    table = Table(
+        "",
+        f"before (v{result.before.version})",
+        f"after (v{result.after.version})",
+        title="held-out questions on uncovered topics (never answered by staff)",
+    )
+    b, a = result.before, result.after
+    table.add_row("answered with the team's answer", _pct(b.accuracy), _pct(a.accuracy))
+    for language in sorted(set(b.by_language) | set(a.by_language)):
+        rb, nb = b.by_language.get(language, (0, 0))
+        ra, na = a.by_language.get(language, (0, 0))
+        table.add_row(f"  {language}", f"{rb}/{nb}", f"{ra}/{na}")
+    table.add_row("handed off", str(b.handoffs), str(a.handoffs))
+    table.add_row("answered wrongly", str(b.wrong), str(a.wrong))
+    print_table(console, table)
+    champ, cand = f"v{result.champion_version}", f"v{result.candidate_version}"
+    table = Table("the gate", f"{champ} (champion)", f"{cand} (candidate)")
+    for key, name in (
+        ("test", "answer accuracy, frozen evaluation set"),
+        ("feedback", "answer accuracy, held-out feedback"),
+        ("handoff_precision", "handoff precision"),
+        ("handoff_recall", "handoff recall"),
+    ):
+        if gate.champion.get(key) is not None:
+            table.add_row(name, _pct(gate.champion[key]), _pct(gate.candidate[key]))
+    print_table(console, table)
+    verb = "promoted" if result.decision == "promoted" else "kept out by the gate"
+    console.print(
+        f"\n[bold]{feature}: {result.asked} customer questions, {result.tickets} tickets and "
+        f"{result.corrections} corrections answered by staff, {result.accepted} accepted; "
+        f"{cand} {verb}; held-out questions answered {_pct(b.accuracy)} -> "
+        f"{_pct(a.accuracy)}.[/bold]",
+        highlight=False,
+    )
+
+
+__all__ = [
+    "ask_command",
+    "demo_turn_command",
+    "eval_command",
+    "kb_app",
+    "print_build",
+    "tickets_app",
+    "tickets_command",
+]

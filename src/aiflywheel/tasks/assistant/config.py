@@ -13,6 +13,71 @@ if TYPE_CHECKING:
     from aiflywheel.tasks.assistant.retrieval import FusionSettings
 
 
+class AssistantGateConfig(BaseModel):
+    """When a retrained assistant (``flywheel retrain``: the knowledge base plus accepted
+    answers as FAQ entries) may replace the champion. Both versions answer the frozen
+    evaluation set and the held-out feedback questions; figures are in points (0-100)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_accuracy_gain: float = Field(
+        0.0,
+        ge=-100,
+        le=100,
+        description="Minimum answer-accuracy gain of the candidate over the champion, in "
+        "points, on the answerable evaluation questions plus the held-out feedback.",
+    )
+    require_significance: bool = Field(
+        False,
+        description="Also require the paired-bootstrap 95% CI of that gain to lie above zero "
+        "(off by default: a handful of staff answers moves only a handful of questions).",
+    )
+    max_eval_accuracy_drop: float = Field(
+        2.0,
+        ge=0,
+        le=100,
+        description="Refuse when answer accuracy on the frozen evaluation set alone drops by "
+        "more than this many points: what the help center answered must stay answered "
+        "(an accepted answer that contradicts it shows here).",
+    )
+    max_handoff_precision_drop: float = Field(
+        5.0,
+        ge=0,
+        le=100,
+        description="Refuse when handoff precision (handoffs that needed a person) drops by "
+        "more than this many points.",
+    )
+    max_handoff_recall_drop: float = Field(
+        5.0,
+        ge=0,
+        le=100,
+        description="Refuse when handoff recall (questions needing a person that reach one) "
+        "drops by more than this many points.",
+    )
+    feedback_holdout: float = Field(
+        0.3,
+        ge=0,
+        lt=1,
+        description="Share of accepted answers kept out of the knowledge base to judge both "
+        "versions (chosen by a hash of the feedback id, so stable across retrains).",
+    )
+    min_feedback: int = Field(
+        1,
+        ge=0,
+        description="Retrain only when at least this many accepted answers are new to the "
+        "champion's knowledge base.",
+    )
+    answer_match: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="A reply to a held-out feedback question is right when it is not a "
+        "handoff and states the accepted answer: contains its text (case, spaces, "
+        "punctuation and citation markers ignored) or at least this share of its distinct "
+        "words.",
+    )
+
+
 class AssistantConfig(BaseModel):
     """A customer-service assistant (task ``assistant``): knowledge base, retrieval,
     answer policy and generator."""
@@ -113,6 +178,12 @@ class AssistantConfig(BaseModel):
         default_factory=GeneratorSettings,
         description="How answers are composed from passages: extractive (no LLM), local "
         "(a packaged GGUF model) or openai (any OpenAI-compatible endpoint).",
+    )
+
+    gate: AssistantGateConfig = Field(
+        default_factory=AssistantGateConfig,
+        description="Promotion gate of `flywheel retrain` (accepted answers as new FAQ "
+        "entries, thresholds recalibrated).",
     )
 
     @model_validator(mode="after")

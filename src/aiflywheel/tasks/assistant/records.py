@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from aiflywheel.errors import NotFoundError
+from aiflywheel.errors import DataError, NotFoundError
 from aiflywheel.store import Base, Feedback, PredictionLog, Store, utcnow
 from aiflywheel.tasks.assistant.task import ANSWER_SUMMARY_CHARS, AnswerOutput
 
@@ -181,6 +181,68 @@ def list_tickets(store: Store, feature: str, status: str | None = "open") -> lis
         return list(session.scalars(query).all())
 
 
+def get_ticket(store: Store, ticket_id: int, feature: str | None = None) -> tuple[Ticket, str]:
+    """(ticket, its feature's name); ``NotFoundError`` when there is none (of ``feature``)."""
+    from aiflywheel.store import Feature
+
+    with store.session() as session:
+        row = session.get(Ticket, ticket_id)
+        name = session.get(Feature, row.feature_id).name if row is not None else None
+    if row is None or name is None or (feature is not None and name != feature):
+        where = f" of feature {feature!r}" if feature is not None else ""
+        raise NotFoundError(
+            f"no ticket {ticket_id}{where}; `flywheel tickets list FEATURE` lists them"
+        )
+    return row, name
+
+
+@dataclass(frozen=True)
+class AnsweredTicket:
+    """A ticket a person answered: the answer waits in the review queue as feedback."""
+
+    ticket_id: int
+    feature: str
+    question: str
+    feedback_id: int
+    review_state: str
+    outcome: str  # created | updated (a second answer replaced a pending one)
+
+
+def answer_ticket(
+    store: Store, ticket_id: int, answer: str, *, actor: str, feature: str | None = None
+) -> AnsweredTicket:
+    """A person's answer to a handoff ticket: stored as pending feedback on the handed-off
+    prediction (``corrected_answer``), so reviewers accept or reject it with every other
+    feedback (``flywheel feedback review``), and the ticket is closed (``answered``).
+
+    Answering again while that feedback is pending replaces the answer; once reviewed,
+    ``ConflictError`` (from ``Store.add_feedback``) names the reviewed item.
+    """
+    answer = (answer or "").strip()
+    if not answer:
+        raise DataError(
+            f"ticket {ticket_id}: the answer is empty; give the text the customer should get"
+        )
+    ticket, name = get_ticket(store, ticket_id, feature)
+    row, outcome = store.add_feedback(
+        ticket.prediction_id,
+        corrected_answer=answer,
+        comment=f"staff answer to ticket {ticket_id} by {actor}",
+    )
+    with store.session() as session:
+        stored = session.get(Ticket, ticket_id)
+        if stored is not None:
+            stored.status = "answered"
+    return AnsweredTicket(
+        ticket_id=ticket_id,
+        feature=name,
+        question=ticket.question,
+        feedback_id=row.id,
+        review_state=row.review_state,
+        outcome=outcome,
+    )
+
+
 def add_kb_entry(
     store: Store,
     feature: str,
@@ -230,11 +292,14 @@ def kb_entries(store: Store, feature: str) -> list[KbEntry]:
 
 
 __all__ = [
+    "AnsweredTicket",
     "AssistantTurn",
     "KbEntry",
     "Ticket",
     "TurnRecord",
     "add_kb_entry",
+    "answer_ticket",
+    "get_ticket",
     "get_turn",
     "kb_entries",
     "list_tickets",

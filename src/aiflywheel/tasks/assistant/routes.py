@@ -114,6 +114,18 @@ class KbEntryRequest(BaseModel):
         return self
 
 
+class TicketAnswerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    answer: str = Field(
+        ...,
+        min_length=1,
+        max_length=10_000,
+        description="What the customer should have been told; it waits in the feedback "
+        "review queue, and once accepted the next `flywheel retrain` learns it.",
+    )
+
+
 def _completion_id() -> str:
     return "chatcmpl-" + uuid.uuid4().hex[:24]
 
@@ -439,6 +451,36 @@ async def tickets(name: str, state: State, principal: Admin) -> dict[str, Any]:
             for t in rows
         ],
     }
+
+
+@router.post(
+    "/v1/features/{name}/tickets/{ticket_id}/answer",
+    summary="Answer a handoff ticket (admin): the answer joins the feedback review queue",
+)
+async def answer_ticket(
+    name: str, ticket_id: int, body: TicketAnswerRequest, state: State, principal: Admin
+) -> dict[str, Any]:
+    """Store a person's answer as pending feedback (``corrected_answer``) on the handed-off
+    prediction and close the ticket; 201 new, 200 a pending answer replaced, 409 when the
+    answer was already reviewed."""
+    from aiflywheel.tasks.assistant.records import answer_ticket as answer
+
+    state.models.assistants.get(name)
+    done = await asyncio.to_thread(
+        lambda: answer(state.store, ticket_id, body.answer, actor=principal.actor, feature=name)
+    )
+    return JSONResponse(
+        {
+            "feature": name,
+            "ticket_id": done.ticket_id,
+            "status": "answered",
+            "question": done.question,
+            "feedback_id": done.feedback_id,
+            "review_state": done.review_state,
+            "created": done.outcome == "created",
+        },
+        status_code=201 if done.outcome == "created" else 200,
+    )
 
 
 __all__ = ["router"]

@@ -106,11 +106,10 @@ class AssistantTask:
         return load_assistant(model_path, feature=feature, version=version, store=store)
 
     def retrain(self, feature: str, *, store, settings, actor: str, report: Report, recipe=None):
-        from aiflywheel.errors import ConflictError
+        from aiflywheel.tasks.assistant.retrain import retrain_assistant
 
-        raise ConflictError(
-            f"{feature} is an assistant: add answers to its knowledge base with `flywheel kb "
-            "add` (retraining an assistant from reviewed answers is not available yet)"
+        return retrain_assistant(
+            feature, store=store, settings=settings, actor=actor, recipe=recipe, report=report
         )
 
 
