@@ -1,0 +1,165 @@
+"""`flywheel train`, `models catalog|list|show`, `predict`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from aiflywheel.cli.app import app, console, models_app
+from aiflywheel.tables import print_table
+
+
+@app.command()
+def train(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    method: Annotated[
+        str | None,
+        typer.Option("--method", help="Override model.method: auto, head, finetune, lora."),
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Override model.name.")] = None,
+) -> None:
+    """Data check -> baseline -> train -> evaluate -> register a candidate version.
+
+    Ctrl-C saves a checkpoint; the same command resumes from it.
+    """
+    from aiflywheel.core.registry import get_task
+    from aiflywheel.recipe import load_recipe, with_model_overrides
+    from aiflywheel.settings import get_settings
+    from aiflywheel.store import open_store
+
+    loaded = with_model_overrides(load_recipe(recipe), name=model, method=method)
+    task = get_task(loaded.task)
+    built = task.train(
+        loaded,
+        store=open_store(),
+        settings=get_settings(),
+        report=lambda line: console.print(f"[dim]·[/dim] {escape(line)}", highlight=False),
+    )
+    task.show_built(built)
+
+
+@models_app.command("catalog")
+def models_catalog() -> None:
+    """Packaged encoders usable offline, by alias."""
+    from aiflywheel.models.catalog import CATALOG
+
+    table = Table("alias", "languages", "size", "layers", "license", "package", "what")
+    for entry in CATALOG.values():
+        table.add_row(
+            entry.alias,
+            ", ".join(entry.languages),
+            f"{entry.size_mb} MB",
+            str(entry.layers),
+            entry.license,
+            entry.package,
+            entry.description,
+        )
+    print_table(console, table)
+    console.print(
+        "A local transformers folder works too; a Hugging Face id needs FLYWHEEL_ALLOW_DOWNLOAD=1."
+    )
+
+
+@models_app.command("list")
+def models_list(
+    feature: Annotated[str | None, typer.Argument(help="Only this feature.")] = None,
+) -> None:
+    """Registered model versions."""
+    from aiflywheel.store import open_store
+
+    table = Table("feature", "version", "status", "model", "quality", "baseline", "created")
+    for version, name in open_store().list_model_versions(feature):
+        quality, baseline = _version_quality(version)
+        table.add_row(
+            name,
+            f"v{version.version}",
+            version.status,
+            f"{version.base_model}/{version.method}",
+            quality,
+            baseline,
+            f"{version.created_at:%Y-%m-%d %H:%M}",
+        )
+    print_table(console, table)
+
+
+def _version_quality(row) -> tuple[str, str]:
+    """(quality, baseline) cells of a version, as its task reports them."""
+    from aiflywheel.core.registry import get_task
+    from aiflywheel.core.version_metrics import VersionMetrics
+    from aiflywheel.core.versions import task_of
+
+    return get_task(task_of(row)).quality(VersionMetrics.of(row)).cells()
+
+
+@models_app.command("show")
+def models_show(ref: Annotated[str, typer.Argument(help="FEATURE or FEATURE:VERSION.")]) -> None:
+    """One model version: verdict, figures, where its files are."""
+    from aiflywheel.core.version_metrics import VersionMetrics
+    from aiflywheel.core.versions import parse_version_ref
+    from aiflywheel.store import open_store
+
+    feature, number = parse_version_ref(ref)
+    version = open_store().get_model_version(feature, number)
+    m = VersionMetrics.of(version)
+    console.print(
+        f"[bold]{feature} v{version.version}[/bold] ({version.status}) "
+        f"{version.base_model}/{version.method}"
+    )
+    console.print(escape(m.verdict), highlight=False)
+    quality, baseline = _version_quality(version)
+    console.print(f"{quality}; baseline {baseline}", highlight=False)
+    if m.accuracy is not None:
+        console.print(
+            f"accuracy {m.accuracy:.4f}, {m.test_rows or 0} test rows, trained in "
+            f"{m.train_seconds or 0:.0f} s"
+        )
+    run_dir = Path(version.model_path).parent
+    console.print(
+        f"model: {version.model_path}\nreport: {run_dir / 'report.html'}\nrun: {version.run_id}"
+    )
+
+
+@app.command()
+def predict(
+    ref: Annotated[str, typer.Argument(help="FEATURE or FEATURE:VERSION.")],
+    texts: Annotated[
+        list[str],
+        typer.Argument(help="Texts to classify; - reads them from standard input, one a line."),
+    ],
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Show the tokens behind each label.")
+    ] = False,
+) -> None:
+    """Classify texts with a registered model (prints JSON lines)."""
+    from aiflywheel.core.versions import load
+
+    if "-" in texts:
+        texts = _stdin_texts(len(texts))
+    model = load(ref)
+    for text, prediction in zip(texts, model.predict(texts), strict=True):
+        line = {"text": text, **prediction.to_json(), "version": model.version}
+        if explain:
+            from aiflywheel.tasks.text_classification.explain import top_tokens
+
+            line["top_tokens"] = top_tokens(model.explain(text, prediction.label))
+        sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+def _stdin_texts(given: int) -> list[str]:
+    """``predict FEATURE -``: one text a line from standard input, blank lines skipped."""
+    from aiflywheel.errors import DataError
+
+    if given != 1:
+        raise DataError(f"- reads the texts from standard input; give it alone, got {given} texts")
+    texts = [line for line in sys.stdin.read().splitlines() if line.strip()]
+    if not texts:
+        raise DataError(
+            "no texts on standard input; give one text a line (blank lines are skipped)"
+        )
+    return texts
