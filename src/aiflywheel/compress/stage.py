@@ -226,7 +226,7 @@ def compress_version(
 
     ``version`` defaults to the champion, else the newest candidate; ``recipe`` defaults
     to the one the version was trained with (its ``compress`` section lists the variants).
-    See the module docstring for what is written where.
+    See ``aiflywheel.compress`` for what is written where.
     """
     from aiflywheel.tasks.text_classification.models.encoding import torch_threads
 
