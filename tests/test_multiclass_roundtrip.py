@@ -178,7 +178,7 @@ def test_served_accuracy_equals_the_reported_one(
     )
     result = train_feature(load_recipe(recipe_path), store=open_store(), settings=get_settings())
     test = Dataset.from_jsonl(result.run_dir / "splits" / "test.jsonl")
-    served = load("tiny-news")
+    served = load("tiny-news", result.version)  # (a winning baseline is registered too)
     predicted = [p.label for p in served.predict(test.texts)]
     accuracy = float(np.mean([p == r.label for p, r in zip(predicted, test, strict=True)]))
     registered = open_store().get_model_version("tiny-news", result.version).metrics

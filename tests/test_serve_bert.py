@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from aiflywheel.core.versions import promote
 from aiflywheel.recipe import load_recipe
 from aiflywheel.serve.app import create_app
 from aiflywheel.serve.config import ServeConfig
@@ -47,7 +48,16 @@ def test_a_finetuned_tiny_bert_is_served(tmp_path: Path) -> None:
     result = train_feature(load_recipe(recipe_path), store=store, settings=get_settings())
     assert result.method == "finetune"
 
-    config = ServeConfig(auth=False, max_wait_ms=100, serve_candidates=True)  # no champion
+    # The tiny model may lose to its TF-IDF baseline (then registered too): serve the model.
+    promote(
+        store,
+        "tiny-bert-sentiment",
+        result.version,
+        actor="test",
+        force=True,
+        reason="this test serves the fine-tuned model",
+    )
+    config = ServeConfig(auth=False, max_wait_ms=100)
     with TestClient(create_app(config, store)) as client:
         answers = []
 
@@ -63,7 +73,7 @@ def test_a_finetuned_tiny_bert_is_served(tmp_path: Path) -> None:
         assert [a.status_code for a in answers] == [200] * 8
         for answer in answers:
             body = answer.json()
-            assert body["feature"] == "tiny-bert-sentiment" and body["version"] == 1
+            assert body["feature"] == "tiny-bert-sentiment" and body["version"] == result.version
             for prediction in body["predictions"]:
                 assert set(prediction["probabilities"]) == {"negative", "positive"}
                 assert abs(sum(prediction["probabilities"].values()) - 1) < 1e-4
