@@ -194,3 +194,38 @@ def version_summary(row) -> dict[str, Any]:
         "macro_f1": figures.macro_f1,
         "accuracy": figures.accuracy,
     }
+
+
+def decide_candidate(
+    store: Store,
+    feature: str,
+    *,
+    champion_version: int,
+    candidate_version: int,
+    passed: bool,
+    reason: str,
+    actor: str,
+    details: dict[str, Any],
+) -> AuditEvent:
+    """The gate's decision on a retrained candidate, audited: promoted, or rejected and kept
+    out (the champion stays). Every task's retrain ends here."""
+    if passed:
+        return store.change_champion(
+            feature,
+            candidate_version,
+            action="retrain",
+            actor=actor,
+            reason=reason,
+            details=details,
+        )
+    store.set_model_status(feature, candidate_version, "rejected")
+    return store.record_audit(
+        feature,
+        action="retrain",
+        actor=actor,
+        decision="kept",
+        reason=reason,
+        from_version=champion_version,
+        to_version=candidate_version,
+        details=details,
+    )

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from aiflywheel.core.gate import Gate, above, at_least, at_most
+from aiflywheel.core.versions import decide_candidate
 from aiflywheel.data.text_normalize import near_duplicate_key
 from aiflywheel.errors import ConflictError, NotFoundError
 from aiflywheel.files import write_json_atomic, write_text_atomic
@@ -517,27 +518,16 @@ def retrain_assistant(
         "data": data.counts,
         "run_id": built.run_id,
     }
-    if result.passed:
-        event = store.change_champion(
-            feature,
-            built.version,
-            action="retrain",
-            actor=actor,
-            reason=result.reason,
-            details=details,
-        )
-    else:
-        store.set_model_status(feature, built.version, "rejected")
-        event = store.record_audit(
-            feature,
-            action="retrain",
-            actor=actor,
-            decision="kept",
-            reason=result.reason,
-            from_version=champion.version,
-            to_version=built.version,
-            details=details,
-        )
+    event = decide_candidate(
+        store,
+        feature,
+        champion_version=champion.version,
+        candidate_version=built.version,
+        passed=result.passed,
+        reason=result.reason,
+        actor=actor,
+        details=details,
+    )
     return RetrainResult(
         feature=feature,
         champion_version=champion.version,

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from aiflywheel.core.gate import Gate, above, at_least, at_most
-from aiflywheel.core.versions import version_summary
+from aiflywheel.core.versions import decide_candidate, version_summary
 from aiflywheel.data.clean import clean_text
 from aiflywheel.data.dataset import Dataset, Record
 from aiflywheel.data.language import detect_language
@@ -349,27 +349,16 @@ def retrain_feature(
         "data": data.counts,
         "run_id": trained.run_id,
     }
-    if gate.passed:
-        event = store.change_champion(
-            feature,
-            trained.version,
-            action="retrain",
-            actor=actor,
-            reason=gate.reason,
-            details=details,
-        )
-    else:
-        store.set_model_status(feature, trained.version, "rejected")
-        event = store.record_audit(
-            feature,
-            action="retrain",
-            actor=actor,
-            decision="kept",
-            reason=gate.reason,
-            from_version=champion.version,
-            to_version=trained.version,
-            details=details,
-        )
+    event = decide_candidate(
+        store,
+        feature,
+        champion_version=champion.version,
+        candidate_version=trained.version,
+        passed=gate.passed,
+        reason=gate.reason,
+        actor=actor,
+        details=details,
+    )
     return RetrainResult(
         feature=feature,
         champion_version=champion.version,
