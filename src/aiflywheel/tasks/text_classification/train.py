@@ -370,41 +370,13 @@ def train_feature(
         metrics["baseline"]["train_rows"] = len(full_train)
         write_evaluation(metrics, work_dir)
         run.commit()
-        registered = store.register_model_version(
-            recipe.feature,
-            run_id=run.run_id,
-            dataset_version_id=version.id,
-            model_path=str(final_dir / "model"),
-            base_model=recipe.model.name,
-            method=method,
-            metrics=summarize(metrics),
-            recipe=recipe.model_dump(mode="json"),
+        model_version, baseline_version = _register(
+            store, recipe, run.run_id, final_dir, version.id, method, baseline.name, metrics, report
         )
-        metrics["version"] = f"v{registered.version}"
-        baseline_version = None
-        if baseline_wins(metrics):
-            # The cheap model is measurably better: register it too, so the gate and
-            # `flywheel promote` can put it in service like any classifier.
-            baseline_version = store.register_model_version(
-                recipe.feature,
-                run_id=run.run_id,
-                dataset_version_id=version.id,
-                model_path=str(final_dir / "baseline"),
-                base_model="tfidf",
-                method=baseline.name,
-                metrics=summarize_baseline(metrics),
-                recipe=recipe.model_dump(mode="json"),
-            ).version
-            metrics["baseline_version"] = f"v{baseline_version}"
-            report(
-                f"the {baseline.name} baseline beat {recipe.model.name}/{method}: registered "
-                f"as v{baseline_version}, servable (`flywheel promote {recipe.feature}:"
-                f"{baseline_version}`)"
-            )
         write_evaluation(metrics, final_dir)
         run.succeed(
             summary={
-                "version": registered.version,
+                "version": model_version,
                 "baseline_version": baseline_version,
                 **summarize(metrics),
             },
@@ -413,12 +385,51 @@ def train_feature(
     return TrainResult(
         run_id=run.run_id,
         run_dir=final_dir,
-        version=registered.version,
+        version=model_version,
         method=method,
         method_reason=reason,
         metrics=metrics,
         baseline_version=baseline_version,
     )
+
+
+def _register(
+    store: Store,
+    recipe: Recipe,
+    run_id: str,
+    run_dir: Path,
+    dataset_version_id: int,
+    method: str,
+    baseline_name: str,
+    metrics: dict[str, Any],
+    report: Report,
+) -> tuple[int, int | None]:
+    """Register the model, and the baseline too when it is measurably better (so the gate
+    and `flywheel promote` can put it in service like any classifier); their versions."""
+
+    def add(folder: str, base_model: str, method_name: str, figures: dict[str, Any]) -> int:
+        return store.register_model_version(
+            recipe.feature,
+            run_id=run_id,
+            dataset_version_id=dataset_version_id,
+            model_path=str(run_dir / folder),
+            base_model=base_model,
+            method=method_name,
+            metrics=figures,
+            recipe=recipe.model_dump(mode="json"),
+        ).version
+
+    model_version = add("model", recipe.model.name, method, summarize(metrics))
+    metrics["version"] = f"v{model_version}"
+    if not baseline_wins(metrics):
+        return model_version, None
+    baseline_version = add("baseline", "tfidf", baseline_name, summarize_baseline(metrics))
+    metrics["baseline_version"] = f"v{baseline_version}"
+    report(
+        f"the {baseline_name} baseline beat {recipe.model.name}/{method}: registered as "
+        f"v{baseline_version}, servable (`flywheel promote {recipe.feature}:{baseline_version}`)"
+    )
+    return model_version, baseline_version
 
 
 def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
