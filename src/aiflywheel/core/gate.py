@@ -14,10 +14,12 @@ and the audit event, so "why was v7 refused?" is answered by figures, not prose:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import operator
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 _COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
@@ -102,3 +104,45 @@ class Gate:
 
     def to_json(self) -> list[dict[str, Any]]:
         return [c.to_json() for c in self.checks]
+
+
+def holds_out(feature: str, feedback_id: int, share: float) -> bool:
+    """Whether a feedback item is kept out of training to judge both versions (stable: a
+    hash of its id, so the same item stays held out in every retrain)."""
+    digest = hashlib.sha256(f"{feature}:{feedback_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+@dataclass
+class GateResult:
+    """Champion and candidate on the same rows, the checks, and the decision."""
+
+    passed: bool
+    reason: str
+    checks: list[dict[str, Any]]
+    champion: dict[str, Any]
+    candidate: dict[str, Any]
+    comparison: dict[str, Any]
+    slice_drops: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+SCORE_ROWS = (("test", "frozen test"), ("feedback", "held-out feedback"), ("all", "both"))
+
+
+@dataclass
+class RetrainResult:
+    """What a retrain did: the data it used, the candidate, the gate, the decision."""
+
+    feature: str
+    champion_version: int
+    candidate_version: int
+    decision: str
+    gate: GateResult
+    data: dict[str, int]
+    run_dir: Path
+    audit_id: int
+    metric: str
+    score_rows: tuple[tuple[str, str], ...] = SCORE_ROWS

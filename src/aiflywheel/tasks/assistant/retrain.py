@@ -28,7 +28,6 @@ Promotion and rollback themselves are task-independent (``aiflywheel.core.versio
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections import Counter
@@ -39,7 +38,15 @@ from typing import Any
 
 import numpy as np
 
-from aiflywheel.core.gate import Gate, above, at_least, at_most
+from aiflywheel.core.gate import (
+    Gate,
+    GateResult,
+    RetrainResult,
+    above,
+    at_least,
+    at_most,
+    holds_out,
+)
 from aiflywheel.core.versions import decide_candidate
 from aiflywheel.data.text_normalize import near_duplicate_key
 from aiflywheel.errors import ConflictError, NotFoundError
@@ -83,13 +90,6 @@ class FeedbackAnswers:
     learned: list[AcceptedAnswer]
     holdout: list[AcceptedAnswer]
     counts: dict[str, int]
-
-
-def holds_out(feature: str, feedback_id: int, share: float) -> bool:
-    """Whether a feedback item is kept out of the knowledge base (a hash of its id; the
-    same rule as the classifier's retrain)."""
-    digest = hashlib.sha256(f"{feature}:{feedback_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 
 def accepted_answers(
@@ -224,21 +224,6 @@ def _ci(samples: np.ndarray) -> list[float]:
     ]
 
 
-@dataclass
-class GateResult:
-    """Champion and candidate on the same questions, the checks, and the decision."""
-
-    passed: bool
-    reason: str
-    checks: list[dict[str, Any]]
-    champion: dict[str, Any]
-    candidate: dict[str, Any]
-    comparison: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def compare_assistants(
     champion,
     candidate,
@@ -364,26 +349,13 @@ def compare_assistants(
 # -- one turn -------------------------------------------------------------------------------
 
 
-@dataclass
-class RetrainResult:
-    """What ``flywheel retrain`` did on an assistant (same shape as the classifier's)."""
-
-    feature: str
-    champion_version: int
-    candidate_version: int
-    decision: str
-    gate: GateResult
-    data: dict[str, int]
-    run_dir: Path
-    audit_id: int
-    metric: str = "answer accuracy"
-    score_rows: tuple[tuple[str, str], ...] = (
-        ("test", "frozen evaluation set"),
-        ("feedback", "held-out feedback"),
-        ("all", "both"),
-        ("handoff_precision", "handoff precision"),
-        ("handoff_recall", "handoff recall"),
-    )
+ASSISTANT_SCORE_ROWS = (
+    ("test", "frozen evaluation set"),
+    ("feedback", "held-out feedback"),
+    ("all", "both"),
+    ("handoff_precision", "handoff precision"),
+    ("handoff_recall", "handoff recall"),
+)
 
 
 def _summary(row) -> dict[str, Any]:
@@ -537,6 +509,8 @@ def retrain_assistant(
         data=data.counts,
         run_dir=built.run_dir,
         audit_id=event.id,
+        metric="answer accuracy",
+        score_rows=ASSISTANT_SCORE_ROWS,
     )
 
 
@@ -544,11 +518,8 @@ __all__ = [
     "AcceptedAnswer",
     "FEEDBACK_SOURCE",
     "FeedbackAnswers",
-    "GateResult",
-    "RetrainResult",
     "accepted_answers",
     "compare_assistants",
-    "holds_out",
     "retrain_assistant",
     "states_answer",
 ]

@@ -9,13 +9,21 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from aiflywheel.core.gate import Gate, above, at_least, at_most
+from aiflywheel.core.gate import (
+    Gate,
+    GateResult,
+    RetrainResult,
+    above,
+    at_least,
+    at_most,
+    holds_out,
+)
 from aiflywheel.core.versions import decide_candidate, version_summary
 from aiflywheel.data.clean import clean_text
 from aiflywheel.data.dataset import Dataset, Record
@@ -50,43 +58,6 @@ class FeedbackData:
             digest.update(self.parts[name].content_hash().encode())
         digest.update(self.holdout.content_hash().encode())
         return digest.hexdigest()
-
-
-@dataclass
-class GateResult:
-    """Champion and candidate on the same rows, the checks, and the decision."""
-
-    passed: bool
-    reason: str
-    checks: list[dict[str, Any]]
-    champion: dict[str, Any]
-    candidate: dict[str, Any]
-    comparison: dict[str, Any]
-    slice_drops: list[dict[str, Any]]
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class RetrainResult:
-    """What ``flywheel retrain`` did: the data it used, the candidate, the gate, the decision."""
-
-    feature: str
-    champion_version: int
-    candidate_version: int
-    decision: str
-    gate: GateResult
-    data: dict[str, int]
-    run_dir: Path
-    audit_id: int
-    metric: str = "macro-F1"
-
-
-def holds_out(feature: str, feedback_id: int, share: float) -> bool:
-    """Whether a feedback item is kept out of training (stable: a hash of its id)."""
-    digest = hashlib.sha256(f"{feature}:{feedback_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 
 def feature_labels(store: Store, feature: str) -> list[str]:
@@ -368,4 +339,5 @@ def retrain_feature(
         data=data.counts,
         run_dir=trained.run_dir,
         audit_id=event.id,
+        metric="macro-F1",
     )
