@@ -249,17 +249,15 @@ def test_idempotency_scopes_migrate_both_ways(tmp_path: Path) -> None:
         "p-cls-4", thumb="up", idempotency_key="t", idempotency_scope="b"
     )
     assert outcome == "created" and second.id != first.id
-    with pytest.raises(StoreError, match="UNIQUE"):  # one token per scope
-        with store.session() as session:
-            session.add(
-                Feedback(
-                    prediction_id="p-cls-4",
-                    feature_id=first.feature_id,
-                    idempotency_key="t",
-                    idempotency_scope="a",
-                    payload={"thumb": "up"},
-                )
-            )
+    same = Feedback(
+        prediction_id="p-cls-4",
+        feature_id=first.feature_id,
+        idempotency_key="t",
+        idempotency_scope="a",
+        payload={"thumb": "up"},
+    )
+    with pytest.raises(StoreError, match="UNIQUE"), store.session() as session:  # one per scope
+        session.add(same)
     engine = create_engine(f"sqlite:///{path}")
     with engine.begin() as connection:
         command.downgrade(_alembic_config(connection), "0005")
