@@ -442,7 +442,8 @@ def test_concurrent_requests_share_model_calls(serve, keys) -> None:
         ("redact", "call me at <PHONE> great"),
         ("drop_row", "call me at <PHONE> great"),
         ("mask", "call me at 138****5678 great"),
-        ("off", "call me at 13812345678 great"),
+        # The recipe may keep PII in its own training data; the store's gate still redacts.
+        ("off", "call me at <PHONE> great"),
     ],
 )
 def test_predictions_are_logged_as_training_sees_them(

@@ -85,11 +85,18 @@ class RedactedText(_Gate, TypeDecorator):
 
 
 class RedactedString(_Gate, TypeDecorator):
-    """``String(n)`` whose values are redacted before they are written (or compared)."""
+    """``String(n)`` whose values are redacted before they are written (or compared); a
+    placeholder longer than what it replaced is cut at ``n`` (Postgres refuses more)."""
 
     impl = String
     cache_ok = True
-    redact = staticmethod(lambda value: redact_text(value) if isinstance(value, str) else value)
+
+    def redact(self, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        redacted = redact_text(value)
+        length = getattr(self.impl, "length", None)
+        return redacted[:length] if length else redacted
 
 
 class RedactedJSON(_Gate, TypeDecorator):
