@@ -1,5 +1,8 @@
 """Precision, recall and F1 of the PII detectors on a labeled corpus, and scan speed.
 
+The second table scores the same corpus with every labeled value hidden by format
+characters (bidi marks, zero-width spaces, word joiners) inside it.
+
 Usage::
 
     python benchmarks/pii.py [--corpus PATH] [--errors] [--speed-texts N]
@@ -81,6 +84,31 @@ def _row(name: str, c: Counter) -> str:
     return f"{name:<12}{p:>10.3f}{r:>10.3f}{f1:>10.3f}{support:>10d}"
 
 
+# Invisible characters a hostile user puts inside a value: LRM, ZWSP, word joiner, RLO/PDF.
+HIDING = ("\u200e", "\u200b", "\u2060", "\u202e", "\u202c")
+
+
+def obfuscated(rows: list[dict]) -> list[dict]:
+    """The corpus with every labeled value hidden: a format character after every third
+    character of the value (bidi marks, zero-width spaces, word joiners, in turn); the
+    gold values are the hidden ones, as they stand in the text."""
+    out = []
+    for row in rows:
+        text, hidden = row["text"], {}
+        for entity in row["entities"]:
+            value = entity["value"]
+            if value not in hidden:  # every occurrence of a value, hidden the same way
+                mark = HIDING[len(hidden) % len(HIDING)]
+                hidden[value] = "".join(
+                    ch + mark if k % 3 == 2 and k < len(value) - 1 else ch
+                    for k, ch in enumerate(value)
+                )
+                text = text.replace(value, hidden[value])
+        entities = [{"type": e["type"], "value": hidden[e["value"]]} for e in row["entities"]]
+        out.append({**row, "text": text, "entities": entities})
+    return out
+
+
 def scan_speed(rows: list[dict], n_texts: int) -> tuple[int, float]:
     """Scan ``n_texts`` corpus texts (cycling through it); return (count, seconds)."""
     texts = [row["text"] for row in rows]
@@ -113,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.errors and errors:
         print()
         print("\n".join(errors))
+    hidden_counts, _ = score(obfuscated(rows))
+    print("\nthe same values hidden by format characters (U+200E, U+200B, U+2060, U+202E/C):")
+    print(format_table(hidden_counts))
     if args.speed_texts > 0 and rows:
         n, seconds = scan_speed(rows, args.speed_texts)
         print(f"\nscan: {n} texts in {seconds:.2f} s ({n / seconds:,.0f} texts/s)")

@@ -15,11 +15,11 @@ def _store(tmp_path: Path) -> Store:
 
 def test_store_migrates_to_head_and_uses_wal(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    assert store.revision() == "0005"
+    assert store.revision() == "0006"
     mode = sqlite3.connect(tmp_path / "fw.db").execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
     # Opening again is a no-op upgrade.
-    assert _store(tmp_path).revision() == "0005"
+    assert _store(tmp_path).revision() == "0006"
 
 
 def test_features_runs_and_dataset_versions(tmp_path: Path) -> None:

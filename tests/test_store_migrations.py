@@ -14,7 +14,7 @@ from alembic import command
 from sqlalchemy import create_engine
 
 from aiflywheel.errors import StoreError
-from aiflywheel.store import Store
+from aiflywheel.store import Feedback, Store
 from aiflywheel.store.base import _alembic_config
 
 WHEN = "2026-11-25 10:00:00.000000"
@@ -102,7 +102,7 @@ def _round1_database(path: Path) -> str:
 def test_a_round1_database_is_upgraded_and_every_row_reads_back(tmp_path: Path) -> None:
     url = _round1_database(tmp_path / "round1.db")
     store = Store(url)
-    assert store.revision() == "0005"
+    assert store.revision() == "0006"
     columns = {
         table: [
             c[1]
@@ -232,3 +232,39 @@ def test_a_failing_migration_leaves_the_database_as_it_was(tmp_path: Path, monke
     assert db.execute("SELECT version_num FROM alembic_version").fetchone() == ("0004",)
     assert "label" in [c[1] for c in db.execute("PRAGMA table_info(predictions)")]
     assert db.execute("SELECT count(*) FROM feedback").fetchone() == (len(FEEDBACK),)
+
+
+def test_idempotency_scopes_migrate_both_ways(tmp_path: Path) -> None:
+    """0006: round-1 keys get the anonymous scope; two keys may share a token; the
+    downgrade keeps the token on the oldest row and the unique constraint comes back."""
+    path = tmp_path / "round1.db"
+    store = Store(_round1_database(path))
+    db = sqlite3.connect(path)
+    scopes = db.execute(
+        "SELECT idempotency_scope FROM feedback WHERE idempotency_key IS NOT NULL"
+    ).fetchall()
+    assert scopes and {scope for (scope,) in scopes} == {"-"}
+    first, _ = store.add_feedback("p-cls-4", thumb="up", idempotency_key="t", idempotency_scope="a")
+    second, outcome = store.add_feedback(
+        "p-cls-4", thumb="up", idempotency_key="t", idempotency_scope="b"
+    )
+    assert outcome == "created" and second.id != first.id
+    same = Feedback(
+        prediction_id="p-cls-4",
+        feature_id=first.feature_id,
+        idempotency_key="t",
+        idempotency_scope="a",
+        payload={"thumb": "up"},
+    )
+    with pytest.raises(StoreError, match="UNIQUE"), store.session() as session:  # one per scope
+        session.add(same)
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as connection:
+        command.downgrade(_alembic_config(connection), "0005")
+    engine.dispose()
+    keys = dict(db.execute("SELECT id, idempotency_key FROM feedback").fetchall())
+    assert keys[first.id] == "t" and keys[second.id] is None
+    with pytest.raises(sqlite3.IntegrityError):
+        db.execute("UPDATE feedback SET idempotency_key = 't' WHERE id = ?", (second.id,))
+    db.close()
+    assert Store(f"sqlite:///{path}").revision() == "0006"

@@ -539,3 +539,89 @@ def test_quality_on_corpus() -> None:
         recall = tp[kind] / max(1, tp[kind] + fn[kind])
         assert precision >= 0.95, (kind, precision)
         assert recall >= 0.95, (kind, recall)
+
+
+# ---------------------------------------------------------------- normalized before detection
+
+HIDDEN = [
+    ("电话138\u200e1234\u200e5678", "138\u200e1234\u200e5678", "phone"),
+    ("电话\u202e138\u202d1234\u202c5678", "138\u202d1234\u202c5678", "phone"),
+    ("call 138\u20661234\u20695678 now", "138\u20661234\u20695678", "phone"),
+    ("tel\u200b13812345678", "13812345678", "phone"),
+    ("号码138\U000e00311234\U000e007f5678", "138\U000e00311234\U000e007f5678", "phone"),
+    ("手机１３８１２３４５６７８", "１３８１２３４５６７８", "phone"),
+    ("手机\ufeff138 1234 5678", "138 1234 5678", "phone"),
+    ("mail zhang\u200b.san@qq\u200e.com ok", "zhang\u200b.san@qq\u200e.com", "email"),
+    ("mail ｚｈａｎｇ＠ｑｑ．ｃｏｍ", "ｚｈａｎｇ＠ｑｑ．ｃｏｍ", "email"),
+    ("身份证4403\u200d0519880512\u200c3451", "4403\u200d0519880512\u200c3451", "cn_id"),
+]
+
+
+@pytest.mark.parametrize(("text", "value", "kind"), HIDDEN)
+def test_format_characters_and_full_width_forms_do_not_hide_pii(
+    text: str, value: str, kind: str
+) -> None:
+    assert [(m.type, m.value) for m in find_pii(text)] == [(kind, value)]
+    redacted, _ = scrub(text)
+    assert value not in redacted and PLACEHOLDERS[kind] in redacted
+
+
+def test_every_format_character_is_dropped_before_detection() -> None:
+    """Every Unicode Cf character (and the whole tag block) is invisible to the detectors."""
+    import sys
+    import unicodedata
+
+    format_chars = [
+        chr(cp)
+        for cp in range(sys.maxunicode + 1)
+        if unicodedata.category(chr(cp)) == "Cf" or 0xE0000 <= cp <= 0xE007F
+    ]
+    missed = [f"U+{ord(ch):04X}" for ch in format_chars if not find_pii(f"138{ch}12345678")]
+    assert missed == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "138.1234.5678",
+        "138 1234 5678",
+        "138-1234-5678",
+        "+86 138 1234 5678",
+        "+86-138-1234-5678",
+        "+86.138.1234.5678",
+        "(+86) 138.1234.5678",
+        "0086 138.1234.5678",
+    ],
+)
+def test_dotted_spaced_and_dashed_mobiles(value: str) -> None:
+    assert [(m.type, m.value) for m in find_pii(f"电话 {value}，谢谢")] == [("phone", value)]
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        ("4111.1111.1111.1111", "bank_card"),
+        ("6222 0212 3456 7890 128", "bank_card"),
+        ("440305-19880512-3451", "cn_id"),
+        ("440305 19880512 3451", "cn_id"),
+    ],
+)
+def test_grouped_cards_and_ids(value: str, kind: str) -> None:
+    found = find_pii(f"number {value} thanks")
+    assert [(m.type, m.value) for m in found] == [(kind, value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "订单号138.1234.5678已发货",
+        "build 138.1234.5678.9",
+        "version 1.2.3.4 released",
+        "ratio 1.3812345678",
+        "URL：/api/v2/orders?page=1，要脱敏",
+        "4111.1111.1111.1112",  # Luhn fails
+        "440305-19880512-3452",  # checksum fails
+    ],
+)
+def test_no_false_positives_on_dotted_numbers(text: str) -> None:
+    assert find_pii(text) == []

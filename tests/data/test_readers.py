@@ -642,3 +642,24 @@ def test_xlsx_corrupt_zip(tmp_path: Path) -> None:
 
 def test_formats_constant() -> None:
     assert FORMATS == ("csv", "tsv", "jsonl", "json", "parquet", "xlsx")
+
+
+def test_an_unterminated_quote_that_merges_rows_is_an_error_naming_its_line(
+    tmp_path: Path,
+) -> None:
+    # Line 3 opens a quote that closes on line 5 ("5" screen"): three rows would read as one.
+    merged = 'text,label\nfine,pos\n"great phone,pos\nbattery bad,neg\nthe 5" screen,pos\nok,neg\n'
+    with pytest.raises(IngestError) as caught:
+        read_table(write(tmp_path, "merged.csv", merged))
+    message = str(caught.value)
+    assert one_line(message)
+    assert message.startswith("merged.csv: line 3: a quote opened on this line is not closed")
+    assert "lines 3-5 read as one row" in message
+    # Never closed: the rest of the file would be one cell.
+    to_the_end = 'text,label\nfine,pos\n"great phone,pos\nbattery bad,neg\n'
+    with pytest.raises(IngestError, match="to_the_end.csv: line 3: a quote opened"):
+        read_table(write(tmp_path, "to_the_end.csv", to_the_end))
+    # A real multi-line cell still reads as one cell.
+    cell = 'text,label\n"Hi there\nsee you soon, bye",pos\nnext,neg\n'
+    table = read_table(write(tmp_path, "cell.csv", cell))
+    assert [row["text"] for row in table.rows] == ["Hi there\nsee you soon, bye", "next"]

@@ -94,3 +94,20 @@ def test_val_can_be_zero() -> None:
         _dataset({"a": 5, "b": 5}), SplitConfig(train=0.8, val=0, test=0.2), seed=0
     )
     assert len(result.parts["val"]) == 0 and len(result.parts["test"]) == 2
+
+
+def test_following_the_too_few_rows_advice_succeeds() -> None:
+    """The error says how many distinct texts to add; adding them splits (even when each
+    text has its own label, so the stratified assignment alone would leave parts empty)."""
+    small = _dataset({"a": 1, "b": 1})
+    with pytest.raises(SplitError) as caught:
+        split_dataset(small, SplitConfig(), seed=0)
+    message = str(caught.value)
+    assert "\n" not in message and "split.val: 0" not in message
+    assert "add at least 1 more distinct text" in message
+    grown = Dataset([*small, Record(id="c-0", text="a third different text", label="c")])
+    for seed in range(5):
+        result = split_dataset(grown, SplitConfig(), seed=seed)
+        assert all(len(result.parts[name]) == 1 for name in SPLITS)
+    with pytest.raises(SplitError, match="add at least 2 more distinct groups"):
+        split_dataset(_dataset({"a": 4}, users=1), SplitConfig(group_by="user"), seed=0)

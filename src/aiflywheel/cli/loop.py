@@ -113,18 +113,22 @@ def feedback_export(
         str | None, typer.Option("--state", help="Only pending, accepted or rejected.")
     ] = None,
 ) -> None:
-    """Write feedback to JSONL or CSV, to review in a spreadsheet and import back."""
+    """Write feedback to JSONL or CSV, to review in a spreadsheet and import back.
+
+    PII is redacted; a CSV cell that a spreadsheet would run as a formula (starting with
+    = + - @, a tab or a carriage return) is written with a ' in front (import removes it).
+    """
+    from aiflywheel.data.spreadsheet import csv_text
+    from aiflywheel.store.redaction import redact_json
+
     items = _store().list_feedback(feature, state=state)
     kind = _file_kind(output)
-    rows = [_export_row(item) for item in items]
+    # The redaction gate again: rows stored before it existed are redacted on the way out.
+    rows = [redact_json(_export_row(item)) for item in items]
     if kind == "jsonl":
         text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     else:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
-        text = buffer.getvalue()
+        text = csv_text(EXPORT_COLUMNS, rows)  # formula cells neutralized for spreadsheets
     write_text_atomic(output, text)
     console.print(f"wrote {len(rows)} feedback item(s) to {output}")
 
@@ -373,9 +377,12 @@ def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise DataError(f"feedback file not found: {path}")
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        # Bytes, not read_text: a CR inside a quoted CSV cell must stay a CR.
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError:
         raise DataError(f"{path} must be UTF-8 text") from None
+    from aiflywheel.data.spreadsheet import restore_cell
+
     rows: list[tuple[int, dict[str, Any]]] = []
     if kind == "jsonl":
         for line, raw in enumerate(text.splitlines(), start=1):
@@ -389,11 +396,15 @@ def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
                 raise DataError(f"{path} line {line}: expected a JSON object")
             rows.append((line, obj))
     else:
-        reader = csv.DictReader(io.StringIO(text))
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         if not reader.fieldnames or "review_state" not in reader.fieldnames:
             raise DataError(f"{path}: the header needs a review_state column")
         for record in reader:
-            rows.append((reader.line_num, dict(record)))
+            restored = {
+                key: restore_cell(value) if isinstance(value, str) else value
+                for key, value in record.items()
+            }
+            rows.append((reader.line_num, restored))
     if not rows:
         raise DataError(f"{path} holds no feedback rows")
     return rows

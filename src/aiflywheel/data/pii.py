@@ -85,7 +85,13 @@ Overlaps are resolved by type priority ``url_secret > email > cn_id > bank_card 
 phone > ip`` and then by earliest, longest span, so the result is sorted and never
 overlaps. Only the requested types are run: asking for ``phone`` alone reports the
 digits of ``13812345678@163.com`` as a phone, which is the safe reading when e-mails
-are kept on purpose. Full-width digits (``１３８``) are not recognised.
+are kept on purpose.
+
+Before detection a text is normalized (:func:`normalized_views`): format characters
+(Unicode Cf: zero-width spaces, bidi marks and overrides, word joiners, BOM, tag
+characters) are dropped, and full-width forms and odd spaces are folded as NFKC folds
+them, so ``１３８１２３４５６７８`` and ``138\\u200e1234\\u200e5678`` are phones. A match
+is reported as the span of the original text it covers, format characters included.
 """
 
 from __future__ import annotations
@@ -93,6 +99,7 @@ from __future__ import annotations
 import datetime as _dt
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -105,6 +112,7 @@ __all__ = [
     "SCRUB_MODES",
     "PiiMatch",
     "find_pii",
+    "normalized_views",
     "redact_text",
     "scrub",
 ]
@@ -231,11 +239,11 @@ def _find_email(text: str) -> list[PiiMatch]:
 # --------------------------------------------------------------------------- phone
 
 _CN_MOBILE = re.compile(
-    r"1(?<![0-9A-Za-z_+]1)[3-9][0-9](?P<s>[ \-]?)[0-9]{4}(?P=s)[0-9]{4}(?![0-9A-Za-z_])"
+    r"1(?<![0-9A-Za-z_+]1)[3-9][0-9](?P<s>[ \-.]?)[0-9]{4}(?P=s)[0-9]{4}(?![0-9A-Za-z_])"
 )
 _CN_MOBILE_PREFIXED = re.compile(
-    r"(?<![0-9A-Za-z_])(?:(?:\+|00)86[ \-]?|\(\+?86\)[ \-]?|86[ \-]?)"
-    r"1[3-9][0-9](?P<s>[ \-]?)[0-9]{4}(?P=s)[0-9]{4}(?![0-9A-Za-z_])"
+    r"(?<![0-9A-Za-z_])(?:(?:\+|00)86[ \-.]?|\(\+?86\)[ \-.]?|86[ \-.]?)"
+    r"1[3-9][0-9](?P<s>[ \-.]?)[0-9]{4}(?P=s)[0-9]{4}(?![0-9A-Za-z_])"
 )
 _CN_LANDLINE = re.compile(
     r"(?:\(0(?<![0-9A-Za-z_]\(0)(?P<a1>[0-9]{2,3})\)[ \-]?"
@@ -304,7 +312,7 @@ def _find_phone(text: str) -> list[PiiMatch]:
 # --------------------------------------------------------------------------- cn_id
 
 _CN_ID = re.compile(
-    r"[1-8](?<![0-9_][1-8])[0-9]{5}(?P<s> ?)(?:19|20)[0-9]{2}(?:0[1-9]|1[0-2])"
+    r"[1-8](?<![0-9_][1-8])[0-9]{5}(?P<s>[ \-]?)(?:19|20)[0-9]{2}(?:0[1-9]|1[0-2])"
     r"(?:0[1-9]|[12][0-9]|3[01])(?P=s)[0-9]{3}[0-9Xx](?![0-9A-Za-z_])"
 )
 _CN_ID15 = re.compile(
@@ -347,7 +355,7 @@ def _find_cn_id(text: str) -> list[PiiMatch]:
     if not _HAS_RUN4(text):
         return out
     for m in _CN_ID.finditer(text):
-        if _cn_id_ok(m.group().replace(" ", "")):
+        if _cn_id_ok(m.group().replace(" ", "").replace("-", "")):
             out.append(PiiMatch("cn_id", m.start(), m.end(), m.group()))
     for m in _CN_ID15.finditer(text):
         chars = m.group()
@@ -364,7 +372,7 @@ def _find_cn_id(text: str) -> list[PiiMatch]:
 
 _CARD_PLAIN = re.compile(r"[0-9](?<![0-9A-Za-z_][0-9])[0-9]{12,18}(?![0-9A-Za-z_])")
 _CARD_GROUPED = re.compile(
-    r"[0-9](?<![0-9A-Za-z_][0-9])[0-9]{3}(?P<s>[ \-])[0-9]{4}(?:(?P=s)[0-9]{4}){1,3}"
+    r"[0-9](?<![0-9A-Za-z_][0-9])[0-9]{3}(?P<s>[ \-.])[0-9]{4}(?:(?P=s)[0-9]{4}){1,3}"
     r"(?:(?P=s)[0-9]{1,3})?(?![0-9A-Za-z_])"
 )
 _CARD_AMEX = re.compile(
@@ -649,16 +657,101 @@ def find_pii(text: str, types: Iterable[str] = PII_TYPES) -> list[PiiMatch]:
 
 
 def _find(text: str, wanted: tuple[str, ...]) -> list[PiiMatch]:
-    """Run the detectors of ``wanted`` (validated, in priority order) over ``text``."""
+    """Run the detectors of ``wanted`` (validated, in priority order) over ``text``.
+
+    A text with format characters or compatibility forms is searched in its normalized
+    views (see :func:`normalized_views`); the matches are mapped back to spans of
+    ``text`` (so a format character inside a number is inside the match)."""
     if not text or not wanted:
         return []
+    views = normalized_views(text)
+    if not views:
+        return _resolve(_detect(text, wanted))
+    candidates: set[PiiMatch] = set()
+    for view, origin in views:
+        for m in _detect(view, wanted):
+            start, end = origin[m.start], origin[m.end - 1] + 1
+            candidates.add(PiiMatch(m.type, start, end, text[start:end]))
+    return _resolve(list(candidates))
+
+
+def _detect(text: str, wanted: tuple[str, ...]) -> list[PiiMatch]:
+    """The candidates of every detector of ``wanted`` in ``text`` (overlaps not resolved)."""
     has_digit = _HAS_DIGIT(text) is not None
     candidates: list[PiiMatch] = []
     for kind in wanted:
         if kind in _DIGIT_TYPES and not has_digit:
             continue
         candidates.extend(_DETECTORS[kind](text))
-    return _resolve(candidates)
+    return candidates
+
+
+# --------------------------------------------------------------------------- normalizing
+
+# Format characters (Unicode category Cf: zero-width, bidi marks, embeddings, overrides
+# and isolates, word joiner, BOM, tag characters) are invisible: written inside a number
+# or an address (138\\u200e1234\\u200e5678) they hide it from a regex but not from a reader.
+# The whole tag block U+E0000..U+E007F counts, assigned or not.
+_FORMAT_CHARS = (
+    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e007f"
+)
+# Compatibility forms that NFKC folds to ASCII and that can write PII: full-width digits
+# and letters (１３８, ａ) and the full-width ( ) + - . @ _ (not the full-width comma or
+# colon: Chinese punctuation ends a number or URL as it is), no-break and typographic
+# spaces, the ideographic space, mathematical digits.
+_COMPAT_CHARS = (
+    "\u00a0\u2000-\u200a\u202f\u205f\u3000\uff08\uff09\uff0b\uff0d\uff0e\uff10-\uff19"
+    "\uff20-\uff3a\uff3f\uff41-\uff5a\U0001d7ce-\U0001d7ff"
+)
+_IS_FORMAT = re.compile(f"[{_FORMAT_CHARS}]")
+_NEEDS_NORMALIZING = re.compile(f"[{_FORMAT_CHARS}{_COMPAT_CHARS}]")
+_FOLDED: dict[str, str] = {}
+
+
+def _fold(ch: str) -> str:
+    """A compatibility character as NFKC writes it (one ASCII character here)."""
+    folded = _FOLDED.get(ch)
+    if folded is None:
+        folded = unicodedata.normalize("NFKC", ch)
+        if len(folded) != 1:
+            folded = ch
+        _FOLDED[ch] = folded
+    return folded
+
+
+def normalized_views(text: str) -> list[tuple[str, list[int]]]:
+    """The views of ``text`` the detectors search, each with the index in ``text`` of
+    every character of the view (plus one past the end); ``[]`` when ``text`` needs none.
+
+    Compatibility forms are folded as NFKC folds them (full-width ``１３８`` → ``138``).
+    Format characters are dropped in one view (so ``138\\u200e1234\\u200e5678`` reads
+    ``13812345678``) and read as a space in another (so ``tel\\u200b13812345678`` is not
+    a number glued to a word); the second view is made only when there are any.
+    """
+    if _NEEDS_NORMALIZING.search(text) is None:
+        return []
+    has_format = _IS_FORMAT.search(text) is not None
+    replacements = ("", " ") if has_format else ("",)
+    views = []
+    for format_as in replacements:
+        parts: list[str] = []
+        origin: list[int] = []
+        pos = 0
+        for m in _NEEDS_NORMALIZING.finditer(text):
+            at = m.start()
+            parts.append(text[pos:at])
+            origin.extend(range(pos, at))
+            ch = m.group()
+            folded = format_as if _IS_FORMAT.match(ch) else _fold(ch)
+            parts.append(folded)
+            origin.extend([at] * len(folded))
+            pos = at + 1
+        parts.append(text[pos:])
+        origin.extend(range(pos, len(text) + 1))
+        views.append(("".join(parts), origin))
+    return views
 
 
 # --------------------------------------------------------------------------- masking

@@ -385,9 +385,42 @@ def _read_delimited(path: Path, text: str, fmt: str, delimiter: str | None) -> R
         _check_delimiter_fits(path, header, sample, truncated, explicit)
     columns = _clean_header(path, header)
     table = RawTable(path, fmt, None, columns, [], [], [], notes)
-    _read_csv_rows(path, reader, table)
+    _read_csv_rows(path, reader, table, _QuoteCheck(path, text, chosen, len(columns)))
     _require_rows(path, table)
     return table
+
+
+class _QuoteCheck:
+    """Tells an unterminated quote from a quoted cell that spans lines.
+
+    A cell opened by a quote that is never closed swallows the rows after it (up to the
+    next quote, or the end of the file) into one record. A record spanning several lines
+    whose every line, read alone with quotes as plain characters, is a complete row of
+    the table's width, is taken for such a merge: ``IngestError`` names the line of the
+    quote. A real multi-line cell (a comment with line breaks) has lines that are not
+    rows of their own, and is read as one cell.
+    """
+
+    def __init__(self, path: Path, text: str, delimiter: str, width: int) -> None:
+        self.path, self.text, self.delimiter, self.width = path, text, delimiter, width
+        self._lines: list[str] | None = None
+
+    def check(self, start: int, end: int) -> None:
+        """Raise when the record on lines ``start``..``end`` merges rows (see the class)."""
+        if end <= start or self.width < 2:
+            return
+        if self._lines is None:  # the lines as the csv module counts them
+            self._lines = list(io.StringIO(self.text, newline=""))
+        lines = [line.rstrip("\r\n") for line in self._lines[start - 1 : end]]
+        if not lines[0].count('"'):
+            return
+        alone = csv.reader(lines, delimiter=self.delimiter, quoting=csv.QUOTE_NONE)
+        if all(len(fields) == self.width for fields in alone):
+            raise IngestError(
+                f"{self.path.name}: line {start}: a quote opened on this line is not closed "
+                f"before the line ends, so lines {start}-{end} read as one row; close the "
+                'quote, write a quote inside a quoted cell as "", or remove it'
+            )
 
 
 def _sample(text: str) -> tuple[str, bool]:
@@ -518,13 +551,18 @@ def _header_name(value: object) -> str:
     return str(value).replace("\ufeff", "").strip()
 
 
-def _read_csv_rows(path: Path, reader: _CsvReader, table: RawTable) -> None:
-    """Append well-formed records to ``table``; record the others as malformed."""
+def _read_csv_rows(
+    path: Path, reader: _CsvReader, table: RawTable, quotes: _QuoteCheck | None = None
+) -> None:
+    """Append well-formed records to ``table``; record the others as malformed; raise
+    ``IngestError`` on an unterminated quote that merges rows (``quotes``)."""
     columns = table.columns
     width = len(columns)
     line = reader.line_num + 1
     for row in _csv_records(path, reader):
         start, line = line, reader.line_num + 1
+        if quotes is not None:
+            quotes.check(start, reader.line_num)
         if len(row) == width:
             table.rows.append(dict(zip(columns, row, strict=True)))
             table.line_numbers.append(start)

@@ -40,21 +40,20 @@ def split_dataset(dataset: Dataset, config: SplitConfig, *, seed: int) -> SplitR
     wanted = [name for name in SPLITS if fractions[name] > 0]
     units = _linked_units(dataset.records, config.group_by)
     if len(units) < len(wanted):
-        what = f"groups of {config.group_by!r}" if config.group_by else "distinct texts"
+        what = "groups of " + repr(config.group_by) if config.group_by else "distinct texts"
+        more = len(wanted) - len(units)
+        one = "group" if config.group_by else "text"
         raise SplitError(
             f"cannot split {len(units)} {what} into {len(wanted)} non-empty parts "
-            f"({', '.join(wanted)}); add data or set split.val: 0"
+            f"({', '.join(wanted)}); add at least {more} more distinct "
+            f"{one if more == 1 else one + 's'} (rows that differ beyond case, spacing and "
+            "punctuation)"
         )
     rng = np.random.default_rng(seed)
     assignment = _assign_units(units, dataset.records, fractions, config.stratify, rng)
+    _fill_empty_parts(assignment, units, wanted)
 
     parts = {name: Dataset(dataset.records[i] for i in sorted(assignment[name])) for name in SPLITS}
-    for name in wanted:
-        if not len(parts[name]):
-            raise SplitError(
-                f"{name} split is empty: {len(dataset)} rows with {name}={fractions[name]}; "
-                "add data or change split fractions"
-            )
     folds = None
     if config.k_folds:
         folds = _k_folds(parts, config, units, dataset.records, rng)
@@ -139,6 +138,24 @@ def _assign_units(
         assignment[best_name].extend(unit)
         current[best_name].update(unit_labels)
     return assignment
+
+
+def _fill_empty_parts(
+    assignment: dict[str, list[int]], units: list[list[int]], wanted: list[str]
+) -> None:
+    """Give every wanted part a unit: one that the proportional assignment left empty (few
+    units, many labels) takes the last unit of the part with the most units. There are at
+    least as many units as wanted parts, so every part ends up non-empty."""
+    unit_of = {index: u for u, unit in enumerate(units) for index in unit}
+    held = {name: list(dict.fromkeys(unit_of[i] for i in assignment[name])) for name in SPLITS}
+    for name in wanted:
+        if held[name]:
+            continue
+        donor = max(wanted, key=lambda other: (len(held[other]), -SPLITS.index(other)))
+        moved = held[donor].pop()
+        held[name].append(moved)
+        assignment[donor] = [i for i in assignment[donor] if unit_of[i] != moved]
+        assignment[name] = list(units[moved])
 
 
 def _k_folds(

@@ -19,6 +19,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from aiflywheel.store.redaction import RedactedJSON, RedactedText
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -72,8 +74,8 @@ class Run(Base):
     dataset_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("dataset_versions.id"), nullable=True
     )
-    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    summary: Mapped[dict[str, Any]] = mapped_column(RedactedJSON, default=dict)
+    error: Mapped[str | None] = mapped_column(RedactedText, nullable=True)
     code_version: Mapped[str] = mapped_column(String(64))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
@@ -132,8 +134,8 @@ class PredictionLog(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     feature_id: Mapped[int] = mapped_column(ForeignKey("features.id"))
     version: Mapped[int] = mapped_column(Integer)
-    text: Mapped[str] = mapped_column(Text)
-    output: Mapped[dict[str, Any]] = mapped_column(JSON)
+    text: Mapped[str] = mapped_column(RedactedText)
+    output: Mapped[dict[str, Any]] = mapped_column(RedactedJSON)
     latency_ms: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -190,12 +192,17 @@ class Feedback(PayloadFields, Base):
     state (pending/accepted/rejected)."""
 
     __tablename__ = "feedback"
+    __table_args__ = (
+        UniqueConstraint("idempotency_scope", "idempotency_key", name="uq_feedback_idempotency"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     prediction_id: Mapped[str] = mapped_column(ForeignKey("predictions.id"), index=True)
     feature_id: Mapped[int] = mapped_column(ForeignKey("features.id"))
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
-    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Whose retry token it is: the sending API key's id ("-" without auth or before 0006).
+    idempotency_scope: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(RedactedJSON)
     review_state: Mapped[str] = mapped_column(String(16), default="pending")
     reviewer: Mapped[str | None] = mapped_column(String(100), nullable=True)
     reviewed_at: Mapped[datetime | None] = mapped_column(nullable=True)
@@ -229,8 +236,8 @@ class AuditEvent(Base):
     from_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     to_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     decision: Mapped[str] = mapped_column(String(16))
-    reason: Mapped[str] = mapped_column(Text)
-    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(RedactedText)
+    details: Mapped[dict[str, Any]] = mapped_column(RedactedJSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     def to_json(self, feature: str | None = None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from sqlalchemy import Integer, func, insert, select
 
 from aiflywheel.errors import ConflictError, NotFoundError
 from aiflywheel.store.base import StoreBase
+from aiflywheel.store.redaction import redact_json
 from aiflywheel.store.schema import (
     REVIEW_STATES,
     THUMBS,
@@ -182,6 +183,7 @@ class ServingStore(StoreBase):
         comment: str | None = None,
         corrected_answer: str | None = None,
         idempotency_key: str | None = None,
+        idempotency_scope: str = "-",
         payload: Mapping[str, Any] | None = None,
     ) -> tuple[Feedback, FeedbackOutcome]:
         """Store feedback on a logged prediction; returns (row, outcome).
@@ -192,8 +194,13 @@ class ServingStore(StoreBase):
         (a ``corrected_*`` key, e.g. ``corrected_label`` or ``corrected_answer``): a second
         one replaces the answer of the pending item that holds the first (same row, new
         timestamp); when that item was already reviewed, ``ConflictError`` names it.
-        ``"repeated"``: with an ``idempotency_key`` seen before, the stored row comes back
-        unchanged when the payload is the same (``ConflictError`` when not).
+        ``"repeated"``: with an ``idempotency_key`` seen before in ``idempotency_scope`` (the
+        id of the API key that sends it: one key's retry token never finds another key's
+        row), the stored row comes back unchanged when the payload is the same
+        (``ConflictError`` when not).
+
+        The payload passes the redaction gate (``store/redaction.py``) before it is
+        compared or stored, so a retry of a payload with PII matches the stored row.
         """
         given = {
             "corrected_label": corrected_label,
@@ -202,13 +209,16 @@ class ServingStore(StoreBase):
             "corrected_answer": corrected_answer,
         }
         merged = {**(payload or {}), **{k: v for k, v in given.items() if v is not None}}
-        answer = {key: value for key, value in merged.items() if value is not None}
+        answer = redact_json({key: value for key, value in merged.items() if value is not None})
         if answer.get("thumb") is not None and answer["thumb"] not in THUMBS:
             raise ConflictError(f"thumb must be 'up' or 'down', got {answer['thumb']!r}")
         with self.session() as session:
             if idempotency_key is not None:
                 existing = session.scalar(
-                    select(Feedback).where(Feedback.idempotency_key == idempotency_key)
+                    select(Feedback).where(
+                        Feedback.idempotency_scope == idempotency_scope,
+                        Feedback.idempotency_key == idempotency_key,
+                    )
                 )
                 if existing is not None:
                     if existing.prediction_id != prediction_id or existing.payload != answer:
@@ -243,7 +253,9 @@ class ServingStore(StoreBase):
                     )
                 if earlier is not None:
                     earlier.payload = answer
-                    earlier.idempotency_key = idempotency_key or earlier.idempotency_key
+                    if idempotency_key is not None:
+                        earlier.idempotency_key = idempotency_key
+                        earlier.idempotency_scope = idempotency_scope
                     earlier.created_at = utcnow()
                     session.flush()
                     return earlier, "updated"
@@ -251,6 +263,7 @@ class ServingStore(StoreBase):
                 prediction_id=prediction_id,
                 feature_id=feature_id,
                 idempotency_key=idempotency_key,
+                idempotency_scope=idempotency_scope if idempotency_key is not None else None,
                 payload=answer,
                 review_state="pending",
             )

@@ -40,8 +40,14 @@ class ClassifyRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_of_text_or_texts(self) -> ClassifyRequest:
-        if (self.text is None) == (self.texts is None):
+        for name in ("text", "texts"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                kind = "a string" if name == "text" else "a list of strings"
+                raise ValueError(f"{name} must be {kind}, got null")
+        if self.text is not None and self.texts is not None:
             raise ValueError("give either 'text' (one string) or 'texts' (a list), not both")
+        if self.text is None and self.texts is None:
+            raise ValueError("give 'text' (one string) or 'texts' (a list of strings)")
         return self
 
 
@@ -242,13 +248,15 @@ def feedback(
             f"prediction {pid!r} is not stored yet (the store is not keeping up: "
             f"{state.writer.last_error or 'busy'}); retry later"
         )
+    # A retry token is the caller's own: scoped per API key.
+    stored = {"payload": payload, "idempotency_key": key, "idempotency_scope": principal.key_id}
     try:
-        row, outcome = state.store.add_feedback(pid, payload=payload, idempotency_key=key)
+        row, outcome = state.store.add_feedback(pid, **stored)
     except StoreError:
         if key is None:
             raise
         # A concurrent request with the same key may have won the insert: look again.
-        row, outcome = state.store.add_feedback(pid, payload=payload, idempotency_key=key)
+        row, outcome = state.store.add_feedback(pid, **stored)
     created = outcome == "created"
     if outcome != "repeated":
         for name, value in payload.items():

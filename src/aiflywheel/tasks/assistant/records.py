@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, select
+from sqlalchemy import Boolean, ForeignKey, Integer, String, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aiflywheel.errors import DataError, NotFoundError
 from aiflywheel.store import Base, Feedback, PredictionLog, Store, utcnow
+from aiflywheel.store.redaction import RedactedJSON, RedactedString, RedactedText
 from aiflywheel.tasks.assistant.task import ANSWER_SUMMARY_CHARS, AnswerOutput
 
 
@@ -31,13 +32,13 @@ class AssistantTurn(Base):
     prediction_id: Mapped[str] = mapped_column(ForeignKey("predictions.id"), primary_key=True)
     feature_id: Mapped[int] = mapped_column(ForeignKey("features.id"))
     version: Mapped[int] = mapped_column(Integer)
-    session_id: Mapped[str] = mapped_column(String(100))
-    question: Mapped[str] = mapped_column(Text)
-    answer: Mapped[str] = mapped_column(Text)
+    session_id: Mapped[str] = mapped_column(RedactedString(100))
+    question: Mapped[str] = mapped_column(RedactedText)
+    answer: Mapped[str] = mapped_column(RedactedText)
     kind: Mapped[str] = mapped_column(String(16))
     handoff: Mapped[bool] = mapped_column(Boolean)
-    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    reason: Mapped[str | None] = mapped_column(RedactedText, nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(RedactedJSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -49,9 +50,9 @@ class Ticket(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     feature_id: Mapped[int] = mapped_column(ForeignKey("features.id"))
     prediction_id: Mapped[str] = mapped_column(ForeignKey("predictions.id"))
-    session_id: Mapped[str] = mapped_column(String(100))
-    question: Mapped[str] = mapped_column(Text)
-    reason: Mapped[str] = mapped_column(Text)
+    session_id: Mapped[str] = mapped_column(RedactedString(100))
+    question: Mapped[str] = mapped_column(RedactedText)
+    reason: Mapped[str] = mapped_column(RedactedText)
     status: Mapped[str] = mapped_column(String(16), default="open")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -64,8 +65,8 @@ class KbEntry(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     feature_id: Mapped[int] = mapped_column(ForeignKey("features.id"))
     entry_id: Mapped[str] = mapped_column(String(64))
-    question: Mapped[str] = mapped_column(Text)
-    answer: Mapped[str] = mapped_column(Text)
+    question: Mapped[str] = mapped_column(RedactedText)
+    answer: Mapped[str] = mapped_column(RedactedText)
     category: Mapped[str] = mapped_column(String(100), default="")
     language: Mapped[str] = mapped_column(String(16), default="")
     feedback_id: Mapped[int | None] = mapped_column(ForeignKey("feedback.id"), nullable=True)

@@ -140,9 +140,18 @@ def add_entry(
     feedback_id: int | None = None,
     index: KnowledgeIndex | None = None,
 ) -> Chunk:
-    """Record a live FAQ entry and add it to ``index`` (when given) at once."""
+    """Record a live FAQ entry and add it to ``index`` (when given) at once.
+
+    The entry passes the store's redaction gate first, so the live index answers with
+    what ``kb_entries`` holds (and what a restart loads), never with raw PII."""
+    from aiflywheel.store.redaction import redact_text
+
     chunk = faq_entry_chunk(
-        question, answer, category=category, language=language, source=LIVE_SOURCE
+        redact_text(question),
+        redact_text(answer),
+        category=category,
+        language=language,
+        source=LIVE_SOURCE,
     )
     add_kb_entry(
         store,

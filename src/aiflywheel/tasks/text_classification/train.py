@@ -309,7 +309,10 @@ def train_feature(
         train = _sample(parts["train"], recipe.train.max_train_samples, recipe.seed)
         val, test = parts["val"], parts["test"]
         if not len(val):
-            raise DataError("the validation split is empty; set split.val above 0 (e.g. 0.1)")
+            raise DataError(
+                "the validation split is empty; set split.val above 0 and lower split.train "
+                "to match (the fractions sum to 1: e.g. train 0.8, val 0.1, test 0.1)"
+            )
 
         resolved = resolve_model(recipe.model.name, settings)
         with torch_threads(recipe.train.threads):

@@ -100,7 +100,7 @@ class FinetunedClassifier(ClassifierBase):
         if not len(val_texts):
             raise ModelError(
                 "fine-tuning needs a non-empty validation split for early stopping; "
-                "set split.val above 0"
+                "set split.val above 0 and lower split.train to match (the fractions sum to 1)"
             )
         y = self._set_labels(labels)
         index = {name: i for i, name in enumerate(self.labels)}
