@@ -23,24 +23,39 @@ def train(
         typer.Option("--method", help="Override model.method: auto, head, finetune, lora."),
     ] = None,
     model: Annotated[str | None, typer.Option("--model", help="Override model.name.")] = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            "--nproc",
+            help="Fine-tune on N processes of this machine (DDP: gloo on CPU, NCCL with one "
+            "process per GPU). For several machines launch with torchrun instead.",
+        ),
+    ] = None,
 ) -> None:
     """Data check -> baseline -> train -> evaluate -> register a candidate version.
 
-    Ctrl-C saves a checkpoint; the same command resumes from it.
+    Ctrl-C saves a checkpoint; the same command resumes from it (with any --nproc).
     """
     from aiflywheel.core.registry import get_task
     from aiflywheel.recipe import load_recipe, with_model_overrides
     from aiflywheel.settings import get_settings
     from aiflywheel.store import open_store
+    from aiflywheel.training.distributed import check_nproc, training_group
 
     loaded = with_model_overrides(load_recipe(recipe), name=model, method=method)
     task = get_task(loaded.task)
-    built = task.train(
-        loaded,
-        store=open_store(),
-        settings=get_settings(),
-        report=lambda line: console.print(f"[dim]·[/dim] {escape(line)}", highlight=False),
-    )
+    argv = ["train", str(recipe)]
+    argv += ["--method", method] if method else []
+    argv += ["--model", model] if model else []
+    with training_group(check_nproc(nproc), argv) as leader:
+        if not leader:
+            return  # a follower: it took its share of every fit the leader ran
+        built = task.train(
+            loaded,
+            store=open_store(),
+            settings=get_settings(),
+            report=lambda line: console.print(f"[dim]·[/dim] {escape(line)}", highlight=False),
+        )
     task.show_built(built)
 
 
