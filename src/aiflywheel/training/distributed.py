@@ -31,6 +31,7 @@ folder on a filesystem every node sees (followers read the checkpoint the leader
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -242,10 +243,8 @@ def _reap(followers: list[subprocess.Popen]) -> None:
 
 
 def _say_done(group: Group) -> None:
-    try:
+    with contextlib.suppress(Exception):  # a follower already gone: nothing left to tell
         group.broadcast((_DONE,))
-    except Exception:  # a follower already gone: nothing left to tell it
-        pass
 
 
 def follow(group: Group) -> None:

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from aiflywheel.errors import TrainingInterrupted
-from aiflywheel.training import distributed
 from aiflywheel.tasks.text_classification.models.base import macro_f1_of_codes
 from aiflywheel.tasks.text_classification.models.encoding import (
     torch_module,
     transformers_module,
 )
+from aiflywheel.training import distributed
 
 torch = torch_module()
 transformers = transformers_module()
