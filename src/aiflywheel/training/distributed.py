@@ -50,6 +50,8 @@ from aiflywheel.errors import FlywheelError, ModelError
 # How long a follower may wait for the leader's next call (data check, baseline and
 # evaluation run on the leader alone while the followers wait).
 CONTROL_TIMEOUT = timedelta(hours=6)
+RENDEZVOUS_TIMEOUT = timedelta(minutes=5)  # followers importing torch on a busy machine
+LEADER_PID = "FLYWHEEL_TRAIN_LEADER_PID"
 FOLLOWER_EXIT_SECONDS = 30.0
 _DONE = "done"
 _CALL = "call"
@@ -148,17 +150,22 @@ def training_group(nproc: int | None, argv: Sequence[str]) -> Iterator[bool]:
     global _current
     rank, world, local_rank = environment_world()
     followers: list[subprocess.Popen] = []
+    saved = {name: os.environ.get(name) for name in ENV_KEYS}
     if world == 1 and (nproc or 1) > 1:
         port = _free_port()
         followers = launch(nproc, argv, port=port)
         rank, world, local_rank = 0, nproc, 0
         os.environ.update(_worker_env(0, nproc, port))
+        if "OMP_NUM_THREADS" not in os.environ:  # the followers' share of the cores, too
+            import torch
+
+            torch.set_num_threads(_threads(nproc))
     if world == 1:
         yield True
         return
-    group = _init(rank, world, local_rank)
-    _current = group
     try:
+        group = _init(rank, world, local_rank, launched=bool(followers))
+        _current = group
         if not group.leader:
             follow(group)
             yield False
@@ -171,18 +178,27 @@ def training_group(nproc: int | None, argv: Sequence[str]) -> Iterator[bool]:
         _current = None
         _shutdown()
         _reap(followers)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def launch(nproc: int, argv: Sequence[str], *, port: int) -> list[subprocess.Popen]:
     """Start ranks 1..nproc-1 of this command on this machine (this process is rank 0)."""
     command = [sys.executable, "-m", "aiflywheel.cli", *argv]
-    threads = max(1, (os.cpu_count() or 1) // nproc)
     processes = []
     for rank in range(1, nproc):
-        env = {**os.environ, **_worker_env(rank, nproc, port)}
-        env.setdefault("OMP_NUM_THREADS", str(threads))
+        env = {**os.environ, **_worker_env(rank, nproc, port), LEADER_PID: str(os.getpid())}
+        env.setdefault("OMP_NUM_THREADS", str(_threads(nproc)))
         processes.append(subprocess.Popen(command, env=env))
     return processes
+
+
+def _threads(nproc: int) -> int:
+    """Torch threads per process: the machine's cores shared among the processes."""
+    return max(1, (os.cpu_count() or 1) // nproc)
 
 
 def _worker_env(rank: int, world: int, port: int) -> dict[str, str]:
@@ -202,22 +218,63 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _init(rank: int, world: int, local_rank: int) -> Group:
+def _init(rank: int, world: int, local_rank: int, *, launched: bool) -> Group:
+    """Join the process group. A leader that started its followers (``--nproc``) hosts
+    the rendezvous and gives up after ``RENDEZVOUS_TIMEOUT``; a follower it started exits
+    when the leader is gone. Under torchrun the launcher does both."""
     import torch
     import torch.distributed as dist
 
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(local_rank)
+    follower_of = os.environ.get(LEADER_PID)
+    if follower_of:
+        _exit_with_leader(int(follower_of))
     if not dist.is_initialized():
+        store = None
+        if launched or follower_of:  # both sides of --nproc join through the same store
+            try:
+                store = dist.TCPStore(
+                    os.environ["MASTER_ADDR"],
+                    int(os.environ["MASTER_PORT"]),
+                    world,
+                    is_master=launched,
+                    timeout=RENDEZVOUS_TIMEOUT,
+                )
+            except (RuntimeError, OSError) as exc:
+                raise ModelError(
+                    f"the {world - 1} training processes started for --nproc {world} did not "
+                    f"join within {RENDEZVOUS_TIMEOUT.seconds} s: {_first_line(exc)}"
+                ) from None
         dist.init_process_group(
             backend="nccl" if cuda else "gloo",
+            store=store,
             rank=rank,
             world_size=world,
             timeout=CONTROL_TIMEOUT,
         )
     control = dist.new_group(backend="gloo", timeout=CONTROL_TIMEOUT) if cuda else None
     return Group(rank=rank, world_size=world, local_rank=local_rank, control=control)
+
+
+def _exit_with_leader(leader: int) -> None:
+    """A follower started by ``--nproc``: end this process when its leader is gone (a
+    SIGKILL of the leader leaves no one to say it is done)."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != leader:
+                os._exit(1)
+            time.sleep(1.0)
+
+    threading.Thread(target=watch, name="leader-watch", daemon=True).start()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _shutdown() -> None:
@@ -257,7 +314,7 @@ def follow(group: Group) -> None:
             except RuntimeError as exc:  # the leader is gone (killed, crashed)
                 raise ModelError(
                     f"training process {group.rank} of {group.world_size} lost the leader "
-                    f"(rank 0): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                    f"(rank 0): {_first_line(exc)}"
                 ) from None
             if message[0] == _DONE:
                 return
