@@ -24,40 +24,20 @@ from aiflywheel.errors import ConflictError, DataError, IngestError, Interrupted
 from aiflywheel.store import open_store
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_models import build_tiny_bert, sentiment_rows  # noqa: E402
+from tiny_models import sentiment_rows  # noqa: E402
 
 PHONE = "13812345678"
-RECIPE = """\
-feature: tiny-sentiment
-seed: 7
-data: {{source: {data}, columns: {{text: text, label: label}}}}
-model: {{name: {model}, method: head}}
-evaluate: {{bootstrap_resamples: 100, explain_mistakes: 0}}
-"""
 
 
 @pytest.fixture(scope="module")
 def trained_home(tmp_path_factory) -> Path:
-    """A FLYWHEEL_HOME with tiny-sentiment trained (a head over a tiny BERT)."""
-    root = tmp_path_factory.mktemp("batch-world")
-    rows = sentiment_rows(160)
-    build_tiny_bert(root / "tiny-bert", [text for text, _ in rows])
-    with (root / "reviews.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        writer.writerows(rows)
-    recipe = root / "recipe.yaml"
-    recipe.write_text(RECIPE.format(data=root / "reviews.csv", model=root / "tiny-bert"))
-    home = root / "home"
-    env = {**os.environ, "FLYWHEEL_HOME": str(home), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "aiflywheel.cli", "train", str(recipe)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    """A FLYWHEEL_HOME with tiny-sentiment registered (a TF-IDF classifier whose recipe
+    redacts PII), shared by the tests: batch prediction writes nothing to the store."""
+    from aiflywheel.store import Store
+    from test_serve import register_tfidf
+
+    home = tmp_path_factory.mktemp("batch-home")
+    register_tfidf(Store(f"sqlite:///{home / 'flywheel.db'}"), home / "models")
     return home
 
 
@@ -190,14 +170,14 @@ def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_output(
 
 
 def test_a_killed_command_resumes_without_duplicates_or_gaps(home: Path, tmp_path: Path) -> None:
-    source = _write_input(tmp_path / "in.csv", _texts(1000))
+    source = _write_input(tmp_path / "in.csv", _texts(1200))
     straight = tmp_path / "straight.csv"
-    predict_file("tiny-sentiment", source, straight, chunk_rows=5, progress=False)
+    predict_file("tiny-sentiment", source, straight, chunk_rows=4, progress=False)
 
     output = tmp_path / "out.csv"
     command = [
         sys.executable, "-m", "aiflywheel.cli", "predict", "tiny-sentiment",
-        "--input", str(source), "--output", str(output), "--chunk-rows", "5",
+        "--input", str(source), "--output", str(output), "--chunk-rows", "4",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -211,7 +191,7 @@ def test_a_killed_command_resumes_without_duplicates_or_gaps(home: Path, tmp_pat
 
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr
-    assert "resuming after" in second.stdout and "1,000 rows predicted" in second.stdout
+    assert "resuming after" in second.stdout and "1,200 rows predicted" in second.stdout
     assert output.read_bytes() == straight.read_bytes()
 
 
