@@ -284,8 +284,10 @@ class WordCountTask:
         return [
             BatchAnswer(
                 text.upper(),
-                {"label": "long" if len(text.split()) > predictor.limit else "short",
-                 "words": len(text.split())},
+                {
+                    "label": "long" if len(text.split()) > predictor.limit else "short",
+                    "words": len(text.split()),
+                },
             )  # fmt: skip
             for text in inputs
         ]
