@@ -17,9 +17,10 @@ machines) end in the same place: N processes with the usual ``RANK`` / ``WORLD_S
   every step) and shards each batch with a distributed sampler; only rank 0 saves
   checkpoints and logs.
 - **One global batch.** Each process takes ``train.batch_size / N`` rows a step, so a
-  step means the same rows whatever N is, and a checkpoint written with N processes
-  resumes with any other N (model, optimizer, scheduler and step counter are those of
-  one process; a per-process RNG file that is absent is skipped with a notice).
+  step means the same number of rows whatever N is, and a checkpoint written with N
+  processes resumes with any other N (model, optimizer, scheduler and step counter are
+  those of one process; a per-process RNG file that is absent is skipped with a notice;
+  stopped mid-epoch, the rest of that epoch is drawn in the new N's order).
 - **Ctrl-C** stops every process at the end of the same step (the stop flag is reduced
   over the group each step), rank 0 saves a checkpoint, and the same command resumes.
 
