@@ -16,6 +16,8 @@ the API maps it to a 4xx answer with the same message.
     ├── ModelError           a model cannot be resolved, trained or used as asked
     │   ├── NotFittedError   predict/save before fit
     │   └── TrainingInterrupted  Ctrl-C during training: checkpoint saved, rerun resumes
+    ├── Interrupted          Ctrl-C with the work done so far saved: the same command
+    │                        resumes (TrainingInterrupted is one; the CLI exits 130)
     ├── MissingExtraError    an optional dependency is not installed (names the pip line)
     ├── NotFoundError        a named thing does not exist (feature, version, prediction, key)
     ├── ConflictError        a request contradicts stored state (idempotency key reused
@@ -60,7 +62,11 @@ class NotFittedError(ModelError):
     """A model was used before ``fit``."""
 
 
-class TrainingInterrupted(ModelError):
+class Interrupted(FlywheelError):
+    """Stopped on SIGINT after saving what was done; the same command resumes."""
+
+
+class TrainingInterrupted(ModelError, Interrupted):
     """Training stopped on SIGINT after saving a checkpoint; the same command resumes."""
 
 

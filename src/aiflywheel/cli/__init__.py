@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from aiflywheel.cli import data, models, runs  # noqa: F401  (registers their commands)
 from aiflywheel.cli.app import app, console
-from aiflywheel.errors import FlywheelError, TrainingInterrupted
+from aiflywheel.errors import FlywheelError, Interrupted
 
 __all__ = ["app", "console", "main"]
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app; user errors print one line and exit 2."""
     try:
         app(args=argv, standalone_mode=False)
-    except TrainingInterrupted as exc:
+    except Interrupted as exc:
         Console(stderr=True).print(
             f"interrupted: {escape(str(exc))}", highlight=False, soft_wrap=True
         )

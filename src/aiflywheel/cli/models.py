@@ -23,24 +23,39 @@ def train(
         typer.Option("--method", help="Override model.method: auto, head, finetune, lora."),
     ] = None,
     model: Annotated[str | None, typer.Option("--model", help="Override model.name.")] = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            "--nproc",
+            help="Fine-tune on N processes of this machine (DDP: gloo on CPU, NCCL with one "
+            "process per GPU). For several machines launch with torchrun instead.",
+        ),
+    ] = None,
 ) -> None:
     """Data check -> baseline -> train -> evaluate -> register a candidate version.
 
-    Ctrl-C saves a checkpoint; the same command resumes from it.
+    Ctrl-C saves a checkpoint; the same command resumes from it (with any --nproc).
     """
     from aiflywheel.core.registry import get_task
     from aiflywheel.recipe import load_recipe, with_model_overrides
     from aiflywheel.settings import get_settings
     from aiflywheel.store import open_store
+    from aiflywheel.training.distributed import check_nproc, training_group
 
     loaded = with_model_overrides(load_recipe(recipe), name=model, method=method)
     task = get_task(loaded.task)
-    built = task.train(
-        loaded,
-        store=open_store(),
-        settings=get_settings(),
-        report=lambda line: console.print(f"[dim]·[/dim] {escape(line)}", highlight=False),
-    )
+    argv = ["train", str(recipe)]
+    argv += ["--method", method] if method else []
+    argv += ["--model", model] if model else []
+    with training_group(check_nproc(nproc), argv) as leader:
+        if not leader:
+            return  # a follower: it took its share of every fit the leader ran
+        built = task.train(
+            loaded,
+            store=open_store(),
+            settings=get_settings(),
+            report=lambda line: console.print(f"[dim]·[/dim] {escape(line)}", highlight=False),
+        )
     task.show_built(built)
 
 
@@ -129,14 +144,49 @@ def models_show(ref: Annotated[str, typer.Argument(help="FEATURE or FEATURE:VERS
 def predict(
     ref: Annotated[str, typer.Argument(help="FEATURE or FEATURE:VERSION.")],
     texts: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(help="Texts to classify; - reads them from standard input, one a line."),
-    ],
+    ] = None,
     explain: Annotated[
         bool, typer.Option("--explain", help="Show the tokens behind each label.")
     ] = False,
+    input_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            help="Predict every row of this CSV / TSV / JSONL / Parquet file (streamed).",
+        ),
+    ] = None,
+    output_file: Annotated[
+        Path | None,
+        typer.Option("--output", help="Where to write the predictions (.csv/.jsonl/.parquet)."),
+    ] = None,
+    column: Annotated[
+        str | None,
+        typer.Option("--column", help="The input column (default: the task's, e.g. text)."),
+    ] = None,
+    chunk_rows: Annotated[
+        int, typer.Option("--chunk-rows", help="Rows read, predicted and saved at a time.")
+    ] = 1000,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Discard an unfinished run instead of resuming.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
 ) -> None:
-    """Classify texts with a registered model (prints JSON lines)."""
+    """Predict with a registered model: texts given here (prints JSON lines), or a whole
+    file with --input/--output (resumable: rerun the same command after an interruption).
+    """
+    from aiflywheel.errors import DataError
+
+    if input_file is not None or output_file is not None:
+        if input_file is None or output_file is None:
+            raise DataError("batch prediction needs both --input FILE and --output FILE")
+        if texts:
+            raise DataError("give texts or --input FILE, not both")
+        _predict_file(ref, input_file, output_file, column, chunk_rows, restart, force)
+        return
+    if not texts:
+        raise DataError("give texts to predict, - to read them from standard input, or --input")
     from aiflywheel.core.versions import load
 
     if "-" in texts:
@@ -149,6 +199,28 @@ def predict(
 
             line["top_tokens"] = top_tokens(model.explain(text, prediction.label))
         sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+def _predict_file(ref, source, output, column, chunk_rows, restart, force) -> None:
+    from aiflywheel.batch.predict import predict_file
+
+    result = predict_file(
+        ref,
+        source,
+        output,
+        column=column,
+        chunk_rows=chunk_rows,
+        restart=restart,
+        force=force,
+        report=lambda line: console.print(f"[dim]·[/dim] {escape(line)}", highlight=False),
+    )
+    errors = f", {result.errors:,} rows with an error" if result.errors else ""
+    console.print(
+        f"{result.rows:,} rows predicted by {result.feature} v{result.version}{errors} "
+        f"in {result.seconds:.1f} s -> {escape(str(result.output))} "
+        f"(manifest {escape(str(result.manifest))})",
+        highlight=False,
+    )
 
 
 def _stdin_texts(given: int) -> list[str]:

@@ -146,6 +146,19 @@ class Built:
     details: Any = None
 
 
+@dataclass(frozen=True)
+class BatchAnswer:
+    """One input row of a batch prediction file, answered (``flywheel predict --input``).
+
+    ``stored`` is the input as the output file keeps it: what the prediction log would
+    store for it (cleaned, PII redacted). ``output`` is the prediction payload (it has
+    ``label``), or None with ``error`` saying why this row got no prediction."""
+
+    stored: str
+    output: dict[str, Any] | None
+    error: str | None = None
+
+
 @runtime_checkable
 class Task(Protocol):
     """One kind of AI feature. ``core.registry.get_task(name)`` returns the object."""
@@ -157,6 +170,9 @@ class Task(Protocol):
     owns_sections: tuple[str, ...]  # recipe sections only this task may set
     prediction_payload: type[PredictionPayload]  # what ``predictions.output`` holds
     feedback_payload: type[FeedbackPayload]  # what ``POST /v1/feedback`` may send
+    # The column of a batch prediction file that holds each row's input; None: the task
+    # answers in conversation, not over files (``flywheel predict --input`` refuses it).
+    batch_input: str | None
 
     def check_recipe(self, recipe: Recipe) -> None:
         """Raise ``RecipeError`` when the recipe lacks what this task needs."""
@@ -177,6 +193,13 @@ class Task(Protocol):
         self, model_path: str | Path, *, feature: str, version: int, store: Store | None = None
     ) -> Any:
         """The predictor of a registered version's folder (``.predict`` / ``.ask``)."""
+
+    def predict_batch(
+        self, predictor: Any, inputs: list[str], *, recipe: Mapping[str, Any]
+    ) -> list[BatchAnswer]:
+        """One ``BatchAnswer`` per input (non-blank strings, a chunk of a batch file), from
+        the predictor ``load_predictor`` gave and the recipe the version was trained with.
+        Only called when ``batch_input`` is not None."""
 
     def retrain(
         self,

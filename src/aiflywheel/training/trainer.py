@@ -6,8 +6,9 @@ length-grouped seeded batches, CPU or one GPU with fp16, no external reporting);
 ``LossTrainer`` takes the loss as a function of the logits and the batch (weighted
 cross-entropy for fine-tuning, soft labels for distillation); ``run`` trains, resuming
 from the last checkpoint in ``checkpoints`` and turning Ctrl-C (SIGINT) into a checkpoint
-and ``TrainingInterrupted``. The same code runs under ``accelerate launch`` or
-``torchrun`` for several GPUs or machines.
+and ``TrainingInterrupted``. On several processes (``training.distributed``) each takes
+an equal share of the global batch, only rank 0 saves checkpoints and logs, and a Ctrl-C
+stops every process at the end of the same step.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from aiflywheel.tasks.text_classification.models.encoding import (
     torch_module,
     transformers_module,
 )
+from aiflywheel.training import distributed
 
 torch = torch_module()
 transformers = transformers_module()
@@ -70,11 +72,14 @@ def training_arguments(
 
     ``keep_extra_columns`` keeps batch columns the model's forward does not take (a
     ``TokenizedRows``' extra columns), for a loss function that reads them.
+    ``batch_size`` is the global batch: on N training processes each takes 1/N of it.
     """
+    group = distributed.current()
+    per_process = distributed.per_process_batch(batch_size, group.world_size if group else 1)
     return transformers.TrainingArguments(
         output_dir=str(checkpoints),
         num_train_epochs=epochs,
-        per_device_train_batch_size=batch_size,
+        per_device_train_batch_size=per_process,
         per_device_eval_batch_size=max(32, batch_size),
         learning_rate=learning_rate,
         weight_decay=weight_decay,
@@ -181,6 +186,9 @@ def run(trainer, stopper: InterruptCallback, checkpoints: Path) -> str | None:
         if checkpoints.is_dir()
         else None
     )
+    group = distributed.current()
+    if group is not None:  # every process resumes from the checkpoint the leader found
+        last = group.broadcast(last)
     previous = signal.signal(signal.SIGINT, stopper.request_stop)
     try:
         trainer.train(resume_from_checkpoint=last)
@@ -196,7 +204,8 @@ def run(trainer, stopper: InterruptCallback, checkpoints: Path) -> str | None:
 
 
 class InterruptCallback(transformers.TrainerCallback):
-    """Turns SIGINT into 'save a checkpoint now and stop' at the end of the step."""
+    """Turns SIGINT into 'save a checkpoint now and stop' at the end of the step (of the
+    same step on every training process: the request is reduced over the group)."""
 
     def __init__(self) -> None:
         self.stop_requested = False
@@ -205,6 +214,7 @@ class InterruptCallback(transformers.TrainerCallback):
         self.stop_requested = True
 
     def on_step_end(self, args, state, control, **kwargs):
+        self.stop_requested = distributed.any_rank(self.stop_requested)
         if self.stop_requested:
             control.should_save = True
             control.should_training_stop = True
@@ -218,6 +228,8 @@ class JsonlLogCallback(transformers.TrainerCallback):
         self.path = path
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as handle:
             entry = {"step": state.global_step, "epoch": state.epoch, **(logs or {})}
@@ -234,6 +246,8 @@ class EpochReport(transformers.TrainerCallback):
         self.loss: float | None = None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
         logs = logs or {}
         if "loss" in logs:
             self.loss = float(logs["loss"])

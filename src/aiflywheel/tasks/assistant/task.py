@@ -50,6 +50,7 @@ class AssistantTask:
     owns_sections: tuple[str, ...] = ("assistant",)
     prediction_payload = AnswerOutput
     feedback_payload = AnswerFeedback
+    batch_input = None  # answers in conversation (`flywheel ask`, /v1/chat/completions)
 
     def check_recipe(self, recipe) -> None:
         if recipe.assistant is None:
@@ -104,6 +105,14 @@ class AssistantTask:
         from aiflywheel.tasks.assistant.service import load_assistant
 
         return load_assistant(model_path, feature=feature, version=version, store=store)
+
+    def predict_batch(self, predictor, inputs: list[str], *, recipe) -> list:
+        from aiflywheel.errors import ModelError
+
+        raise ModelError(
+            "an assistant answers in conversation, not over files: ask it with "
+            "`flywheel ask FEATURE QUESTION` or POST /v1/chat/completions"
+        )
 
     def retrain(self, feature: str, *, store, settings, actor: str, report: Report, recipe=None):
         from aiflywheel.tasks.assistant.retrain import retrain_assistant

@@ -8,7 +8,14 @@ from typing import Any, ClassVar
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from aiflywheel.core.task import Built, FeedbackPayload, PredictionPayload, Quality, Report
+from aiflywheel.core.task import (
+    BatchAnswer,
+    Built,
+    FeedbackPayload,
+    PredictionPayload,
+    Quality,
+    Report,
+)
 from aiflywheel.core.version_metrics import VersionMetrics
 from aiflywheel.errors import RecipeError
 
@@ -51,6 +58,7 @@ class TextClassificationTask:
     owns_sections: tuple[str, ...] = ()
     prediction_payload = Classification
     feedback_payload = ClassificationFeedback
+    batch_input = "text"
 
     def check_recipe(self, recipe) -> None:
         if recipe.data is None:
@@ -122,6 +130,25 @@ class TextClassificationTask:
         from aiflywheel.tasks.text_classification.models.base import load_classifier
 
         return load_classifier(model_path)
+
+    def predict_batch(self, predictor, inputs: list[str], *, recipe) -> list[BatchAnswer]:
+        """Each text as ``/v1/classify`` sees and logs it (the recipe's cleaning and PII
+        redaction, ``training_view``), then classified in one call."""
+        from aiflywheel.data.clean import training_view
+        from aiflywheel.recipe import CleanConfig, PiiConfig
+
+        clean = CleanConfig.model_validate(recipe.get("clean") or {})
+        pii = PiiConfig.model_validate(recipe.get("pii") or {})
+        prepared = [training_view(text, clean, pii) for text in inputs]
+        kept = [i for i, text in enumerate(prepared) if text.strip()]
+        predictions = predictor.predict([prepared[i] for i in kept]) if kept else []
+        answers = {i: p.to_json() for i, p in zip(kept, predictions, strict=True)}
+        return [
+            BatchAnswer(text, answers[i])
+            if i in answers
+            else BatchAnswer(text, None, "empty after cleaning (the recipe's clean settings)")
+            for i, text in enumerate(prepared)
+        ]
 
     def retrain(self, feature: str, *, store, settings, actor: str, report: Report, recipe=None):
         from aiflywheel.tasks.text_classification.retrain import retrain_feature

@@ -42,6 +42,7 @@ from aiflywheel.tasks.text_classification.evaluate import (
     write_evaluation,
 )
 from aiflywheel.tasks.text_classification.models.roundtrip import reload_verified
+from aiflywheel.training import distributed
 
 Report = Callable[[str], None]
 
@@ -338,9 +339,11 @@ def train_feature(
             model = _build_model(recipe, method, resolved)
             if hasattr(model, "max_length") and model.max_length is None:
                 model.max_length = max_length
+            group = distributed.current()
+            on = f", {group.world_size} processes" if group and method != "head" else ""
             report(
                 f"training {recipe.model.name}/{method} on {len(train):,} rows "
-                f"(max_length {max_length})"
+                f"(max_length {max_length}{on})"
             )
             started = time.perf_counter()
             _fit(model, method, train, val, work_dir)

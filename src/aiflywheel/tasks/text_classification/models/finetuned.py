@@ -4,8 +4,9 @@
 Training writes checkpoints under ``work_dir/checkpoints``. Ctrl-C (SIGINT) saves a
 checkpoint at the end of the current step and raises ``TrainingInterrupted``; calling
 ``fit`` again with the same ``work_dir`` resumes from the last checkpoint (optimizer,
-scheduler, RNG and data position included). The same code runs under ``accelerate
-launch`` or ``torchrun`` for several GPUs or machines.
+scheduler, RNG and data position included). On several training processes
+(``flywheel train --nproc N``, ``torchrun``, ``accelerate launch``) ``fit`` runs on every
+one of them with DDP (see ``aiflywheel.training.distributed``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from aiflywheel.tasks.text_classification.models.encoding import (
     transformers_module,
 )
 from aiflywheel.training import trainer as training
+from aiflywheel.training.distributed import on_every_rank
 
 # This module is imported only when a fine-tuned model is trained or loaded.
 torch = torch_module()
@@ -85,6 +87,7 @@ class FinetunedClassifier(ClassifierBase):
         self.steps: int = 0
 
     # -- training ---------------------------------------------------------------------
+    @on_every_rank
     def fit(
         self,
         texts: Sequence[str],
