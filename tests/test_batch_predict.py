@@ -377,3 +377,21 @@ def test_resuming_skips_exactly_the_rows_done(tmp_path: Path, fmt: str) -> None:
             assert [v for chunk in full for v in chunk] == [f"t{i}" for i in range(n)]
             for k in range(len(full) + 1):
                 assert list(reader.chunks(size, skip=k * size)) == full[k:], (n, size, k)
+
+
+def test_csv_output_is_safe_to_open_in_a_spreadsheet(home: Path, tmp_path: Path) -> None:
+    """A text that a spreadsheet would run as a formula is written neutralized (a ``'`` in
+    front), and an e-mail hidden by a zero-width character is caught by the one gate."""
+    from aiflywheel.data.spreadsheet import restore_cell
+
+    formula = '=HYPERLINK("http://evil.example","点我") 很好'
+    texts = [formula, "@SUM(A1:A2) 差评", "邮箱 li\u200blei@example.com 很好"]
+    source = _write_input(tmp_path / "in.csv", texts)
+    output = tmp_path / "out.csv"
+    predict_file("tiny-sentiment", source, output, chunk_rows=2, progress=False)
+
+    with output.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0]["text"].startswith("'=") and restore_cell(rows[0]["text"]).startswith("=")
+    assert rows[1]["text"].startswith("'@")
+    assert "example.com" not in output.read_text(encoding="utf-8")

@@ -6,7 +6,8 @@ time; each chunk goes through the feature's task (``Task.predict_batch`` on the 
 works, not only classifiers. Every output row holds::
 
     row        the input row's position (0 = the first row after the header)
-    <column>   the input as the prediction log would store it (cleaned, PII redacted)
+    <column>   the input as the prediction log would store it (cleaned, through the
+               store's redaction gate; CSV cells neutralized for spreadsheets)
     version    the model version that answered
     label      the prediction in one word (empty when the row has an error)
     output     the whole prediction payload (a JSON object; JSON text in CSV / Parquet)
@@ -38,6 +39,7 @@ from typing import Any
 from aiflywheel.batch.tables import PART_SUFFIX, TableReader, concatenate, table_format, write_part
 from aiflywheel.errors import ConflictError, DataError, Interrupted, ModelError
 from aiflywheel.files import write_json_atomic
+from aiflywheel.store.redaction import redact_text
 
 DEFAULT_CHUNK_ROWS = 1000
 STATE_FILE = "state.json"
@@ -260,7 +262,7 @@ def _answer(task, loaded, recipe, column: str, values: list[Any], *, first_row: 
             )
         for offset, answer in zip(where, answers, strict=True):
             row = rows[offset]
-            row[column] = answer.stored
+            row[column] = redact_text(answer.stored)
             if answer.output is None:
                 row["error"] = answer.error or "no prediction"
                 continue

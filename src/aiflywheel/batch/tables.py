@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from aiflywheel.data.spreadsheet import neutralize_cell
 from aiflywheel.errors import DataError, IngestError, require_module
 
 FORMATS: dict[str, str] = {
@@ -257,7 +258,9 @@ def write_part(path: Path, fmt: str, columns: Sequence[str], rows: list[dict[str
     with path.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, delimiter=_DELIMITER[fmt])
         for row in flat:
-            writer.writerow(["" if row[key] is None else row[key] for key in columns])
+            writer.writerow(
+                [neutralize_cell("" if row[key] is None else str(row[key])) for key in columns]
+            )
 
 
 def _flat(value: Any) -> Any:
@@ -283,7 +286,7 @@ def concatenate(parts: Sequence[Path], fmt: str, columns: Sequence[str], target:
         return
     with target.open("wb") as out:
         if fmt in _DELIMITER:
-            header = _DELIMITER[fmt].join(_csv_cell(name, fmt) for name in columns)
+            header = _DELIMITER[fmt].join(_csv_cell(neutralize_cell(name), fmt) for name in columns)
             out.write((header + "\r\n").encode("utf-8"))
         for part in parts:
             with part.open("rb") as handle:
