@@ -1,7 +1,7 @@
 """Load test of `flywheel serve`: throughput, latency, errors, and no lost feedback.
 
     python benchmarks/load.py [--requests 20000] [--concurrency 32] [--feedback-every 4]
-        [--rows 3000] [--max-batch 32] [--max-wait-ms 5]
+        [--rows 3000] [--max-batch 32] [--max-wait-ms 5] [--kill]
         [--home DIR --feature NAME]
 
 Without ``--home`` it trains the TF-IDF baseline on a sample of the packaged zh demo
@@ -9,9 +9,10 @@ reviews in a throwaway FLYWHEEL_HOME, registers and promotes it; with ``--home``
 ``--feature`` it serves that existing feature instead. Either way the server runs as a
 subprocess on a free loopback port with auth on and a fresh client key. Every
 ``--feedback-every``-th request is feedback on an earlier prediction. After a graceful
-stop (SIGTERM) it checks that the store holds exactly as many new feedback rows as
-feedback requests answered 201, and as many new predictions as answered texts; it
-exits 1 when they differ. Client and server share the machine's cores.
+stop (SIGTERM; with ``--kill`` SIGKILL, which drains nothing) it checks that the store
+holds exactly as many new feedback rows as feedback requests answered 201, and as many
+new predictions as answered texts; it exits 1 when they differ. Client and server share
+the machine's cores.
 """
 
 from __future__ import annotations
@@ -238,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--home", type=Path, help="an existing FLYWHEEL_HOME to load-test")
     parser.add_argument("--feature", help="the feature to load-test (with --home)")
+    parser.add_argument(
+        "--kill",
+        action="store_true",
+        help="stop the server with SIGKILL (no drain) instead of SIGTERM before counting",
+    )
     args = parser.parse_args(argv)
     if (args.home is None) != (args.feature is None):
         parser.error("--home and --feature go together")
@@ -297,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                     feedback_every=args.feedback_every,
                 )
             )
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGKILL if args.kill else signal.SIGTERM)
             proc.wait(timeout=120)
         finally:
             if proc.poll() is None:
