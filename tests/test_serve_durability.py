@@ -131,6 +131,7 @@ def test_kill_9_under_load_loses_no_answered_prediction_or_feedback(
     store = open_store()
     promote(store, FEATURE, register_tfidf(store, tmp_path / "models"), actor="test")
     key, _ = store.create_api_key("client", "load")
+    flywheel_home.mkdir(parents=True, exist_ok=True)  # holds the server log (on Postgres too)
     port = free_port()
     with serve_processes((flywheel_home, port, ())) as [(proc, base, _)]:
         load = Load(base, key, threads=4, per_thread=520).start()  # 2,080 requests
