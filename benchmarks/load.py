@@ -1,7 +1,7 @@
 """Load test of `flywheel serve`: throughput, latency, errors, and no lost feedback.
 
     python benchmarks/load.py [--requests 20000] [--concurrency 32] [--feedback-every 4]
-        [--rows 3000] [--max-batch 32] [--max-wait-ms 5] [--kill]
+        [--rows 3000] [--max-batch 32] [--max-wait-ms 5]
         [--home DIR --feature NAME]
 
 Without ``--home`` it trains the TF-IDF baseline on a sample of the packaged zh demo
@@ -9,10 +9,11 @@ reviews in a throwaway FLYWHEEL_HOME, registers and promotes it; with ``--home``
 ``--feature`` it serves that existing feature instead. Either way the server runs as a
 subprocess on a free loopback port with auth on and a fresh client key. Every
 ``--feedback-every``-th request is feedback on an earlier prediction. After a graceful
-stop (SIGTERM; with ``--kill`` SIGKILL, which drains nothing) it checks that the store
-holds exactly as many new feedback rows as feedback requests answered 201, and as many
-new predictions as answered texts; it exits 1 when they differ. Client and server share
-the machine's cores.
+stop (SIGTERM) it checks that the store holds exactly as many new feedback rows as
+feedback requests answered 201, and as many new predictions as answered texts; it
+exits 1 when they differ. Client and server share the machine's cores; the server's
+CPU time per request (Linux /proc) is printed too, a figure that other jobs on a shared
+machine disturb much less than req/s.
 """
 
 from __future__ import annotations
@@ -196,6 +197,15 @@ async def run_load(
     return tally, elapsed
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (None where /proc is missing)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_ready(base: str, proc: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -239,11 +249,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--home", type=Path, help="an existing FLYWHEEL_HOME to load-test")
     parser.add_argument("--feature", help="the feature to load-test (with --home)")
-    parser.add_argument(
-        "--kill",
-        action="store_true",
-        help="stop the server with SIGKILL (no drain) instead of SIGTERM before counting",
-    )
     args = parser.parse_args(argv)
     if (args.home is None) != (args.feature is None):
         parser.error("--home and --feature go together")
@@ -291,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"serving {feature} at {base}; {args.requests} requests, {args.concurrency} at once"
             )
+            load_average = os.getloadavg()[0]
+            cpu_before = cpu_seconds(proc.pid)
             tally, elapsed = asyncio.run(
                 run_load(
                     base,
@@ -303,13 +310,20 @@ def main(argv: list[str] | None = None) -> int:
                     feedback_every=args.feedback_every,
                 )
             )
-            proc.send_signal(signal.SIGKILL if args.kill else signal.SIGTERM)
+            cpu_after = cpu_seconds(proc.pid)
+            proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=120)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
         report(tally, elapsed, args.requests)
+        if cpu_before is not None and cpu_after is not None:
+            spent = cpu_after - cpu_before
+            print(
+                f"server CPU: {spent:.1f} s, {spent / args.requests * 1000:.2f} ms per request "
+                f"(machine load average at the start: {load_average:.1f})"
+            )
         store = open_store()
         stored_feedback = sum(store.feedback_counts(feature).values()) - feedback_before
         stored_predictions = store.count_predictions(feature) - predictions_before

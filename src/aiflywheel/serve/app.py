@@ -161,6 +161,7 @@ def create_app(config: ServeConfig | None = None, store: Store | None = None) ->
             the_store,
             max_backlog=config.log_max_backlog,
             wait_seconds=config.log_wait_seconds,
+            linger_ms=config.log_linger_ms,
             drain_seconds=config.drain_seconds,
             hook=metrics.writer_hook,
         )

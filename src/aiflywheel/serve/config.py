@@ -52,6 +52,13 @@ class ServeConfig(BaseModel):
         description="How long classify waits for its predictions to be stored before "
         "answering 503 (a prediction is stored before it is answered).",
     )
+    log_linger_ms: float = Field(
+        2.0,
+        ge=0,
+        le=1000,
+        description="How long the prediction writer waits for more requests to share a "
+        "commit (the answers wait for that commit).",
+    )
     shadow_queue: int = Field(
         1024, ge=1, description="Requests waiting for shadow scoring before new ones are dropped."
     )

@@ -1,9 +1,10 @@
 """The prediction log writer: group commit, so a prediction is stored before it is answered.
 
 A request hands its rows to ``write`` (or ``submit`` + ``Ticket.wait``) and waits. One
-writer thread takes everything queued (up to ``CHUNK_ROWS`` rows) and inserts it in one
-transaction (``Store.log_predictions``); requests that arrive meanwhile form the next
-batch, so under load many requests share one commit. Only after that commit returns
+writer thread, woken by the first row, lingers ``linger_ms`` (2 ms) for company, then
+inserts everything queued (up to ``CHUNK_ROWS`` rows) in one transaction
+(``Store.log_predictions``); requests that arrive meanwhile form the next batch, so under
+load many requests share one commit. Only after that commit returns
 are the waiting requests released: an answered prediction is in the store, and a server
 killed at any moment loses only predictions it never answered.
 
@@ -77,12 +78,14 @@ class PredictionWriter:
         *,
         max_backlog: int = 10_000,
         wait_seconds: float = 5.0,
+        linger_ms: float = 2.0,
         drain_seconds: float = 30.0,
         hook: Hook | None = None,
     ) -> None:
         self.store = store
         self.max_backlog = max_backlog
         self.wait_seconds = wait_seconds
+        self.linger_seconds = linger_ms / 1000
         self.drain_seconds = drain_seconds
         self._hook = hook or (lambda _event, _n: None)
         self._cond = threading.Condition()
@@ -134,9 +137,13 @@ class PredictionWriter:
         ticket = Ticket(list(rows))
         with self._cond:
             self.check_capacity()
+            idle = not self._tickets
             self._tickets.append(ticket)
             self._queued_rows += len(ticket.rows)
-            self._cond.notify_all()
+            # Waking the writer costs a GIL hand-over: only when it waits for rows or has
+            # a full chunk; otherwise it takes these when its linger ends.
+            if idle or self._queued_rows >= CHUNK_ROWS:
+                self._cond.notify_all()
         return ticket
 
     async def write(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -235,6 +242,15 @@ class PredictionWriter:
                     if self.last_error is not None:
                         break  # nothing to write but the store failed: probe it below
                     self._cond.wait()
+                # Linger a moment so that the requests of one model batch share a commit.
+                linger_until = time.monotonic() + self.linger_seconds
+                while (
+                    self._tickets
+                    and self._queued_rows < CHUNK_ROWS
+                    and not self._stopping
+                    and (remaining := linger_until - time.monotonic()) > 0
+                ):
+                    self._cond.wait(remaining)
                 if self._stopping:
                     break
             if self._cycle():
