@@ -11,7 +11,9 @@ subprocess on a free loopback port with auth on and a fresh client key. Every
 ``--feedback-every``-th request is feedback on an earlier prediction. After a graceful
 stop (SIGTERM) it checks that the store holds exactly as many new feedback rows as
 feedback requests answered 201, and as many new predictions as answered texts; it
-exits 1 when they differ. Client and server share the machine's cores.
+exits 1 when they differ. Client and server share the machine's cores; the server's
+CPU time per request (Linux /proc) is printed too, a figure that other jobs on a shared
+machine disturb much less than req/s.
 """
 
 from __future__ import annotations
@@ -195,6 +197,15 @@ async def run_load(
     return tally, elapsed
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (None where /proc is missing)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_ready(base: str, proc: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -285,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"serving {feature} at {base}; {args.requests} requests, {args.concurrency} at once"
             )
+            load_average = os.getloadavg()[0]
+            cpu_before = cpu_seconds(proc.pid)
             tally, elapsed = asyncio.run(
                 run_load(
                     base,
@@ -297,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                     feedback_every=args.feedback_every,
                 )
             )
+            cpu_after = cpu_seconds(proc.pid)
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=120)
         finally:
@@ -304,6 +318,12 @@ def main(argv: list[str] | None = None) -> int:
                 proc.kill()
                 proc.wait()
         report(tally, elapsed, args.requests)
+        if cpu_before is not None and cpu_after is not None:
+            spent = cpu_after - cpu_before
+            print(
+                f"server CPU: {spent:.1f} s, {spent / args.requests * 1000:.2f} ms per request "
+                f"(machine load average at the start: {load_average:.1f})"
+            )
         store = open_store()
         stored_feedback = sum(store.feedback_counts(feature).values()) - feedback_before
         stored_predictions = store.count_predictions(feature) - predictions_before

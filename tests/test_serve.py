@@ -346,14 +346,18 @@ def test_feedback_errors(serve, store, keys) -> None:
     assert store.list_feedback(FEATURE) == []
 
 
-def test_feedback_on_a_prediction_still_queued_flushes_it(serve, store, keys) -> None:
-    client = serve(log_flush_ms=60_000)  # the writer would otherwise wait a minute
+def test_an_answered_prediction_is_already_stored(serve, store, keys) -> None:
+    client = serve()
+    headers = bearer(keys["client"])
     pid = _predict(client, keys["client"])
+    assert store.get_prediction(pid) is not None  # no waiting: stored before the answer
+    batch = client.post("/v1/classify", json={"texts": ["great", "awful"]}, headers=headers)
+    for prediction in batch.json()["predictions"]:
+        assert store.get_prediction(prediction["prediction_id"]) is not None
     answer = client.post(
-        "/v1/feedback", json={"prediction_id": pid, "thumb": "up"}, headers=bearer(keys["client"])
+        "/v1/feedback", json={"prediction_id": pid, "thumb": "up"}, headers=headers
     )
     assert answer.status_code == 201
-    assert store.get_prediction(pid) is not None
 
 
 # -- limits and error format ------------------------------------------------------------
@@ -637,11 +641,11 @@ def test_health_and_readiness(serve) -> None:
     assert "/v1/classify" in client.get("/openapi.json").json()["paths"]
 
 
-def test_a_dead_store_answers_503_and_loses_no_prediction(serve, store, tmp_path, keys) -> None:
-    client = serve(log_max_backlog=3, log_flush_ms=0, auth_cache_seconds=600)
+def test_a_dead_store_answers_503_and_never_an_unstored_200(serve, store, tmp_path, keys) -> None:
+    client = serve(log_wait_seconds=0.5, auth_cache_seconds=600)
     headers = bearer(keys["client"])
     before = _predict(client, keys["client"])
-    wait_until(lambda: store.get_prediction(before) is not None, "the first prediction stored")
+    assert store.get_prediction(before) is not None
 
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
@@ -655,23 +659,24 @@ def test_a_dead_store_answers_503_and_loses_no_prediction(serve, store, tmp_path
             "/v1/feedback", json={"prediction_id": before, "thumb": "up"}, headers=headers
         )
         assert feedback.status_code == 503 and feedback.json()["error"]["type"] == "StoreError"
-        statuses = []
-        accepted = []
-        for i in range(6):
+        started = time.monotonic()
+        first = client.post("/v1/classify", json={"text": "great 0"}, headers=headers)
+        assert first.status_code == 503 and time.monotonic() - started >= 0.5  # waited, then 503
+        assert "not stored within 0.5 s" in first.json()["error"]["message"]
+        started = time.monotonic()
+        for i in range(1, 4):  # the store is known to fail: 503 at once
             answer = client.post("/v1/classify", json={"text": f"great {i}"}, headers=headers)
-            statuses.append(answer.status_code)
-            if answer.status_code == 200:
-                accepted.append(answer.json()["prediction_id"])
-        assert statuses == [200, 200, 200, 503, 503, 503]
+            assert answer.status_code == 503, answer.json()
+            assert "cannot be written" in answer.json()["error"]["message"]
+        assert time.monotonic() - started < 0.5
         assert client.get("/healthz").status_code == 200
     finally:
         store._sessions = working
-    wait_until(
-        lambda: all(store.get_prediction(pid) is not None for pid in accepted),
-        "the buffered predictions stored once the store is back",
-    )
-    assert client.get("/readyz").status_code == 200
-    assert client.post("/v1/classify", json={"text": "great"}, headers=headers).status_code == 200
+    wait_until(lambda: client.get("/readyz").status_code == 200, "ready once the store is back")
+    assert store.count_predictions(FEATURE) == 1  # nothing answered 503 was stored
+    after = client.post("/v1/classify", json={"text": "great"}, headers=headers)
+    assert after.status_code == 200
+    assert store.get_prediction(after.json()["prediction_id"]) is not None
 
 
 def test_startup_fails_without_any_trained_feature(store) -> None:

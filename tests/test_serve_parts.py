@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,6 +67,7 @@ class FlakyStore:
         self.failures = failures
         self.calls: list[tuple[str, list[str]]] = []
         self.lock = threading.Lock()
+        self.url = "flaky://"
 
     def _write(self, kind: str, rows: Sequence[dict[str, Any]], key: str) -> None:
         with self.lock:
@@ -80,8 +82,9 @@ class FlakyStore:
     def log_shadow_predictions(self, rows: Sequence[dict[str, Any]]) -> None:
         self._write("shadow", rows, "prediction_id")
 
-    def ping(self) -> None:
-        return None
+    def check_writable(self) -> None:
+        if self.failures > 0:
+            raise StoreError("store write failed: database is locked")
 
     def written(self, kind: str) -> list[str]:
         return [i for k, ids in self.calls if k == kind for i in ids]
@@ -95,35 +98,51 @@ def test_writer_retries_failed_writes_and_loses_nothing() -> None:
     store = FlakyStore(failures=3)
     events: list[tuple[str, int]] = []
     writer = PredictionWriter(
-        store,
-        flush_ms=0,
-        hook=lambda event, n: events.append((event, n)),  # type: ignore[arg-type]
+        store,  # type: ignore[arg-type]
+        hook=lambda event, n: events.append((event, n)),
     )
     writer.start()
-    writer.submit([_row(i) for i in range(5)])
+    assert writer.submit([_row(i) for i in range(5)]).wait(timeout=30)
+    assert store.written("predictions") == [f"p{i}" for i in range(5)]  # stored when done
     writer.submit_shadow([{"prediction_id": "p0"}, {"prediction_id": "p1"}])
-    assert writer.wait_written("p4", timeout=30)
     assert writer.close() == 0
-    assert store.written("predictions") == [f"p{i}" for i in range(5)]
     assert store.written("shadow") == ["p0", "p1"]
-    assert ("predictions_failed", 5) in events
-    first_shadow = next(i for i, (kind, _) in enumerate(store.calls) if kind == "shadow")
-    assert all(kind == "predictions" for kind, _ in store.calls[:first_shadow])
+    assert ("predictions_failed", 5) in events and ("predictions_written", 5) in events
 
 
-def test_writer_refuses_new_predictions_beyond_its_backlog_and_drains_on_close() -> None:
+def test_writer_group_commits_concurrent_requests() -> None:
+    store = FlakyStore()
+    writer = PredictionWriter(store)  # type: ignore[arg-type]
+    tickets = [writer.submit([_row(i), _row(100 + i)]) for i in range(50)]  # before it starts
+    writer.start()
+    assert all(ticket.wait(timeout=30) for ticket in tickets)
+    assert len(store.calls) == 1 and len(store.written("predictions")) == 100
+    assert writer.backlog == 0 and writer.close() == 0
+
+
+def test_writer_answers_503_while_the_store_fails_and_never_stores_withdrawn_rows() -> None:
     store = FlakyStore(failures=10**9)
-    writer = PredictionWriter(store, max_backlog=3, flush_ms=0, drain_seconds=0.2)  # type: ignore[arg-type]
+    writer = PredictionWriter(store, max_backlog=3, drain_seconds=0.2)  # type: ignore[arg-type]
     writer.submit([_row(i) for i in range(3)])
     with pytest.raises(StoreError, match="3 rows behind"):
         writer.check_capacity()
-    assert writer.pending("p1") is not None and writer.pending("zz") is None
-    assert not writer.wait_written("p1", timeout=0.05)
-    assert writer.close() == 3  # the store never came back: reported, not silently lost
+    assert writer.close() == 3  # never answered; reported, not silently lost
+
+    writer = PredictionWriter(store, wait_seconds=0.2)  # type: ignore[arg-type]
+    writer.start()
+    with pytest.raises(StoreError, match="not stored within 0.2 s"):
+        asyncio.run(writer.write([_row(0)]))
+    with pytest.raises(StoreError, match="cannot be written"):  # failing: refused at once
+        asyncio.run(writer.write([_row(1)]))
+    assert writer.backlog == 0  # the request gave up: its rows were withdrawn
     store.failures = 0
-    writer = PredictionWriter(store, flush_ms=0)  # type: ignore[arg-type]
-    writer.submit([_row(i) for i in range(3)])
-    assert writer.close() == 0 and store.written("predictions") == ["p0", "p1", "p2"]
+    deadline = time.monotonic() + 10
+    while writer.failing:  # the writer probes the store until it answers
+        assert time.monotonic() < deadline, "the writer never noticed the store came back"
+        time.sleep(0.02)
+    asyncio.run(writer.write([_row(2)]))
+    assert store.written("predictions") == ["p2"]
+    assert writer.close() == 0
 
 
 def test_config_parses_shadows_and_names_bad_values() -> None:

@@ -88,3 +88,38 @@ def test_a_relative_home_is_stored_as_an_absolute_path(tmp_path: Path, monkeypat
     settings = get_settings()
     assert settings.home == tmp_path / "relative" / "home"
     assert settings.runs_dir.is_absolute() and str(tmp_path) in settings.store_url
+
+
+def test_a_retried_prediction_batch_is_stored_once() -> None:
+    from aiflywheel.store import open_store
+
+    store = open_store()  # the settings' store: SQLite, or Postgres in the Postgres leg
+    store.upsert_feature("f", "text_classification", "", {})
+    rows = [
+        {"id": f"retry{i}", "feature": "f", "version": 1, "text": "t", "latency_ms": 1.0}
+        | {"output": {"label": "a", "probabilities": {"a": 1.0}}}
+        for i in range(3)
+    ]
+    store.log_predictions(rows[:2])
+    store.log_predictions(rows)  # a commit that landed but was not confirmed, retried
+    assert store.count_predictions("f") == 3
+
+
+def test_a_sqlite_file_deleted_or_moved_while_open_refuses_every_session(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.upsert_feature("f", "text_classification", "", {})
+    store.check_writable()
+    moved = tmp_path / "moved.db"
+    (tmp_path / "fw.db").rename(moved)
+    with pytest.raises(StoreError, match=r"fw\.db is gone \(deleted or moved away"):
+        store.ping()  # SQLite itself would still write into the open, moved file
+    with pytest.raises(StoreError, match="is gone"):
+        store.upsert_feature("g", "text_classification", "", {})
+    assert not (tmp_path / "fw.db").exists()  # no empty database created in its place
+    moved.rename(tmp_path / "fw.db")
+    store.check_writable()  # the same file is back: the store works again
+    assert store.get_feature("f") is not None and store.get_feature("g") is None
+    (tmp_path / "fw.db").rename(moved)
+    (tmp_path / "fw.db").write_bytes(moved.read_bytes())
+    with pytest.raises(StoreError, match="was replaced by another file"):
+        store.check_writable()

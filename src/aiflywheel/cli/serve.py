@@ -76,6 +76,22 @@ def serve_command(
     max_text_chars: Annotated[
         int, typer.Option("--max-text-chars", min=1, help="Longest text accepted.")
     ] = 20_000,
+    log_wait_seconds: Annotated[
+        float,
+        typer.Option(
+            "--log-wait-seconds",
+            min=0.01,
+            help="How long classify waits for its predictions to be stored (503 after).",
+        ),
+    ] = 5.0,
+    log_max_backlog: Annotated[
+        int,
+        typer.Option(
+            "--log-max-backlog",
+            min=1,
+            help="Predictions waiting for the store beyond which classify answers 503 at once.",
+        ),
+    ] = 10_000,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the champion models over a REST API (docs at /docs)."""
@@ -100,6 +116,8 @@ def serve_command(
         max_body_bytes=max_body_bytes,
         max_texts=max_texts,
         max_text_chars=max_text_chars,
+        log_wait_seconds=log_wait_seconds,
+        log_max_backlog=log_max_backlog,
         log_level=log_level,
     )
     store = open_store()

@@ -2,7 +2,8 @@
 
 Startup loads the served models (and shadows) and starts the prediction-log writer and
 the champion poller; shutdown finishes queued model calls and shadow scoring, then
-writes every pending prediction before the process exits. Every error answer is
+writes the queued shadow rows before the process exits (predictions are stored before
+they are answered, see ``prediction_log``). Every error answer is
 ``{"error": {"type": ..., "message": one line}}``: NotFoundError 404, ConflictError
 409, StoreError 503, UpstreamTimeout 504, UpstreamError 502, any other FlywheelError
 422, never a traceback.
@@ -159,7 +160,8 @@ def create_app(config: ServeConfig | None = None, store: Store | None = None) ->
         writer = PredictionWriter(
             the_store,
             max_backlog=config.log_max_backlog,
-            flush_ms=config.log_flush_ms,
+            wait_seconds=config.log_wait_seconds,
+            linger_ms=config.log_linger_ms,
             drain_seconds=config.drain_seconds,
             hook=metrics.writer_hook,
         )

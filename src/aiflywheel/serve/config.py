@@ -42,18 +42,25 @@ class ServeConfig(BaseModel):
         2.0, gt=0, description="Seconds between checks for a new champion (hot swap)."
     )
     log_max_backlog: int = Field(
-        50_000,
+        10_000,
         ge=1,
         description="Predictions waiting for the store beyond which classify answers 503.",
     )
-    log_flush_ms: float = Field(
-        50.0, ge=0, description="How long the prediction writer gathers rows per insert."
+    log_wait_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="How long classify waits for its predictions to be stored before "
+        "answering 503 (a prediction is stored before it is answered).",
+    )
+    log_linger_ms: float = Field(
+        2.0,
+        ge=0,
+        le=1000,
+        description="How long the prediction writer waits for more requests to share a "
+        "commit (the answers wait for that commit).",
     )
     shadow_queue: int = Field(
         1024, ge=1, description="Requests waiting for shadow scoring before new ones are dropped."
-    )
-    feedback_wait_seconds: float = Field(
-        10.0, gt=0, description="How long feedback waits for its prediction to be stored."
     )
     drain_seconds: float = Field(
         30.0, gt=0, description="How long shutdown keeps retrying unsaved predictions."

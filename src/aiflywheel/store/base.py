@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,6 +18,8 @@ from aiflywheel.errors import NotFoundError, StoreError
 from aiflywheel.store.schema import Feature, ModelVersion
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+log = logging.getLogger("aiflywheel.store")
 
 
 def _shown_url(url: str) -> str:
@@ -38,12 +42,17 @@ class StoreBase:
                 "(expected e.g. sqlite:///path.db or postgresql://user@host/db)"
             ) from None
         connect_args: dict[str, Any] = {}
+        # The SQLite file this store writes to and its (device, inode), set once migrated:
+        # every session checks that the path still names that file (see _check_file).
+        self._file: Path | None = None
+        self._file_id: tuple[int, int] | None = None
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             try:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot open the store at {url}: {exc.strerror}") from None
             connect_args["timeout"] = 30
+            self._file = Path(parsed.database).absolute()
         try:
             self.engine: Engine = create_engine(url, connect_args=connect_args)
         except (ArgumentError, ImportError, SQLAlchemyError) as exc:
@@ -52,6 +61,9 @@ class StoreBase:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.upgrade()
+        if self._file is not None:
+            info = self._file.stat()
+            self._file_id = (info.st_dev, info.st_ino)
 
     def upgrade(self) -> None:
         """Apply pending schema migrations (idempotent).
@@ -125,10 +137,18 @@ class StoreBase:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        """A transaction, committed on leaving; StoreError when the database cannot be used.
+
+        On SQLite the database file is checked before and after: a commit into a file that
+        was deleted, moved or replaced while open (its open handles still accept writes)
+        raises StoreError instead of returning as if stored.
+        """
+        self._check_file()
         session = self._sessions()
         try:
             yield session
             session.commit()
+            self._check_file()
         except SQLAlchemyError as exc:
             session.rollback()
             reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
@@ -143,6 +163,47 @@ class StoreBase:
         """Raise StoreError when the database cannot answer a trivial query."""
         with self.session() as session:
             session.execute(select(1))
+
+    def check_writable(self) -> None:
+        """Raise StoreError when the store could not take a write now.
+
+        SQLite: the file is still the one opened (not deleted, moved or replaced) and it
+        and its folder are writable. Postgres: the server answers and the session is not
+        read-only (a standby or ``default_transaction_read_only``).
+        """
+        with self.session() as session:
+            if self.engine.dialect.name == "postgresql":
+                if session.execute(text("SHOW transaction_read_only")).scalar() == "on":
+                    raise StoreError(f"the store at {_shown_url(self.url)} is read-only")
+            else:
+                session.execute(select(1))
+        if self._file is not None:
+            for path in (self._file, self._file.parent):
+                if not os.access(path, os.W_OK):
+                    raise StoreError(f"the database file {path} is not writable")
+
+    def _check_file(self) -> None:
+        """StoreError when the SQLite file at the store's path is gone or another file.
+
+        SQLite keeps writing to an open file after it was deleted, and would create an
+        empty database for a new connection: both would lose every write from then on.
+        """
+        if self._file_id is None:
+            return
+        try:
+            info = self._file.stat()  # type: ignore[union-attr]
+        except FileNotFoundError:
+            problem = "is gone (deleted or moved away while the store was open)"
+        except OSError as exc:
+            problem = f"cannot be checked: {exc.strerror}"
+        else:
+            if (info.st_dev, info.st_ino) == self._file_id:
+                return
+            problem = "was replaced by another file while the store was open"
+        # New connections would open (or create) whatever is at the path now: drop the
+        # pooled ones so that, once the file is back, they reopen the right one.
+        self.engine.dispose()
+        raise StoreError(f"the database file {self._file} {problem}; nothing can be stored")
 
     def _version_row(self, session: Session, feature: str, version: int) -> ModelVersion:
         feature_id = self._feature_id(session, feature)

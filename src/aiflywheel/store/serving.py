@@ -87,20 +87,34 @@ def prediction_output(row: Mapping[str, Any]) -> dict[str, Any]:
     return {"label": row["label"], "probabilities": row["probabilities"]}
 
 
+def _insert_new(session: Any, table: type) -> Any:
+    """INSERT that skips rows whose primary key exists (SQLite, Postgres; plain elsewhere)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        return insert(table)
+    return dialect_insert(table).on_conflict_do_nothing(index_elements=["id"])
+
+
 class ServingStore(StoreBase):
     def log_predictions(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert served predictions in one transaction.
 
         Each row: ``id, feature, version, text, output, latency_ms, created_at`` (``output``
         the task's prediction payload; a row with ``label`` and ``probabilities`` instead
-        is a classification). Feature names are resolved to ids here.
+        is a classification). Feature names are resolved to ids here. A row whose id is
+        stored already is skipped (on SQLite and Postgres): a batch retried after a commit
+        that did land, but could not be confirmed, is stored once.
         """
         if not rows:
             return
         with self.session() as session:
             ids = self._feature_ids(session, {row["feature"] for row in rows})
             session.execute(
-                insert(PredictionLog),
+                _insert_new(session, PredictionLog),
                 [
                     {
                         "id": row["id"],

@@ -19,7 +19,6 @@ from aiflywheel.errors import NotFoundError, StoreError
 from aiflywheel.serve.config import ServeConfig
 from aiflywheel.serve.deps import ApiError, Client, State
 from aiflywheel.serve.serving_models import as_probabilities
-from aiflywheel.store.serving import prediction_output
 
 router = APIRouter(tags=["predictions"])
 
@@ -142,13 +141,14 @@ def check_texts(texts: list[str], config: ServeConfig, *, single: bool) -> None:
     responses={200: {"model": ClassifyOut | ClassifyBatchOut}},
 )
 async def classify(body: ClassifyRequest, state: State, principal: Client) -> JSONResponse:
-    """Answer with the label and probabilities; each prediction is logged for feedback."""
+    """Answer with the label and probabilities; each prediction is stored (for feedback and
+    training) before the answer leaves, else 503."""
     started = time.perf_counter()
     single = body.text is not None
     raw = [body.text] if body.text is not None else list(body.texts or [])
     model = await state.models.answering(body.feature)
     check_texts(raw, state.config, single=single)
-    state.writer.check_capacity()
+    state.writer.check_capacity()  # 503 before scoring when the store cannot take the rows
     if sum(map(len, raw)) > PREPARE_INLINE_CHARS:  # keep the event loop free for big requests
         prepared = await asyncio.to_thread(lambda: [model.prepare(text) for text in raw])
     else:
@@ -191,7 +191,7 @@ async def classify(body: ClassifyRequest, state: State, principal: Client) -> JS
                 "probabilities": probabilities,
             }
         )
-    state.writer.submit(rows)
+    await state.writer.write(rows)  # stored before answered: 503 when it cannot be
     state.metrics.predictions.labels(model.feature, str(model.version)).inc(len(rows))
     shadow = state.models.shadows.get(model.feature)
     if shadow is not None and shadow.model.version != model.version:
@@ -225,14 +225,10 @@ def feedback(
             "idempotency_key: the body and the Idempotency-Key header disagree",
         )
     pid = body.prediction_id
-    pending = state.writer.pending(pid)
-    if pending is not None:
-        feature, output = pending["feature"], prediction_output(pending)
-    else:
-        found = state.store.get_prediction(pid)
-        if found is None:
-            raise NotFoundError(f"no prediction with id {pid!r}")
-        feature, output = found[1], found[0].output
+    found = state.store.get_prediction(pid)  # every answered prediction is stored
+    if found is None:
+        raise NotFoundError(f"no prediction with id {pid!r}")
+    feature, output = found[1], found[0].output
     feature_row = state.store.get_feature(feature)
     task = get_task(feature_row.task if feature_row is not None else DEFAULT_TASK)
     try:
@@ -241,13 +237,6 @@ def feedback(
         problems = task.feedback_payload.problems(exc)
         errors = [{**p, "loc": ("body", *p["loc"])} for p in problems]
         raise RequestValidationError(errors) from None
-    if pending is not None and not state.writer.wait_written(
-        pid, state.config.feedback_wait_seconds
-    ):
-        raise StoreError(
-            f"prediction {pid!r} is not stored yet (the store is not keeping up: "
-            f"{state.writer.last_error or 'busy'}); retry later"
-        )
     # A retry token is the caller's own: scoped per API key.
     stored = {"payload": payload, "idempotency_key": key, "idempotency_scope": principal.key_id}
     try:

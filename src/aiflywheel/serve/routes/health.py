@@ -1,4 +1,4 @@
-"""``/healthz`` (alive), ``/readyz`` (models loaded and store answering), ``/metrics``."""
+"""``/healthz`` (alive), ``/readyz`` (models loaded, store writable), ``/metrics``."""
 
 from __future__ import annotations
 
@@ -19,13 +19,13 @@ async def healthz(request: Request) -> dict[str, Any]:
     return {"status": "ok", "auth": auth}
 
 
-@router.get("/readyz", summary="Ready to answer: models loaded, store reachable")
+@router.get("/readyz", summary="Ready to answer: models loaded, store writable")
 def readyz(request: Request) -> JSONResponse:
     state = getattr(request.app.state, "flywheel", None)
     if state is None or not state.models.ready:
         return _unavailable("ModelError", "models are not loaded yet")
     try:
-        state.store.ping()
+        state.store.check_writable()
         state.writer.check_capacity()
     except StoreError as exc:
         return _unavailable("StoreError", str(exc))
