@@ -10,14 +10,21 @@ from aiflywheel.store import Store
 
 
 def _store(tmp_path: Path) -> Store:
-    return Store(f"sqlite:///{tmp_path / 'fw.db'}")
+    """The test's store: SQLite under its home, or its fresh Postgres database."""
+    from aiflywheel.settings import get_settings
+
+    return Store(get_settings().store_url)
 
 
-def test_store_migrates_to_head_and_uses_wal(tmp_path: Path) -> None:
+def test_store_migrates_to_head_and_uses_wal(tmp_path: Path, store_backend: str) -> None:
     store = _store(tmp_path)
     assert store.revision() == "0006"
-    mode = sqlite3.connect(tmp_path / "fw.db").execute("PRAGMA journal_mode").fetchone()[0]
-    assert mode == "wal"
+    assert (
+        store.engine.dialect.name == {"sqlite": "sqlite", "postgres": "postgresql"}[store_backend]
+    )
+    if store_backend == "sqlite":
+        mode = sqlite3.connect(store.engine.url.database).execute("PRAGMA journal_mode").fetchone()
+        assert mode[0] == "wal"
     # Opening again is a no-op upgrade.
     assert _store(tmp_path).revision() == "0006"
 
@@ -61,18 +68,25 @@ def test_unknown_feature_is_not_found(tmp_path: Path) -> None:
         _store(tmp_path).start_run("ghost", "data_check", "/tmp/x")
 
 
+@pytest.mark.sqlite_only  # no store of the test's own
 @pytest.mark.parametrize(
     ("url", "message"),
     [
         ("not a url", "is not a database URL"),
         ("postgresql+nosuchdriver://u@localhost/db", "cannot open the store"),
+        # Nothing listens on port 1: one line, the password hidden.
+        ("postgresql+psycopg://u:secret@127.0.0.1:1/db", "cannot open the store at "),
     ],
 )
 def test_bad_store_urls(url: str, message: str) -> None:
     with pytest.raises(StoreError, match=message):
         Store(url)
+    with pytest.raises(StoreError) as caught:
+        Store(url)
+    assert "\n" not in str(caught.value) and "secret" not in str(caught.value)
 
 
+@pytest.mark.sqlite_only
 def test_unwritable_sqlite_location(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -80,6 +94,7 @@ def test_unwritable_sqlite_location(tmp_path: Path) -> None:
         Store(f"sqlite:///{blocker / 'sub' / 'fw.db'}")
 
 
+@pytest.mark.sqlite_only  # the default SQLite path under a relative home
 def test_a_relative_home_is_stored_as_an_absolute_path(tmp_path: Path, monkeypatch) -> None:
     from aiflywheel.settings import get_settings
 
