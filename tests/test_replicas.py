@@ -21,6 +21,7 @@ from aiflywheel.store import Store, open_store
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "deploy"))
 from replicas import Deployment, replicas  # noqa: E402
+
 from test_serve import FEATURE, bearer, register_tfidf  # noqa: E402
 
 SERVE_ARGS = ("--feature", FEATURE, "--reload-interval", "0.2", "--log-level", "warning")
@@ -81,8 +82,7 @@ def test_promote_rollback_and_idempotency_across_two_replicas(
     wait_for(lambda: served_version(a, client) == 1, "replica a to serve v1 again")
     assert {served_version(deployment.url, client) for _ in range(6)} == {1}
     audits = [
-        httpx.get(f"{base}{url}/audit", headers=bearer(client)).json()["events"]
-        for base in (a, b)
+        httpx.get(f"{base}{url}/audit", headers=bearer(client)).json()["events"] for base in (a, b)
     ]
     assert audits[0] == audits[1]
     assert [(e["action"], e["actor"], e["from_version"], e["to_version"]) for e in audits[0]] == [

@@ -19,9 +19,8 @@ def _store(tmp_path: Path) -> Store:
 def test_store_migrates_to_head_and_uses_wal(tmp_path: Path, store_backend: str) -> None:
     store = _store(tmp_path)
     assert store.revision() == "0006"
-    assert (
-        store.engine.dialect.name == {"sqlite": "sqlite", "postgres": "postgresql"}[store_backend]
-    )
+    dialects = {"sqlite": "sqlite", "postgres": "postgresql"}
+    assert store.engine.dialect.name == dialects[store_backend]
     if store_backend == "sqlite":
         mode = sqlite3.connect(store.engine.url.database).execute("PRAGMA journal_mode").fetchone()
         assert mode[0] == "wal"
@@ -103,3 +102,53 @@ def test_a_relative_home_is_stored_as_an_absolute_path(tmp_path: Path, monkeypat
     settings = get_settings()
     assert settings.home == tmp_path / "relative" / "home"
     assert settings.runs_dir.is_absolute() and str(tmp_path) in settings.store_url
+
+
+def test_concurrent_promotions_leave_one_champion_and_a_consistent_audit_chain(
+    tmp_path: Path,
+) -> None:
+    """Replicas (or admins) promoting at the same moment: the promotions take turns."""
+    import threading
+
+    store = _store(tmp_path)
+    store.upsert_feature("tickets", "text_classification", "route", {"feature": "tickets"})
+    for _ in range(7):
+        store.register_model_version(
+            "tickets",
+            run_id=None,
+            dataset_version_id=None,
+            model_path=str(tmp_path / "m"),
+            base_model="tfidf",
+            method="baseline",
+            metrics={},
+            recipe={"feature": "tickets"},
+        )
+    store.change_champion("tickets", 1, action="promote", actor="t", reason="first")
+    start = threading.Barrier(6)
+    errors: list[Exception] = []
+
+    def promote(version: int) -> None:
+        mine = Store(store.url)  # each its own connection pool, like a replica
+        start.wait()
+        try:
+            mine.change_champion("tickets", version, action="promote", actor="t", reason="race")
+        except StoreError as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            mine.engine.dispose()
+
+    threads = [threading.Thread(target=promote, args=(v,)) for v in range(2, 8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    champions = [
+        row.version for row, _ in store.list_model_versions("tickets") if row.status == "champion"
+    ]
+    events = store.list_audit("tickets")
+    assert len(champions) == 1 and len(events) == 7
+    # Each promotion replaced the champion the one before it made.
+    for before, after in zip(events, events[1:], strict=False):
+        assert after.from_version == before.to_version
+    assert events[-1].to_version == champions[0]

@@ -94,20 +94,14 @@ def _round1_database(url: str) -> str:
     with engine.begin() as connection:
         command.upgrade(_alembic_config(connection), "0004")
     engine.dispose()
-    recipe = json.dumps({"feature": "x"})
+    common = {"recipe": json.dumps({"feature": "x"}), "at": WHEN}
     _execute(
         url,
         "INSERT INTO features (id, name, task, description, recipe, created_at, updated_at) "
         "VALUES (:id, :name, :task, '', :recipe, :at, :at)",
         [
-            {
-                "id": 1,
-                "name": "tickets",
-                "task": "text_classification",
-                "recipe": recipe,
-                "at": WHEN,
-            },
-            {"id": 2, "name": "helpdesk", "task": "assistant", "recipe": recipe, "at": WHEN},
+            {"id": 1, "name": "tickets", "task": "text_classification"} | common,
+            {"id": 2, "name": "helpdesk", "task": "assistant"} | common,
         ],
     )
     _execute(
@@ -126,9 +120,9 @@ def _round1_database(url: str) -> str:
         "question, answer, kind, handoff, reason, details, created_at) "
         "VALUES (:pid, 2, 1, 's1', :q, :a, :kind, :handoff, NULL, '{}', :at)",
         [
-            {"pid": pid, "q": text_, "a": TURNS[pid][0], "kind": label, "handoff": TURNS[pid][1]}
-            | {"at": WHEN}
-            for pid, _, _, text_, label, _, _ in PREDICTIONS
+            {"pid": pid, "q": question, "a": TURNS[pid][0], "kind": label}
+            | {"handoff": TURNS[pid][1], "at": WHEN}
+            for pid, _, _, question, label, _, _ in PREDICTIONS
             if pid in TURNS
         ],
     )

@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from itertools import count
 from pathlib import Path
 
@@ -32,7 +33,7 @@ class PostgresUnavailable(RuntimeError):
 
 
 def opted_out() -> bool:
-    return os.environ.get(OPT_OUT, "").strip().lower() in ("0", "off", "no", "false", "skip")
+    return os.environ.get(OPT_OUT, "").strip() == "0"
 
 
 def find_bindir() -> Path:
@@ -158,11 +159,14 @@ class PostgresCluster:
     def stop(self) -> None:
         if self._admin is not None:
             self._admin.close()
-        if (self.data / "postmaster.pid").exists():
+        pid_file = self.data / "postmaster.pid"
+        if pid_file.exists():
             try:
                 self._pg("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
             except (PostgresUnavailable, subprocess.TimeoutExpired):
-                pass
+                # pg_ctl could not stop it: end the postmaster itself (its children follow).
+                with suppress(OSError, ValueError, IndexError):
+                    os.kill(int(pid_file.read_text().split()[0]), signal.SIGQUIT)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
