@@ -399,6 +399,9 @@ def replicas_main(args: argparse.Namespace) -> int:
                         feedback_after=1.0,
                     )
                 )
+                errors_log = deployment.root / "nginx-error.log"
+                if tally.errors and errors_log.exists():
+                    print(f"nginx errors:\n{errors_log.read_text(errors='replace')[-2000:]}")
             # Leaving the block stopped the replicas with SIGTERM: they stored what they answered.
             report(tally, elapsed, args.requests)
             figures[count] = args.requests / elapsed
