@@ -8,7 +8,7 @@ DEMO_DIR := .flywheel/demo
 DEMO_HOME := $(DEMO_DIR)/home
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test install lint bench clean
+.PHONY: demo test install services lint bench clean
 
 install: $(STAMP)
 
@@ -50,8 +50,16 @@ demo: $(STAMP)
 	$(BIN)/flywheel demo assistant-turn help-center
 	$(BIN)/flywheel models list help-center
 
-test: $(STAMP)
+# The store, loop and serve tests also run on a throwaway PostgreSQL the tests start
+# themselves, and two replicas behind nginx: `services` installs Debian's postgresql and
+# nginx packages when missing (apt-get, as root or through sudo). FLYWHEEL_TEST_POSTGRES=0
+# skips the Postgres leg on a developer machine without them (never in CI).
+test: $(STAMP) services
 	$(BIN)/python -m pytest
+
+services:
+	@if [ "$${FLYWHEEL_TEST_POSTGRES:-1}" = 0 ]; then echo "FLYWHEEL_TEST_POSTGRES=0: no Postgres leg"; \
+	else sh deploy/ensure-packages.sh postgresql nginx; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

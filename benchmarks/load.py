@@ -2,7 +2,7 @@
 
     python benchmarks/load.py [--requests 20000] [--concurrency 32] [--feedback-every 4]
         [--rows 3000] [--max-batch 32] [--max-wait-ms 5]
-        [--home DIR --feature NAME]
+        [--home DIR --feature NAME | --replicas N]
 
 Without ``--home`` it trains the TF-IDF baseline on a sample of the packaged zh demo
 reviews in a throwaway FLYWHEEL_HOME, registers and promotes it; with ``--home`` and
@@ -14,6 +14,13 @@ feedback requests answered 201, and as many new predictions as answered texts; i
 exits 1 when they differ. Client and server share the machine's cores; the server's
 CPU time per request (Linux /proc) is printed too, a figure that other jobs on a shared
 machine disturb much less than req/s.
+
+``--replicas N`` measures the deployment of ``deploy/replicas.py`` instead: a throwaway
+PostgreSQL (the tests' ``tests/services/postgres.py``) holds the store, and the same load
+runs through nginx first in front of 1 replica, then in front of N; it prints both
+tables, the throughput ratio, and the count check of each (exit 1 on a mismatch).
+Feedback then answers predictions at least 1 s old (a user reads before answering): a
+prediction answered by one replica reaches the others through the store.
 """
 
 from __future__ import annotations
@@ -138,18 +145,20 @@ async def run_load(
     requests: int,
     concurrency: int,
     feedback_every: int,
+    feedback_after: float = 0.0,
 ) -> tuple[Tally, float]:
     tally = Tally()
-    recent: deque[str] = deque(maxlen=10_000)
+    recent: deque[tuple[float, str]] = deque(maxlen=10_000)
     tickets = iter(range(requests))
     rng = random.Random(7)
     headers = {"Authorization": f"Bearer {key}"}
 
     async def one(client: httpx.AsyncClient, ticket: int) -> None:
         wants_feedback = feedback_every > 0 and ticket % feedback_every == feedback_every - 1
-        kind = "feedback" if wants_feedback and recent else "classify"
+        ripe = recent and time.perf_counter() - recent[0][0] >= feedback_after
+        kind = "feedback" if wants_feedback and ripe else "classify"
         if kind == "feedback":
-            pid = recent.popleft()
+            pid = recent.popleft()[1]
             body: dict = {"prediction_id": pid, "idempotency_key": f"load-{pid}"}
             if rng.random() < 0.5:
                 body["thumb"] = rng.choice(["up", "down"])
@@ -169,7 +178,7 @@ async def run_load(
         tally.statuses[(kind, answer.status_code)] += 1
         if kind == "classify" and answer.status_code == 200:
             tally.predicted_texts += 1
-            recent.append(answer.json()["prediction_id"])
+            recent.append((time.perf_counter(), answer.json()["prediction_id"]))
         elif kind == "feedback" and answer.status_code == 201:
             tally.feedback_created += 1
 
@@ -249,9 +258,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--home", type=Path, help="an existing FLYWHEEL_HOME to load-test")
     parser.add_argument("--feature", help="the feature to load-test (with --home)")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=0,
+        help="load N replicas behind nginx on a throwaway Postgres, against 1 replica",
+    )
     args = parser.parse_args(argv)
     if (args.home is None) != (args.feature is None):
         parser.error("--home and --feature go together")
+    if args.replicas:
+        if args.home is not None:
+            parser.error("--replicas trains its own feature in a throwaway store; drop --home")
+        if args.replicas < 1:
+            parser.error(f"--replicas must be at least 1, got {args.replicas}")
+        return replicas_main(args)
 
     with tempfile.TemporaryDirectory(prefix="flywheel-load-") as scratch:
         home = args.home or Path(scratch) / "home"
@@ -342,6 +363,89 @@ def main(argv: list[str] | None = None) -> int:
             print(f"MISMATCH: the store lost or invented rows (server log: {log})")
             print(log.read_text()[-3000:])
         return 0 if ok else 1
+
+
+def replicas_main(args: argparse.Namespace) -> int:
+    """The same load through nginx against 1 replica, then ``args.replicas``, on Postgres."""
+    repo = Path(__file__).resolve().parent.parent
+    sys.path[:0] = [str(repo / "tests"), str(repo / "deploy")]
+    from replicas import replicas
+
+    from services.postgres import postgres_cluster
+
+    figures: dict[int, float] = {}
+    ok = True
+    with (
+        tempfile.TemporaryDirectory(prefix="flywheel-load-") as scratch,
+        postgres_cluster() as cluster,
+    ):
+        home = Path(scratch) / "home"
+        os.environ["FLYWHEEL_HOME"] = str(home)
+        os.environ["FLYWHEEL_DB_URL"] = db_url = cluster.new_database()
+        from aiflywheel.store import open_store
+
+        feature, texts = train_demo_feature(home, args.rows)
+        store = open_store()
+        labels = served_labels(store, feature)
+        key, _ = store.create_api_key("client", "benchmarks/load.py")
+        serve_args = [
+            "--feature",
+            feature,
+            "--max-batch",
+            str(args.max_batch),
+            "--max-wait-ms",
+            str(args.max_wait_ms),
+            "--log-level",
+            "warning",
+        ]
+        for count in sorted({1, args.replicas}):
+            feedback_before = sum(store.feedback_counts(feature).values())
+            predictions_before = store.count_predictions(feature)
+            with replicas(count, db_url=db_url, home=home, serve_args=serve_args) as deployment:
+                print(
+                    f"\n== {count} replica(s) behind nginx at {deployment.url} on Postgres; "
+                    f"{args.requests} requests, {args.concurrency} at once"
+                )
+                tally, elapsed = asyncio.run(
+                    run_load(
+                        deployment.url,
+                        key,
+                        feature,
+                        texts,
+                        labels,
+                        requests=args.requests,
+                        concurrency=args.concurrency,
+                        feedback_every=args.feedback_every,
+                        feedback_after=1.0,
+                    )
+                )
+                errors_log = deployment.root / "nginx-error.log"
+                if tally.errors and errors_log.exists():
+                    print(f"nginx errors:\n{errors_log.read_text(errors='replace')[-2000:]}")
+            # Leaving the block stopped the replicas with SIGTERM: they stored what they answered.
+            report(tally, elapsed, args.requests)
+            figures[count] = args.requests / elapsed
+            stored_feedback = sum(store.feedback_counts(feature).values()) - feedback_before
+            stored_predictions = store.count_predictions(feature) - predictions_before
+            print(
+                f"feedback answered 201: {tally.feedback_created}; new feedback rows: "
+                f"{stored_feedback}\ntexts answered 200: {tally.predicted_texts}; new "
+                f"prediction rows: {stored_predictions}"
+            )
+            if (stored_feedback, stored_predictions) != (
+                tally.feedback_created,
+                tally.predicted_texts,
+            ):
+                print("MISMATCH: the store lost or invented rows")
+                ok = False
+    if args.replicas > 1:
+        ratio = figures[args.replicas] / figures[1]
+        print(
+            f"\nthroughput: 1 replica {figures[1]:.0f} req/s; {args.replicas} replicas "
+            f"{figures[args.replicas]:.0f} req/s (x{ratio:.2f}); {os.cpu_count()} CPU cores "
+            "shared by the client, nginx, Postgres and the replicas"
+        )
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

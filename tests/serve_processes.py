@@ -24,6 +24,7 @@ def serve_processes(
     running: list[tuple[subprocess.Popen, str, Path]] = []
     try:
         for home, port, args in servers:
+            home.mkdir(parents=True, exist_ok=True)  # (on Postgres no store file made it)
             log = home / f"serve-{port}.log"
             env = {**os.environ, "FLYWHEEL_HOME": str(home)}
             command = [sys.executable, "-m", "aiflywheel.cli", "serve", "--port", str(port)]

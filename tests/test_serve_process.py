@@ -123,8 +123,9 @@ def test_kill_9_during_feedback_keeps_every_answered_feedback(
         proc.wait()
     assert answered
     reopened = Store(get_settings().store_url)
-    with reopened.engine.connect() as connection:
-        assert connection.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+    if reopened.engine.dialect.name == "sqlite":  # the file survived the kill intact
+        with reopened.engine.connect() as connection:
+            assert connection.execute(text("PRAGMA integrity_check")).scalar() == "ok"
     stored = {item.prediction_id for item in reopened.list_feedback(FEATURE)}
     assert set(answered) <= stored
 

@@ -10,14 +10,20 @@ from aiflywheel.store import Store
 
 
 def _store(tmp_path: Path) -> Store:
-    return Store(f"sqlite:///{tmp_path / 'fw.db'}")
+    """The test's store: SQLite under its home, or its fresh Postgres database."""
+    from aiflywheel.settings import get_settings
+
+    return Store(get_settings().store_url)
 
 
-def test_store_migrates_to_head_and_uses_wal(tmp_path: Path) -> None:
+def test_store_migrates_to_head_and_uses_wal(tmp_path: Path, store_backend: str) -> None:
     store = _store(tmp_path)
     assert store.revision() == "0006"
-    mode = sqlite3.connect(tmp_path / "fw.db").execute("PRAGMA journal_mode").fetchone()[0]
-    assert mode == "wal"
+    dialects = {"sqlite": "sqlite", "postgres": "postgresql"}
+    assert store.engine.dialect.name == dialects[store_backend]
+    if store_backend == "sqlite":
+        mode = sqlite3.connect(store.engine.url.database).execute("PRAGMA journal_mode").fetchone()
+        assert mode[0] == "wal"
     # Opening again is a no-op upgrade.
     assert _store(tmp_path).revision() == "0006"
 
@@ -61,18 +67,25 @@ def test_unknown_feature_is_not_found(tmp_path: Path) -> None:
         _store(tmp_path).start_run("ghost", "data_check", "/tmp/x")
 
 
+@pytest.mark.sqlite_only  # no store of the test's own
 @pytest.mark.parametrize(
     ("url", "message"),
     [
         ("not a url", "is not a database URL"),
         ("postgresql+nosuchdriver://u@localhost/db", "cannot open the store"),
+        # Nothing listens on port 1: one line, the password hidden.
+        ("postgresql+psycopg://u:secret@127.0.0.1:1/db", "cannot open the store at "),
     ],
 )
 def test_bad_store_urls(url: str, message: str) -> None:
     with pytest.raises(StoreError, match=message):
         Store(url)
+    with pytest.raises(StoreError) as caught:
+        Store(url)
+    assert "\n" not in str(caught.value) and "secret" not in str(caught.value)
 
 
+@pytest.mark.sqlite_only
 def test_unwritable_sqlite_location(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -80,6 +93,7 @@ def test_unwritable_sqlite_location(tmp_path: Path) -> None:
         Store(f"sqlite:///{blocker / 'sub' / 'fw.db'}")
 
 
+@pytest.mark.sqlite_only  # the default SQLite path under a relative home
 def test_a_relative_home_is_stored_as_an_absolute_path(tmp_path: Path, monkeypatch) -> None:
     from aiflywheel.settings import get_settings
 
@@ -105,8 +119,9 @@ def test_a_retried_prediction_batch_is_stored_once() -> None:
     assert store.count_predictions("f") == 3
 
 
+@pytest.mark.sqlite_only  # a SQLite file of the test's own
 def test_a_sqlite_file_deleted_or_moved_while_open_refuses_every_session(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+    store = Store(f"sqlite:///{tmp_path / 'fw.db'}")
     store.upsert_feature("f", "text_classification", "", {})
     store.check_writable()
     moved = tmp_path / "moved.db"
@@ -123,3 +138,53 @@ def test_a_sqlite_file_deleted_or_moved_while_open_refuses_every_session(tmp_pat
     (tmp_path / "fw.db").write_bytes(moved.read_bytes())
     with pytest.raises(StoreError, match="was replaced by another file"):
         store.check_writable()
+
+
+def test_concurrent_promotions_leave_one_champion_and_a_consistent_audit_chain(
+    tmp_path: Path,
+) -> None:
+    """Replicas (or admins) promoting at the same moment: the promotions take turns."""
+    import threading
+
+    store = _store(tmp_path)
+    store.upsert_feature("tickets", "text_classification", "route", {"feature": "tickets"})
+    for _ in range(7):
+        store.register_model_version(
+            "tickets",
+            run_id=None,
+            dataset_version_id=None,
+            model_path=str(tmp_path / "m"),
+            base_model="tfidf",
+            method="baseline",
+            metrics={},
+            recipe={"feature": "tickets"},
+        )
+    store.change_champion("tickets", 1, action="promote", actor="t", reason="first")
+    start = threading.Barrier(6)
+    errors: list[Exception] = []
+
+    def promote(version: int) -> None:
+        mine = Store(store.url)  # each its own connection pool, like a replica
+        start.wait()
+        try:
+            mine.change_champion("tickets", version, action="promote", actor="t", reason="race")
+        except StoreError as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            mine.engine.dispose()
+
+    threads = [threading.Thread(target=promote, args=(v,)) for v in range(2, 8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    champions = [
+        row.version for row, _ in store.list_model_versions("tickets") if row.status == "champion"
+    ]
+    events = store.list_audit("tickets")
+    assert len(champions) == 1 and len(events) == 7
+    # Each promotion replaced the champion the one before it made.
+    for before, after in zip(events, events[1:], strict=False):
+        assert after.from_version == before.to_version
+    assert events[-1].to_version == champions[0]

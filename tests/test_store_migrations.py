@@ -1,17 +1,18 @@
 """Schema migrations on real data: a round-1 database (revision 0004, classification-shaped
 prediction and feedback columns) opened by this code keeps every row; a database newer than
-the code is refused and left alone."""
+the code is refused and left alone. Each runs on SQLite and on an empty Postgres database."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, inspect
+from sqlalchemy import text as sql_text
+from sqlalchemy.exc import IntegrityError
 
 from aiflywheel.errors import StoreError
 from aiflywheel.store import Feedback, Store
@@ -55,61 +56,110 @@ FEEDBACK = [
 FEEDBACK_KEYS = ("corrected_label", "thumb", "comment", "corrected_answer")
 
 
-def _round1_database(path: Path) -> str:
-    """A SQLite file at revision 0004 holding predictions and feedback of both kinds, as
-    round-1 code wrote them (raw SQL: no ORM of this code involved)."""
-    url = f"sqlite:///{path}"
+@pytest.fixture
+def empty_url(store_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """An empty database: a SQLite file, or a fresh Postgres database (not the migrated
+    template the other tests copy)."""
+    if store_backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'round1.db'}"
+    server = request.getfixturevalue("postgres_server")
+    url = server.new_database(empty=True)
+    request.addfinalizer(lambda: server.drop_database(url))
+    return url
+
+
+def _execute(url: str, sql: str, rows: list[dict] | None = None) -> list[tuple]:
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            statement = sql_text(sql)
+            result = connection.execute(statement, rows) if rows else connection.execute(statement)
+            return [tuple(row) for row in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def _columns(url: str, table: str) -> list[str]:
+    engine = create_engine(url)
+    try:
+        return [column["name"] for column in inspect(engine).get_columns(table)]
+    finally:
+        engine.dispose()
+
+
+def _round1_database(url: str) -> str:
+    """The database at ``url`` at revision 0004 holding predictions and feedback of both
+    kinds, as round-1 code wrote them (plain SQL: no ORM of this code involved)."""
     engine = create_engine(url)
     with engine.begin() as connection:
         command.upgrade(_alembic_config(connection), "0004")
     engine.dispose()
-    db = sqlite3.connect(path)
-    recipe = json.dumps({"feature": "x"})
-    db.executemany(
+    common = {"recipe": json.dumps({"feature": "x"}), "at": WHEN}
+    _execute(
+        url,
         "INSERT INTO features (id, name, task, description, recipe, created_at, updated_at) "
-        "VALUES (?, ?, ?, '', ?, ?, ?)",
+        "VALUES (:id, :name, :task, '', :recipe, :at, :at)",
         [
-            (1, "tickets", "text_classification", recipe, WHEN, WHEN),
-            (2, "helpdesk", "assistant", recipe, WHEN, WHEN),
+            {"id": 1, "name": "tickets", "task": "text_classification"} | common,
+            {"id": 2, "name": "helpdesk", "task": "assistant"} | common,
         ],
     )
-    db.executemany(
+    _execute(
+        url,
         "INSERT INTO predictions (id, feature_id, version, text, label, probabilities, "
-        "latency_ms, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [(*row[:5], json.dumps(row[5]), row[6], WHEN) for row in PREDICTIONS],
+        "latency_ms, created_at) VALUES (:id, :f, :v, :text, :label, :p, :ms, :at)",
+        [
+            dict(zip(("id", "f", "v", "text", "label"), row[:5], strict=True))
+            | {"p": json.dumps(row[5]), "ms": row[6], "at": WHEN}
+            for row in PREDICTIONS
+        ],
     )
-    db.executemany(
+    _execute(
+        url,
         "INSERT INTO assistant_turns (prediction_id, feature_id, version, session_id, "
         "question, answer, kind, handoff, reason, details, created_at) "
-        "VALUES (?, 2, 1, 's1', ?, ?, ?, ?, NULL, '{}', ?)",
+        "VALUES (:pid, 2, 1, 's1', :q, :a, :kind, :handoff, NULL, '{}', :at)",
         [
-            (pid, text, TURNS[pid][0], label, TURNS[pid][1], WHEN)
-            for pid, _, _, text, label, _, _ in PREDICTIONS
+            {"pid": pid, "q": question, "a": TURNS[pid][0], "kind": label}
+            | {"handoff": TURNS[pid][1], "at": WHEN}
+            for pid, _, _, question, label, _, _ in PREDICTIONS
             if pid in TURNS
         ],
     )
-    db.executemany(
+    _execute(
+        url,
         "INSERT INTO feedback (id, prediction_id, feature_id, idempotency_key, corrected_label, "
         "thumb, comment, corrected_answer, review_state, reviewer, reviewed_at, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
-        [(*row, WHEN) for row in FEEDBACK],
+        "VALUES (:id, :pid, :f, :key, :label, :thumb, :comment, :answer, :state, :reviewer, "
+        "NULL, :at)",
+        [
+            dict(
+                zip(
+                    ("id", "pid", "f", "key", "label", "thumb", "comment", "answer", "state"),
+                    row[:9],
+                    strict=True,
+                )
+            )
+            | {"reviewer": row[9], "at": WHEN}
+            for row in FEEDBACK
+        ],
     )
-    db.commit()
-    db.close()
+    if url.startswith("postgresql"):
+        # Round 1 took its ids from the sequences: move them past the rows written by hand.
+        for table in ("features", "feedback"):
+            _execute(
+                url,
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                f"(SELECT max(id) FROM {table}))",
+            )
     return url
 
 
-def test_a_round1_database_is_upgraded_and_every_row_reads_back(tmp_path: Path) -> None:
-    url = _round1_database(tmp_path / "round1.db")
+def test_a_round1_database_is_upgraded_and_every_row_reads_back(empty_url: str) -> None:
+    url = _round1_database(empty_url)
     store = Store(url)
     assert store.revision() == "0006"
-    columns = {
-        table: [
-            c[1]
-            for c in sqlite3.connect(tmp_path / "round1.db").execute(f"PRAGMA table_info({table})")
-        ]
-        for table in ("predictions", "feedback")
-    }
+    columns = {table: _columns(url, table) for table in ("predictions", "feedback")}
     assert "output" in columns["predictions"] and "label" not in columns["predictions"]
     assert "payload" in columns["feedback"] and "corrected_label" not in columns["feedback"]
 
@@ -165,58 +215,62 @@ def test_a_round1_database_is_upgraded_and_every_row_reads_back(tmp_path: Path) 
     assert outcome == "created"
 
 
-def test_the_downgrade_puts_the_round1_columns_back(tmp_path: Path) -> None:
-    path = tmp_path / "round1.db"
-    url = _round1_database(path)
-    Store(url)
+def test_the_downgrade_puts_the_round1_columns_back(empty_url: str) -> None:
+    url = _round1_database(empty_url)
+    Store(url).engine.dispose()
     engine = create_engine(url)
     with engine.begin() as connection:
         command.downgrade(_alembic_config(connection), "0004")
     engine.dispose()
-    db = sqlite3.connect(path)
-    rows = db.execute(
+    rows = _execute(
+        url,
         "SELECT id, feature_id, version, text, label, probabilities, latency_ms "
-        "FROM predictions ORDER BY id"
-    ).fetchall()
-    assert [(*r[:5], json.loads(r[5]), r[6]) for r in rows] == sorted(PREDICTIONS)
-    got = db.execute(
+        "FROM predictions ORDER BY id",
+    )
+    # SQLite gives the JSON column back as text, Postgres as the decoded value.
+    decoded = [(*r[:5], json.loads(r[5]) if isinstance(r[5], str) else r[5], r[6]) for r in rows]
+    assert decoded == sorted(PREDICTIONS)
+    got = _execute(
+        url,
         "SELECT id, prediction_id, feature_id, idempotency_key, corrected_label, thumb, comment, "
-        "corrected_answer, review_state, reviewer FROM feedback ORDER BY id"
-    ).fetchall()
+        "corrected_answer, review_state, reviewer FROM feedback ORDER BY id",
+    )
     assert got == FEEDBACK
 
 
-def _digest(path: Path) -> str:
-    """Schema and rows (the file's bytes change when the store turns on WAL mode)."""
-    db = sqlite3.connect(path)
+def _digest(url: str) -> str:
+    """Schema (tables, columns, types) and every row, on either backend."""
+    engine = create_engine(url)
+    parts: list[str] = []
     try:
-        return hashlib.sha256("\n".join(db.iterdump()).encode()).hexdigest()
+        inspector = inspect(engine)
+        with engine.connect() as connection:
+            for table in sorted(inspector.get_table_names()):
+                columns = inspector.get_columns(table)
+                parts.append(f"{table}: {[(c['name'], str(c['type'])) for c in columns]}")
+                rows = connection.execute(sql_text(f"SELECT * FROM {table}"))
+                parts.extend(sorted(repr(tuple(row)) for row in rows))
     finally:
-        db.close()
+        engine.dispose()
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def test_a_database_newer_than_the_code_is_refused_and_left_alone(tmp_path: Path) -> None:
-    path = tmp_path / "future.db"
-    _round1_database(path)
-    db = sqlite3.connect(path)
-    db.execute("UPDATE alembic_version SET version_num = '0042'")
-    db.commit()
-    db.close()
-    before = _digest(path)
+def test_a_database_newer_than_the_code_is_refused_and_left_alone(empty_url: str) -> None:
+    url = _round1_database(empty_url)
+    _execute(url, "UPDATE alembic_version SET version_num = '0042'")
+    before = _digest(url)
     with pytest.raises(StoreError) as caught:
-        Store(f"sqlite:///{path}")
+        Store(url)
     message = str(caught.value)
     assert "\n" not in message
     assert "schema revision '0042'" in message and "newer than this aiflywheel" in message
-    assert _digest(path) == before
-    db = sqlite3.connect(path)
-    assert db.execute("SELECT version_num FROM alembic_version").fetchone() == ("0042",)
-    assert "label" in [c[1] for c in db.execute("PRAGMA table_info(predictions)")]
+    assert _digest(url) == before
+    assert _execute(url, "SELECT version_num FROM alembic_version") == [("0042",)]
+    assert "label" in _columns(url, "predictions")
 
 
-def test_a_failing_migration_leaves_the_database_as_it_was(tmp_path: Path, monkeypatch) -> None:
-    path = tmp_path / "round1.db"
-    _round1_database(path)
+def test_a_failing_migration_leaves_the_database_as_it_was(empty_url: str, monkeypatch) -> None:
+    url = _round1_database(empty_url)
     from aiflywheel.store.base import StoreBase
 
     real = StoreBase._migrate
@@ -227,22 +281,20 @@ def test_a_failing_migration_leaves_the_database_as_it_was(tmp_path: Path, monke
 
     monkeypatch.setattr(StoreBase, "_migrate", migrate_then_fail)
     with pytest.raises(StoreError, match="boom"):
-        Store(f"sqlite:///{path}")
-    db = sqlite3.connect(path)
-    assert db.execute("SELECT version_num FROM alembic_version").fetchone() == ("0004",)
-    assert "label" in [c[1] for c in db.execute("PRAGMA table_info(predictions)")]
-    assert db.execute("SELECT count(*) FROM feedback").fetchone() == (len(FEEDBACK),)
+        Store(url)
+    assert _execute(url, "SELECT version_num FROM alembic_version") == [("0004",)]
+    assert "label" in _columns(url, "predictions")
+    assert _execute(url, "SELECT count(*) FROM feedback") == [(len(FEEDBACK),)]
 
 
-def test_idempotency_scopes_migrate_both_ways(tmp_path: Path) -> None:
+def test_idempotency_scopes_migrate_both_ways(empty_url: str) -> None:
     """0006: round-1 keys get the anonymous scope; two keys may share a token; the
     downgrade keeps the token on the oldest row and the unique constraint comes back."""
-    path = tmp_path / "round1.db"
-    store = Store(_round1_database(path))
-    db = sqlite3.connect(path)
-    scopes = db.execute(
-        "SELECT idempotency_scope FROM feedback WHERE idempotency_key IS NOT NULL"
-    ).fetchall()
+    url = _round1_database(empty_url)
+    store = Store(url)
+    scopes = _execute(
+        url, "SELECT idempotency_scope FROM feedback WHERE idempotency_key IS NOT NULL"
+    )
     assert scopes and {scope for (scope,) in scopes} == {"-"}
     first, _ = store.add_feedback("p-cls-4", thumb="up", idempotency_key="t", idempotency_scope="a")
     second, outcome = store.add_feedback(
@@ -256,15 +308,16 @@ def test_idempotency_scopes_migrate_both_ways(tmp_path: Path) -> None:
         idempotency_scope="a",
         payload={"thumb": "up"},
     )
-    with pytest.raises(StoreError, match="UNIQUE"), store.session() as session:  # one per scope
+    # One row per (scope, key): SQLite says UNIQUE, Postgres "unique constraint".
+    with pytest.raises(StoreError, match="(?i)unique"), store.session() as session:
         session.add(same)
-    engine = create_engine(f"sqlite:///{path}")
+    store.engine.dispose()
+    engine = create_engine(url)
     with engine.begin() as connection:
         command.downgrade(_alembic_config(connection), "0005")
     engine.dispose()
-    keys = dict(db.execute("SELECT id, idempotency_key FROM feedback").fetchall())
+    keys = dict(_execute(url, "SELECT id, idempotency_key FROM feedback"))
     assert keys[first.id] == "t" and keys[second.id] is None
-    with pytest.raises(sqlite3.IntegrityError):
-        db.execute("UPDATE feedback SET idempotency_key = 't' WHERE id = ?", (second.id,))
-    db.close()
-    assert Store(f"sqlite:///{path}").revision() == "0006"
+    with pytest.raises(IntegrityError):
+        _execute(url, f"UPDATE feedback SET idempotency_key = 't' WHERE id = {second.id}")
+    assert Store(url).revision() == "0006"

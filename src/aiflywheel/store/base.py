@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, select, text
+from sqlalchemy import create_engine, event, select, text, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -221,6 +221,17 @@ class StoreBase:
                 f"{', '.join(map(str, known)) or 'none'}"
             )
         return row
+
+    @staticmethod
+    def _lock_feature(session: Session, feature_id: int) -> None:
+        """Take the feature's write lock until the transaction ends, before reading what a
+        change depends on (e.g. the current champion): concurrent changes of one feature,
+        from several processes or replicas, then take turns instead of both acting on the
+        same stale read. A no-op write does it on both backends: a row lock on Postgres,
+        the database's write lock on SQLite (waiting up to the busy timeout)."""
+        session.execute(
+            update(Feature).where(Feature.id == feature_id).values(updated_at=Feature.updated_at)
+        )
 
     @classmethod
     def _feature_ids(cls, session: Session, names: set[str]) -> dict[str, int]:

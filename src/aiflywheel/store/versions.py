@@ -144,9 +144,11 @@ class VersionsStore(StoreBase):
         details: dict | None = None,
         old_status: str = "archived",
     ) -> AuditEvent:
-        """Make ``version`` the champion and write the audit event, in one transaction."""
+        """Make ``version`` the champion and write the audit event, in one transaction
+        that holds the feature's lock (concurrent promotions take turns)."""
         with self.session() as session:
             feature_id = self._feature_id(session, feature)
+            self._lock_feature(session, feature_id)
             row = self._version_row(session, feature, version)
             current = session.scalar(
                 select(ModelVersion).where(

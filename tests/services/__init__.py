@@ -1,0 +1,1 @@
+"""Throwaway services the tests start themselves (PostgreSQL; nginx for replicas)."""
