@@ -21,7 +21,7 @@ from aiflywheel.insights.topics import (  # noqa: E402
     titles,
 )
 from aiflywheel.settings import get_settings  # noqa: E402
-from aiflywheel.store import Store  # noqa: E402
+from aiflywheel.store import Store, open_store  # noqa: E402
 from analytics_world import FEATURE, build_champion, english, log_traffic  # noqa: E402
 
 SHIPPING = [
@@ -40,8 +40,8 @@ ZH = ["物流太慢了，包裹晚到", "包裹物流很慢", "物流慢，包�
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(f"sqlite:///{tmp_path / 'flywheel.db'}")
+def store() -> Store:
+    return open_store()  # the test's own FLYWHEEL_HOME (conftest)
 
 
 def test_clusters_follow_the_silhouette_and_titles_name_the_topic() -> None:

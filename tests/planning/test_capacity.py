@@ -15,13 +15,13 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 from aiflywheel.errors import DataError, NotFoundError, SettingsError  # noqa: E402
 from aiflywheel.planning.capacity import measure_version, plan_capacity  # noqa: E402
 from aiflywheel.settings import Settings, get_settings  # noqa: E402
-from aiflywheel.store import Store  # noqa: E402
+from aiflywheel.store import Store, open_store  # noqa: E402
 from analytics_world import FEATURE, build_champion  # noqa: E402
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(f"sqlite:///{tmp_path / 'flywheel.db'}")
+def store() -> Store:
+    return open_store()  # the test's own FLYWHEEL_HOME (conftest)
 
 
 def _int8_variant(store: Store, root: Path, parent: int) -> int:

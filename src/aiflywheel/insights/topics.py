@@ -51,11 +51,15 @@ DRAFT_TEMPLATE = (
 )
 _LATIN = re.compile(r"[a-z][a-z0-9']+")
 _HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
-STOPWORDS = frozenset(
-    ["a", "an", "the", "and", "or", "but", "if", "of", "to", "in", "on", "at", "for", "with", "from", "by", "is", "are", "was", "were", "be", "been", "am", "i", "me", "my", "we", "our", "you", "your", "he", "she", "it", "its", "they", "them", "this", "that", "these", "those", "do", "does", "did", "not", "no", "yes", "can", "could", "would", "should", "will", "just", "so", "very", "too", "than", "then", "there", "here", "what", "when", "where", "which", "who", "why", "how", "all", "any", "some", "more", "most", "much", "many", "have", "has", "had", "get", "got", "about", "into", "out", "up", "down", "over", "again", "also", "only", "own", "same", "such", "as", "because", "while", "until"]
-) | frozenset(
-    ["的", "了", "是", "我", "你", "他", "她", "它", "们", "在", "和", "有", "也", "就", "都", "吗", "呢", "吧", "啊", "不", "没", "很", "这", "那", "一", "个", "要", "会", "能", "把", "被", "给", "还"]
-)
+_STOP_TEXT = """
+a an the and or but if of to in on at for with from by is are was were be been am i me my
+we our you your he she it its they them this that these those do does did not no yes can
+could would should will just so very too than then there here what when where which who
+why how all any some more most much many have has had get got about into out up down over
+again also only own same such as because while until
+的 了 是 我 你 他 她 它 们 在 和 有 也 就 都 吗 呢 吧 啊 不 没 很 这 那 一 个 要 会 能 把 被 给 还
+"""
+STOPWORDS = frozenset(_STOP_TEXT.split())
 
 
 class _Model(BaseModel):
