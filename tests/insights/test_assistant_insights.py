@@ -49,6 +49,7 @@ def test_gaps_rank_uncovered_questions_and_a_draft_reaches_review(request, capsy
     assert gift.draft_from == "knowledge" and gift.draft_answer  # the closest passage
 
     answer = "Yes: tick Gift wrapping at checkout; it costs 5 yuan per parcel."
+    assert gift.open_ticket_ids == gift.ticket_ids  # nobody answered them yet
     done = send_gap_draft(FEATURE, gift.ticket_ids[0], answer, store=store, actor="pm")
     assert done["review_state"] == "pending"
     pending = store.list_feedback(FEATURE, state="pending")
@@ -56,6 +57,8 @@ def test_gaps_rank_uncovered_questions_and_a_draft_reaches_review(request, capsy
     with pytest.raises(NotFoundError, match="no ticket 999"):
         send_gap_draft(FEATURE, 999, answer, store=store, actor="pm")
 
+    again = mine_insights(FEATURE, store=store, settings=get_settings(), embedder="tfidf")
+    assert next(g for g in again.gaps if "gift" in g.question.lower()).open_ticket_ids == []
     assert main(["insights", FEATURE, "--embedder", "tfidf"]) == 0
     out = capsys.readouterr().out
     assert "does not cover" in out and "gift" in out.lower()

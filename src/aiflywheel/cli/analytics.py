@@ -126,13 +126,15 @@ def insights_command(
         )
     print_table(console, table)
     if report.gaps:
-        gaps = Table("volume", "question the knowledge does not cover", "draft from", "tickets")
+        gaps = Table(
+            "volume", "question the knowledge does not cover", "draft from", "open tickets"
+        )
         for gap in report.gaps:
             gaps.add_row(
                 str(gap.volume),
                 escape(gap.question),
                 gap.draft_from,
-                " ".join(map(str, gap.ticket_ids[:8])),
+                " ".join(map(str, gap.open_ticket_ids[:8])) or "none (all answered)",
             )
         print_table(console, gaps)
         console.print(

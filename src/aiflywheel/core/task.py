@@ -173,6 +173,7 @@ class HandoffQuestion:
     text: str  # the question, as the store keeps it (redacted)
     created_at: Any  # datetime
     uncovered: bool  # True: the knowledge did not answer it (not a request for a person)
+    open: bool = True  # False: someone already answered it (the answer is in review)
 
 
 @runtime_checkable
