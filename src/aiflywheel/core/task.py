@@ -221,9 +221,17 @@ class Task(Protocol):
         """Champion's data + accepted feedback -> candidate -> gate -> promote or keep."""
 
     def drift_reference(
-        self, model_path: str | Path, *, feature: str, store: Store, limit: int, seed: int
+        self,
+        model_path: str | Path,
+        *,
+        feature: str,
+        store: Store,
+        limit: int,
+        seed: int,
+        with_outputs: bool = True,
     ) -> DriftReference:
-        """The training data of a registered version's folder, for drift checks."""
+        """The training data of a registered version's folder, for drift checks (without
+        ``heldout_outputs`` when ``with_outputs`` is False: texts only, no model run)."""
 
     def drift_encoder(
         self, model_path: str | Path, *, settings: Settings
