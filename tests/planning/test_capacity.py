@@ -25,7 +25,8 @@ def store() -> Store:
 
 
 def _int8_variant(store: Store, root: Path, parent: int) -> int:
-    """A compressed variant as `flywheel compress` registers it (figures written by hand)."""
+    """A compressed variant as `flywheel compress` registers it: its figures flat in the
+    version's metrics (``compress.stage._stored_metrics``), compression.json beside it."""
     run = root / "compress-run"
     (run / "int8" / "model").mkdir(parents=True)
     (run / "compression.json").write_text(json.dumps({"machine": {"threads": 4}}))
@@ -36,12 +37,11 @@ def _int8_variant(store: Store, root: Path, parent: int) -> int:
         "throughput_per_s": 200.0,
     }
     metrics = {
-        "compression": {
-            "variant": "int8",
-            "parent_version": parent,
-            **timing,
-            "parent": parent_timing,
-        }
+        "macro_f1": 0.9,
+        "variant": "int8",
+        "parent_version": parent,
+        **timing,
+        "parent": parent_timing,
     }
     return store.register_model_version(
         FEATURE,
@@ -49,7 +49,7 @@ def _int8_variant(store: Store, root: Path, parent: int) -> int:
         dataset_version_id=None,
         model_path=str(run / "int8" / "model"),
         base_model="tiny",
-        method="int8",
+        method="finetune+int8",
         metrics=metrics,
         recipe={},
     ).version
@@ -87,6 +87,10 @@ def test_measured_and_compress_figures_give_costs(store: Store, tmp_path: Path) 
         FEATURE, store=store, settings=settings, qps=50, p95_ms=1, versions=[int8]
     )
     assert [r.version for r in tight.rows] == [int8, None] and tight.rows[0].meets_p95 is False
+    (run_dir / "serving_benchmark.json").unlink()  # then the compress run's parent timing
+    parent_row = plan_capacity(FEATURE, store=store, settings=settings, qps=50, p95_ms=200).rows[0]
+    assert parent_row.req_per_s_per_core == 50.0 and parent_row.p95_ms == 12.0
+    assert f"as parent of v{int8}" in parent_row.source
     dumped = plan.model_dump(mode="json")
     assert set(dumped["prices"]) == {"cpu_core_hour", "gpu_hour", "llm_per_1k_tokens"}
     assert {

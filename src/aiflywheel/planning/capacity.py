@@ -17,8 +17,9 @@ version (and an LLM API row) with:
   whether one request alone answers within the target p95 (more cores add throughput,
   not speed); GPUs: the cores divided by the assumed ``gpu_speedup`` (shown);
 - monthly cost: cores x core-hour price x 730 hours;
-- retrain cost: the wall time of the run that trained the version x the cores of this
-  machine x the core-hour price;
+- retrain cost: the wall time of the run that trained the version (for a compressed
+  variant: its compress run plus its parent's training run) x the cores of this machine
+  x the core-hour price;
 - the LLM API row: ``llm_tokens_per_request`` (an assumption, shown) x the price per
   1k tokens.
 
@@ -148,6 +149,16 @@ def _figures_from_compression(figures: dict[str, Any], threads: int) -> dict[str
     }
 
 
+def compression_figures(metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """A compressed variant's figures as its version stores them (flat, see
+    ``compress.stage._stored_metrics``) or as its metrics.json nests them."""
+    metrics = metrics or {}
+    nested = metrics.get("compression")
+    if isinstance(nested, dict) and "throughput_per_s" in nested:
+        return nested
+    return metrics if "throughput_per_s" in metrics and "variant" in metrics else {}
+
+
 def serving_figures(row, versions: Sequence) -> tuple[dict[str, Any] | None, str]:
     """(figures, where they came from) of a registered version (see the module doc)."""
     model_path = Path(row.model_path)
@@ -156,8 +167,8 @@ def serving_figures(row, versions: Sequence) -> tuple[dict[str, Any] | None, str
         data = json.loads(bench.read_text(encoding="utf-8"))
         if data.get("model_path") == str(model_path):
             return data["figures"], f"flywheel plan --measure, {data['measured_at']} (1 core)"
-    compression = (row.metrics or {}).get("compression")
-    if compression and "throughput_per_s" in compression:
+    compression = compression_figures(row.metrics)
+    if compression:
         table = _compress_table(model_path) or {}
         threads = int((table.get("machine") or {}).get("threads") or 1)
         return (
@@ -165,7 +176,7 @@ def serving_figures(row, versions: Sequence) -> tuple[dict[str, Any] | None, str
             f"flywheel compress results ({threads} threads, batch 32 texts/s ÷ threads)",
         )
     for other in versions:  # a compress run whose parent is this version timed it too
-        c = (other.metrics or {}).get("compression") or {}
+        c = compression_figures(other.metrics)
         if c.get("parent_version") == row.version and c.get("parent"):
             table = _compress_table(Path(other.model_path)) or {}
             threads = int((table.get("machine") or {}).get("threads") or 1)
@@ -177,7 +188,7 @@ def serving_figures(row, versions: Sequence) -> tuple[dict[str, Any] | None, str
 
 
 def _variant(row) -> str:
-    compression = (row.metrics or {}).get("compression") or {}
+    compression = compression_figures(row.metrics)
     if compression.get("variant"):
         return str(compression["variant"])
     if row.base_model == "tfidf":
@@ -325,15 +336,23 @@ def plan_capacity(
                 f"{', '.join(map(str, sorted(known))) or 'none'}"
             )
     chosen = [r for r in all_rows if versions is None or r.version in versions]
+    by_version = {r.version: r for r in all_rows}
     core_hour, speedup = prices["price_cpu_core_hour"], prices["gpu_speedup"]
     cores_here = available_cores()
     rows = []
     for row in sorted(chosen, key=lambda r: r.version):
         figures, source = serving_figures(row, all_rows)
         seconds = _retrain_seconds(store, row.run_id)
-        retrain = round(seconds / 3600 * cores_here * core_hour, 6) if seconds is not None else None
+        parent = by_version.get(compression_figures(row.metrics).get("parent_version"))
         if seconds is not None:
-            source += f"; retrain: {seconds:.0f} s run × {cores_here} cores"
+            source += f"; retrain: {seconds:.0f} s run"
+            if parent is not None:  # a variant: train the parent again, then compress
+                before = _retrain_seconds(store, parent.run_id)
+                if before is not None:
+                    seconds += before
+                    source += f" + {before:.0f} s for parent v{parent.version}"
+            source += f" × {cores_here} cores"
+        retrain = round(seconds / 3600 * cores_here * core_hour, 6) if seconds is not None else None
         if figures is None or not figures.get("req_per_s_per_core"):
             rows.append(
                 PlanRow(
@@ -412,4 +431,12 @@ def plan_capacity(
     )
 
 
-__all__ = ["CapacityPlan", "PlanRow", "Prices", "measure_version", "plan_capacity", "price_table"]
+__all__ = [
+    "CapacityPlan",
+    "PlanRow",
+    "Prices",
+    "compression_figures",
+    "measure_version",
+    "plan_capacity",
+    "price_table",
+]
