@@ -92,6 +92,8 @@ def test_measured_and_compress_figures_give_costs(store: Store, tmp_path: Path) 
     assert parent_row.req_per_s_per_core == 50.0 and parent_row.p95_ms == 12.0
     assert f"as parent of v{int8}" in parent_row.source
     dumped = plan.model_dump(mode="json")
+    assert set(dumped) == {"feature", "qps", "p95_ms", "prices", "rows"}
+    assert plan.assumptions["llm_tokens_per_request"] == 500
     assert set(dumped["prices"]) == {"cpu_core_hour", "gpu_hour", "llm_per_1k_tokens"}
     assert {
         "version",

@@ -109,7 +109,9 @@ def insights_command(
         embedder=embedder,  # type: ignore[arg-type]
     )
     if as_json:
-        _json(report.model_dump(mode="json"))
+        _json(
+            report.model_dump(mode="json") | {"embedding": report.embedding, "texts": report.texts}
+        )
         return
     counts = ", ".join(f"{n} {k}" for k, n in report.texts.items()) or "no texts"
     console.print(f"{feature}: {counts}; embeddings: {escape(report.embedding)}", highlight=False)
@@ -199,7 +201,7 @@ def plan_command(
             feature, store=store, settings=settings, qps=qps, p95_ms=p95_ms, versions=version
         )
     if as_json:
-        _json(plan.model_dump(mode="json"))
+        _json(plan.model_dump(mode="json") | {"assumptions": plan.assumptions})
         return
     table = Table(
         "version",

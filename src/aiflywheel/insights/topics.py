@@ -99,8 +99,9 @@ class InsightsReport(_Model):
     feature: str
     topics: list[Topic]
     gaps: list[Gap]
-    embedding: str = Field(description="How texts were embedded for clustering.")
-    texts: dict[str, int] = Field(description="Texts mined, per source.")
+    # Not in model_dump (the console's interface has exactly feature, topics, gaps):
+    embedding: str = Field(exclude=True, description="How texts were embedded for clustering.")
+    texts: dict[str, int] = Field(exclude=True, description="Texts mined, per source.")
 
 
 @dataclass(frozen=True)

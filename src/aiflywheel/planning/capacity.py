@@ -85,7 +85,10 @@ class CapacityPlan(_Model):
     p95_ms: float
     prices: Prices
     rows: list[PlanRow]
-    assumptions: dict[str, Any] = Field(description="Figures assumed rather than measured.")
+    # Not in model_dump (the console's interface has exactly the keys above):
+    assumptions: dict[str, Any] = Field(
+        exclude=True, description="Figures assumed rather than measured."
+    )
 
 
 # -- prices ----------------------------------------------------------------------------------
