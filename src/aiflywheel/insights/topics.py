@@ -37,7 +37,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from aiflywheel.data.language import detect_language
-from aiflywheel.errors import DataError, NotFoundError
+from aiflywheel.errors import DataError, NotFoundError, require_module
 from aiflywheel.store import Store
 
 Source = Literal["feedback", "correction", "handoff"]
@@ -259,6 +259,7 @@ def mine_insights(
 
     if isinstance(max_topics, bool) or not isinstance(max_topics, int) or max_topics < 1:
         raise DataError(f"max_topics must be a whole number of at least 1, got {max_topics!r}")
+    require_module("sklearn", what="flywheel insights", install="pip install 'aiflywheel[train]'")
     recipe, task_name = feature_recipe(store, feature)
     task = get_task(task_name)
     handoffs = task.handoff_questions(feature, store=store)

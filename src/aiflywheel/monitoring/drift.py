@@ -47,7 +47,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from aiflywheel.data.language import LANGUAGES, detect_language
-from aiflywheel.errors import DataError, NotFoundError
+from aiflywheel.errors import DataError, NotFoundError, require_module
 from aiflywheel.store import Store
 
 EPSILON = 1e-4  # share given to an empty bin, so PSI stays finite
@@ -374,6 +374,8 @@ def drift_report(
 
     if window is not None and (isinstance(window, bool) or window < 1):
         raise DataError(f"window must be a positive number of predictions, got {window!r}")
+    for module in ("sklearn", "scipy"):
+        require_module(module, what="flywheel drift", install="pip install 'aiflywheel[train]'")
     recipe, task_name = feature_recipe(store, feature)
     config = recipe.monitor.drift
     champion = store.champion(feature)
