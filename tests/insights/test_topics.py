@@ -4,15 +4,12 @@ examples and titles; bad input is one line."""
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
-
-from aiflywheel.errors import ConflictError, DataError, NotFoundError  # noqa: E402
-from aiflywheel.insights.topics import (  # noqa: E402
+from aiflywheel.errors import ConflictError, DataError, NotFoundError
+from aiflywheel.insights.topics import (
     cluster,
     mine_insights,
     send_gap_draft,
@@ -20,9 +17,9 @@ from aiflywheel.insights.topics import (  # noqa: E402
     tfidf_embed,
     titles,
 )
-from aiflywheel.settings import get_settings  # noqa: E402
-from aiflywheel.store import Store, open_store  # noqa: E402
-from analytics_world import FEATURE, build_champion, english, log_traffic  # noqa: E402
+from aiflywheel.settings import get_settings
+from aiflywheel.store import Store, open_store
+from analytics_world import FEATURE, build_champion, english, log_traffic
 
 SHIPPING = [
     "shipping was slow, the parcel took two weeks",

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
-
-from aiflywheel.errors import DataError, NotFoundError, RecipeError  # noqa: E402
-from aiflywheel.monitoring.drift import (  # noqa: E402
+from aiflywheel.errors import DataError, NotFoundError, RecipeError
+from aiflywheel.monitoring.drift import (
     category_psi,
     drift_report,
     ks,
@@ -20,10 +17,10 @@ from aiflywheel.monitoring.drift import (  # noqa: E402
     oov_shares,
     psi,
 )
-from aiflywheel.recipe import parse_recipe  # noqa: E402
-from aiflywheel.settings import get_settings  # noqa: E402
-from aiflywheel.store import Store, open_store  # noqa: E402
-from analytics_world import FEATURE, build_champion, english, log_traffic, shifted  # noqa: E402
+from aiflywheel.recipe import parse_recipe
+from aiflywheel.settings import get_settings
+from aiflywheel.store import Store, open_store
+from analytics_world import FEATURE, build_champion, english, log_traffic, shifted
 
 
 @pytest.fixture

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
-
-from aiflywheel.cli import main  # noqa: E402
-from aiflywheel.monitoring.records import report_history  # noqa: E402
-from aiflywheel.serve.app import create_app  # noqa: E402
-from aiflywheel.serve.config import ServeConfig  # noqa: E402
-from aiflywheel.store import open_store  # noqa: E402
-from analytics_world import FEATURE, build_champion, english, log_traffic, shifted  # noqa: E402
+from aiflywheel.cli import main
+from aiflywheel.monitoring.records import report_history
+from aiflywheel.serve.app import create_app
+from aiflywheel.serve.config import ServeConfig
+from aiflywheel.store import open_store
+from analytics_world import FEATURE, build_champion, english, log_traffic, shifted
 
 
 @pytest.fixture

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
-
-from aiflywheel.errors import DataError, NotFoundError, SettingsError  # noqa: E402
-from aiflywheel.planning.capacity import measure_version, plan_capacity  # noqa: E402
-from aiflywheel.settings import Settings, get_settings  # noqa: E402
-from aiflywheel.store import Store, open_store  # noqa: E402
-from analytics_world import FEATURE, build_champion  # noqa: E402
+from aiflywheel.errors import DataError, NotFoundError, SettingsError
+from aiflywheel.planning.capacity import measure_version, plan_capacity
+from aiflywheel.settings import Settings, get_settings
+from aiflywheel.store import Store, open_store
+from analytics_world import FEATURE, build_champion
 
 
 @pytest.fixture
