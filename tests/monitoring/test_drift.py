@@ -16,6 +16,7 @@ from aiflywheel.monitoring.drift import (
     numeric_psi,
     oov_shares,
     psi,
+    stored_drift_report,
 )
 from aiflywheel.recipe import parse_recipe
 from aiflywheel.settings import get_settings
@@ -82,6 +83,7 @@ def test_shifted_traffic_raises_the_alarm_and_unshifted_traffic_does_not(
     }
     assert [h["alarm"] for h in dumped["history"]] == [False, True]
     assert dumped["history"][-1]["worst_check"].split("/")[0] in alarmed
+    assert stored_drift_report(FEATURE, store=store).model_dump(mode="json") == dumped
 
 
 def test_a_small_window_shows_figures_without_an_alarm(store: Store, tmp_path: Path) -> None:
@@ -111,6 +113,8 @@ def test_thresholds_come_from_the_recipe_and_unknown_keys_are_refused(
 def test_no_champion_or_unknown_feature_is_one_line(store: Store, tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="unknown feature 'nope'"):
         drift_report("nope", store=store, settings=get_settings())
+    with pytest.raises(NotFoundError, match="unknown feature 'nope'"):
+        stored_drift_report("nope", store=store)
     store.upsert_feature(
         "other", "text_classification", "", {"feature": "other", "data": {"source": "x.csv"}}
     )

@@ -40,7 +40,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -411,7 +411,7 @@ def drift_report(
         version=champion.version,
         window_rows=len(rows),
         reference_rows=len(reference.texts),
-        computed_at=now.isoformat(timespec="seconds"),
+        computed_at=_iso(now),
         alarm=any(c.alarm for c in checks),
         checks=checks,
         history=[],
@@ -441,8 +441,40 @@ def drift_report(
     return report
 
 
+def stored_drift_report(feature: str, *, store: Store) -> DriftReport | None:
+    """The newest stored report of ``feature`` with its history, computing nothing (for
+    pages that show drift on every view); None when none was computed yet."""
+    from aiflywheel.monitoring.records import report_history
+
+    rows = report_history(store, feature, HISTORY)
+    if not rows:
+        return None
+    last = rows[-1]
+    return DriftReport(
+        feature=feature,
+        version=last.version,
+        window_rows=last.window_rows,
+        reference_rows=last.reference_rows,
+        computed_at=_iso(last.computed_at),
+        alarm=last.alarm,
+        checks=[DriftCheck.model_validate(c) for c in last.checks],
+        history=[
+            DriftHistoryPoint(
+                computed_at=_iso(r.computed_at),
+                alarm=r.alarm,
+                worst_check=r.worst_check,
+                worst_value=r.worst_value,
+            )
+            for r in rows
+        ],
+    )
+
+
 def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds")
+    """ISO 8601 in UTC (SQLite hands back naive datetimes; the store writes UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
 
 
 __all__ = [
@@ -457,5 +489,6 @@ __all__ = [
     "numeric_psi",
     "oov_shares",
     "psi",
+    "stored_drift_report",
     "two_sample_auc",
 ]
