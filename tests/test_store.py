@@ -18,14 +18,14 @@ def _store(tmp_path: Path) -> Store:
 
 def test_store_migrates_to_head_and_uses_wal(tmp_path: Path, store_backend: str) -> None:
     store = _store(tmp_path)
-    assert store.revision() == "0006"
+    assert store.revision() == "0007"
     dialects = {"sqlite": "sqlite", "postgres": "postgresql"}
     assert store.engine.dialect.name == dialects[store_backend]
     if store_backend == "sqlite":
         mode = sqlite3.connect(store.engine.url.database).execute("PRAGMA journal_mode").fetchone()
         assert mode[0] == "wal"
     # Opening again is a no-op upgrade.
-    assert _store(tmp_path).revision() == "0006"
+    assert _store(tmp_path).revision() == "0007"
 
 
 def test_features_runs_and_dataset_versions(tmp_path: Path) -> None:

@@ -158,7 +158,7 @@ def _round1_database(url: str) -> str:
 def test_a_round1_database_is_upgraded_and_every_row_reads_back(empty_url: str) -> None:
     url = _round1_database(empty_url)
     store = Store(url)
-    assert store.revision() == "0006"
+    assert store.revision() == "0007"
     columns = {table: _columns(url, table) for table in ("predictions", "feedback")}
     assert "output" in columns["predictions"] and "label" not in columns["predictions"]
     assert "payload" in columns["feedback"] and "corrected_label" not in columns["feedback"]
@@ -320,4 +320,4 @@ def test_idempotency_scopes_migrate_both_ways(empty_url: str) -> None:
     assert keys[first.id] == "t" and keys[second.id] is None
     with pytest.raises(IntegrityError):
         _execute(url, f"UPDATE feedback SET idempotency_key = 't' WHERE id = {second.id}")
-    assert Store(url).revision() == "0006"
+    assert Store(url).revision() == "0007"
