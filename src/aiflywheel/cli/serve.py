@@ -28,6 +28,8 @@ keys_app = typer.Typer(help="API keys for `flywheel serve`.", no_args_is_help=Tr
 class Role(str, Enum):
     client = "client"
     admin = "admin"
+    reviewer = "reviewer"
+    viewer = "viewer"
 
 
 def serve_command(
@@ -152,7 +154,12 @@ def _log_to_stderr(level: str) -> None:
 @keys_app.command("create")
 def keys_create(
     role: Annotated[
-        Role, typer.Option("--role", help="client: classify and give feedback; admin: all.")
+        Role,
+        typer.Option(
+            "--role",
+            help="client: classify and give feedback (API); admin: all; reviewer: review "
+            "feedback in the console; viewer: read the console.",
+        )
     ],
     name: Annotated[str, typer.Option("--name", help="Who or what uses the key.")] = "",
 ) -> None:
