@@ -102,7 +102,7 @@ def _round1_database(path: Path) -> str:
 def test_a_round1_database_is_upgraded_and_every_row_reads_back(tmp_path: Path) -> None:
     url = _round1_database(tmp_path / "round1.db")
     store = Store(url)
-    assert store.revision() == "0006"
+    assert store.revision() == "0007"
     columns = {
         table: [
             c[1]
@@ -267,4 +267,4 @@ def test_idempotency_scopes_migrate_both_ways(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.IntegrityError):
         db.execute("UPDATE feedback SET idempotency_key = 't' WHERE id = ?", (second.id,))
     db.close()
-    assert Store(f"sqlite:///{path}").revision() == "0006"
+    assert Store(f"sqlite:///{path}").revision() == "0007"

@@ -468,6 +468,67 @@ class CompressConfig(_Strict):
         return self
 
 
+class DriftConfig(_Strict):
+    """Drift monitoring: a recent window of the prediction log against the champion's
+    training data (``flywheel drift``, ``/metrics``)."""
+
+    window: int = Field(
+        500, ge=10, le=100_000, description="Most recent predictions of the champion compared."
+    )
+    min_rows: int = Field(
+        50,
+        ge=5,
+        description="Fewer predictions than this in the window: checks are computed but "
+        "none raises the alarm (too little traffic to tell).",
+    )
+    reference_rows: int = Field(
+        2000,
+        ge=20,
+        description="At most this many training texts (a seeded sample) form the reference.",
+    )
+    bins: int = Field(
+        10, ge=2, le=50, description="Quantile bins of the reference for numeric PSI."
+    )
+    psi_threshold: float = Field(
+        0.25,
+        gt=0,
+        description="Population stability index above which a check alarms (0.1: some "
+        "shift, 0.25: a significant one).",
+    )
+    ks_threshold: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="Kolmogorov-Smirnov statistic D above which a check alarms (also needs "
+        "p < ks_pvalue).",
+    )
+    ks_pvalue: float = Field(
+        0.01, gt=0, lt=1, description="KS p-value below which a large D counts as a shift."
+    )
+    embedding_auc: float = Field(
+        0.75,
+        gt=0.5,
+        le=1,
+        description="Cross-validated ROC AUC of a classifier telling window texts from "
+        "reference texts in embedding space (0.5: indistinguishable) above which the "
+        "embedding check alarms.",
+    )
+    refresh_minutes: float = Field(
+        60.0,
+        gt=0,
+        description="How old the last stored report may be before a `/metrics` scrape "
+        "computes a new one in the background (the gauges show the last stored one).",
+    )
+
+
+class MonitorConfig(_Strict):
+    """Monitoring of a served feature."""
+
+    drift: DriftConfig = Field(
+        default_factory=DriftConfig, description="Drift checks and their thresholds."
+    )
+
+
 class Recipe(_Strict):
     """An AI feature: its name, task, data and how the data is prepared."""
 
@@ -505,6 +566,11 @@ class Recipe(_Strict):
     compress: CompressConfig = Field(
         default_factory=CompressConfig,
         description="Compressed variants (ONNX, int8, fp16, pruned) and their gate.",
+    )
+
+    monitor: MonitorConfig = Field(
+        default_factory=MonitorConfig,
+        description="Monitoring of live traffic (drift thresholds).",
     )
 
     assistant: AssistantConfig | None = Field(

@@ -39,6 +39,37 @@ class Settings(BaseSettings):
         "it stops with an error naming that run (FLYWHEEL_LOCK_WAIT); 0 stops at once.",
     )
 
+    price_cpu_core_hour: float = Field(
+        default=0.04,
+        description="Price of one CPU core for an hour, in the currency of the price table "
+        "(FLYWHEEL_PRICE_CPU_CORE_HOUR); used by `flywheel plan`.",
+    )
+    price_gpu_hour: float = Field(
+        default=2.5,
+        description="Price of one GPU for an hour (FLYWHEEL_PRICE_GPU_HOUR).",
+    )
+    price_llm_per_1k_tokens: float = Field(
+        default=0.002,
+        description="An LLM API's price per 1,000 tokens, prompt and completion together "
+        "(FLYWHEEL_PRICE_LLM_PER_1K_TOKENS).",
+    )
+    llm_tokens_per_request: int = Field(
+        default=800,
+        description="Tokens one assistant answer is assumed to use through an LLM API, "
+        "prompt and completion (FLYWHEEL_LLM_TOKENS_PER_REQUEST); the plan shows it.",
+    )
+    gpu_speedup: float = Field(
+        default=20.0,
+        description="How many CPU cores one GPU is assumed to replace for a version timed "
+        "on CPU only (FLYWHEEL_GPU_SPEEDUP); the plan shows it.",
+    )
+    prices_file: Path | None = Field(
+        default=None,
+        description="A YAML or JSON file with any of price_cpu_core_hour, price_gpu_hour, "
+        "price_llm_per_1k_tokens, llm_tokens_per_request, gpu_speedup "
+        "(FLYWHEEL_PRICES_FILE); its values win over the environment's.",
+    )
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:

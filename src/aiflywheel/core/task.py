@@ -146,6 +146,35 @@ class Built:
     details: Any = None
 
 
+@dataclass
+class DriftReference:
+    """What a version learned from, as drift checks compare live traffic with it.
+
+    ``texts``: inputs the version learned from (a seeded sample); ``vocabulary_texts``:
+    the texts whose words make the training vocabulary; ``heldout_texts``: inputs of the
+    same data the version did not learn from (their out-of-vocabulary share is the
+    reference one, unbiased); ``heldout_outputs``: the version's outputs on them (each a
+    ``PredictionPayload`` JSON with a ``confidence`` or ``probabilities``), empty when
+    they cannot be had cheaply; ``source``: where it all came from, in words.
+    """
+
+    texts: list[str]
+    vocabulary_texts: list[str]
+    heldout_texts: list[str]
+    heldout_outputs: list[dict[str, Any]]
+    source: str
+
+
+@dataclass(frozen=True)
+class HandoffQuestion:
+    """A question a conversational feature handed to a person (insights mine these)."""
+
+    ref: int  # the ticket's id (what ``Task.send_draft`` answers)
+    text: str  # the question, as the store keeps it (redacted)
+    created_at: Any  # datetime
+    uncovered: bool  # True: the knowledge did not answer it (not a request for a person)
+
+
 @runtime_checkable
 class Task(Protocol):
     """One kind of AI feature. ``core.registry.get_task(name)`` returns the object."""
@@ -189,3 +218,27 @@ class Task(Protocol):
         recipe: Recipe | None = None,
     ) -> Any:
         """Champion's data + accepted feedback -> candidate -> gate -> promote or keep."""
+
+    def drift_reference(
+        self, model_path: str | Path, *, feature: str, store: Store, limit: int, seed: int
+    ) -> DriftReference:
+        """The training data of a registered version's folder, for drift checks."""
+
+    def drift_encoder(
+        self, model_path: str | Path, *, settings: Settings
+    ) -> tuple[str, Callable[[list[str]], Any]] | None:
+        """(name, texts -> embedding matrix) of the version's own encoder, or None when it
+        has none worth using (drift checks then use a TF-IDF projection)."""
+
+    def handoff_questions(self, feature: str, *, store: Store) -> list[HandoffQuestion]:
+        """Questions handed to a person (empty for tasks that never hand off)."""
+
+    def draft_answer(self, model_path: str | Path, question: str) -> str | None:
+        """A starting point for a FAQ answer to ``question``: the closest passage of the
+        version's knowledge, or None for tasks without one."""
+
+    def send_draft(
+        self, feature: str, ref: int, answer: str, *, store: Store, actor: str
+    ) -> dict[str, Any]:
+        """Send a reviewer's edited answer to handoff ``ref`` into the review queue (from
+        where an accepted answer reaches the knowledge); raises for tasks without one."""

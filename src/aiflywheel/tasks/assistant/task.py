@@ -112,5 +112,30 @@ class AssistantTask:
             feature, store=store, settings=settings, actor=actor, recipe=recipe, report=report
         )
 
+    def drift_reference(self, model_path, *, feature: str, store, limit: int, seed: int):
+        from aiflywheel.tasks.assistant.drift import assistant_drift_reference
+
+        return assistant_drift_reference(model_path, limit=limit, seed=seed)
+
+    def drift_encoder(self, model_path, *, settings):
+        from aiflywheel.tasks.assistant.drift import assistant_drift_encoder
+
+        return assistant_drift_encoder(model_path, settings)
+
+    def handoff_questions(self, feature: str, *, store) -> list:
+        from aiflywheel.tasks.assistant.drift import handoffs
+
+        return handoffs(feature, store)
+
+    def draft_answer(self, model_path, question: str) -> str | None:
+        from aiflywheel.tasks.assistant.drift import closest_passage
+
+        return closest_passage(model_path, question)
+
+    def send_draft(self, feature: str, ref: int, answer: str, *, store, actor: str) -> dict:
+        from aiflywheel.tasks.assistant.drift import send_ticket_answer
+
+        return send_ticket_answer(feature, ref, answer, store, actor)
+
 
 TASK = AssistantTask()

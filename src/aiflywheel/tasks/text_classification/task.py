@@ -10,7 +10,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from aiflywheel.core.task import Built, FeedbackPayload, PredictionPayload, Quality, Report
 from aiflywheel.core.version_metrics import VersionMetrics
-from aiflywheel.errors import RecipeError
+from aiflywheel.errors import ConflictError, RecipeError
 
 
 class Classification(PredictionPayload):
@@ -128,6 +128,25 @@ class TextClassificationTask:
 
         return retrain_feature(
             feature, store=store, settings=settings, actor=actor, report=report, recipe=recipe
+        )
+
+    def drift_reference(self, model_path, *, feature: str, store, limit: int, seed: int):
+        from aiflywheel.tasks.text_classification.drift import classifier_drift_reference
+
+        return classifier_drift_reference(model_path, limit=limit, seed=seed)
+
+    def drift_encoder(self, model_path, *, settings):
+        return None  # a TF-IDF projection of the texts: no pooled encoder is kept apart
+
+    def handoff_questions(self, feature: str, *, store) -> list:
+        return []  # a classifier answers every text; nothing is handed to a person
+
+    def draft_answer(self, model_path, question: str) -> str | None:
+        return None
+
+    def send_draft(self, feature: str, ref: int, answer: str, *, store, actor: str) -> dict:
+        raise ConflictError(
+            f"feature {feature!r} is a classifier: it has no knowledge base to send answers to"
         )
 
 
