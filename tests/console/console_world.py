@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from test_serve import FEATURE, register_tfidf  # noqa: E402
-
 from aiflywheel.core.versions import promote  # noqa: E402
 from aiflywheel.store import Store  # noqa: E402
+from test_serve import FEATURE, register_tfidf  # noqa: E402
 
 TEXTS = [
     ("great product, love it", "positive", "positive"),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import sys
 from collections.abc import Iterator
@@ -77,8 +78,15 @@ def test_sign_in_sets_a_signed_http_only_strict_cookie(client, world) -> None:
     assert "admin-person" in page.text
     # A tampered cookie is no session.
     value = client.cookies.get("flywheel_console")
-    client.cookies.set("flywheel_console", value[:-3] + "abc", path="/console")
-    assert client.get("/console", follow_redirects=False).status_code == 303
+    payload, _, mac = value.rpartition(".")
+    flipped = payload[:-1] + ("A" if payload[-1] != "A" else "B")
+    for forged in (value[:-3] + "abc", f"{flipped}.{mac}", payload):
+        client.cookies.clear()
+        client.cookies.set("flywheel_console", forged)
+        assert client.get("/console", follow_redirects=False).status_code == 303
+    client.cookies.clear()
+    client.cookies.set("flywheel_console", value)
+    assert client.get("/console", follow_redirects=False).status_code == 200
 
 
 def test_a_client_key_cannot_sign_in_and_console_keys_cannot_use_the_api(client, world) -> None:
@@ -174,7 +182,9 @@ def test_review_one_by_one_relabel_errors_and_bulk_by_filter(client, world) -> N
               "label": "neutral", "csrf": token},
     )
     assert bad.status_code == 422
-    assert "'neutral'" in bad.text and "positive" in bad.text and "negative" in bad.text
+    message = html.unescape(bad.text)
+    assert "relabel feedback 3 to 'neutral': not a label of feature 'tiny-sentiment'" in message
+    assert "(labels: positive, negative)" in message
     assert store.list_feedback("tiny-sentiment", ids=[second])[0].review_state == "pending"
     ok = client.post(
         "/console/review/decide",
@@ -217,7 +227,8 @@ def test_admin_promotes_and_rolls_back_with_a_reason_audited(client, world) -> N
     store, w = world
     sign_in(client, w.keys["admin"])
     page = client.get("/console/features/tiny-sentiment/versions/2")
-    assert "macro_f1" in page.text and "[0.850, 0.950]" in page.text and "majority" in page.text
+    assert "macro-F1 <b>0.920</b>" in page.text and "[0.850, 0.950]" in page.text
+    assert "majority 0.330" in page.text
     token = CSRF.search(page.text).group(1)
     url = "/console/features/tiny-sentiment/versions/2/promote"
     missing = client.post(url, data={"reason": " ", "csrf": token})

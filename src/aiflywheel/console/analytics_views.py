@@ -30,54 +30,60 @@ def _settings():
 
 
 def feature_extras(store: Store, features: list[str]) -> dict[str, dict[str, Any]]:
-    """Per feature: ``drift`` (True alarm / False calm / None unknown) and ``cost_per_1k``
-    of the champion (None when the planner has no figures for it)."""
-    from aiflywheel.monitoring.drift import drift_report
-    from aiflywheel.planning.capacity import plan_capacity
+    """Per feature: ``drift`` (the newest stored drift report's alarm: True, False, or None
+    when none was computed yet) and ``cost_per_1k`` of the champion (None when the planner
+    has no serving figures for it)."""
+    from aiflywheel.monitoring.records import latest_reports
 
     settings = _settings()
+    latest = latest_reports(store)
     out: dict[str, dict[str, Any]] = {}
     for name in features:
-        extra: dict[str, Any] = {"drift": None, "cost_per_1k": None, "why": []}
+        report = latest.get(name)
+        extra: dict[str, Any] = {
+            "drift": report.alarm if report is not None else None,
+            "drift_at": report.computed_at if report is not None else None,
+            "cost_per_1k": None,
+            "why": [],
+        }
         champion = store.champion(name)
-        try:
-            extra["drift"] = drift_report(name, store=store, settings=settings).alarm
-        except FlywheelError as exc:
-            extra["why"].append(str(exc))
         if champion is not None:
             try:
-                plan = plan_capacity(
-                    name,
-                    store=store,
-                    settings=settings,
-                    qps=OVERVIEW_QPS,
-                    p95_ms=OVERVIEW_P95_MS,
-                    versions=[champion.version],
-                )
-                costs = [r.cost_per_1k_requests for r in plan.rows if r.version == champion.version]
-                extra["cost_per_1k"] = min(costs) if costs else None
+                extra["cost_per_1k"] = _champion_cost(store, settings, name, champion.version)
             except FlywheelError as exc:
-                extra["why"].append(str(exc))
+                extra["why"].append(" ".join(str(exc).split()))
         out[name] = extra
     return out
 
 
-def drift_chart(history: list[dict[str, Any]], title: str, threshold: float | None) -> str:
-    """The worst check's value per computed report, over time, as an inline SVG."""
+def _champion_cost(store: Store, settings: Any, feature: str, version: int) -> float | None:
+    try:
+        from aiflywheel.planning.capacity import plan_capacity
+    except ImportError:  # the planner is not part of this build yet
+        return None
+    plan = plan_capacity(
+        feature,
+        store=store,
+        settings=settings,
+        qps=OVERVIEW_QPS,
+        p95_ms=OVERVIEW_P95_MS,
+        versions=[version],
+    )
+    costs = [r.cost_per_1k_requests for r in plan.rows if r.version == version]
+    return min(costs) if costs else None
+
+
+def drift_chart(history: list[dict[str, Any]], title: str) -> str:
+    """The worst check's statistic per stored report, over time, as an inline SVG."""
     from aiflywheel.reports.charts import line_chart_svg
 
     points = [h for h in history if isinstance(h.get("worst_value"), (int, float))]
-    xs = list(range(1, len(points) + 1))
-    series = {"worst": [float(h["worst_value"]) for h in points]}
-    if threshold is not None and points:
-        series["threshold"] = [threshold] * len(points)
     return line_chart_svg(
-        xs,
-        series,
+        list(range(1, len(points) + 1)),
+        {"worst check": [float(h["worst_value"]) for h in points]},
         title=title,
-        x_label="report #",
+        x_label="stored report",
         y_label="statistic",
-        dashed=("threshold",),
     )
 
 
@@ -105,24 +111,28 @@ def add_routes(router: APIRouter, console: Any, page: Callable, act: Callable) -
             require_feature(console.store, name)
         return names, name
 
-    @router.get("/drift")
-    @page("view")
-    def drift(request: Request, user: Any) -> Response:
+    def drift_page(request: Request, user: Any, *, save: bool) -> Response:
         from aiflywheel.monitoring.drift import drift_report
 
         names, name = chosen(request)
         report, chart = None, ""
         if name:
-            report = drift_report(name, store=console.store, settings=_settings()).model_dump(
-                mode="json"
-            )
-            worst = max(report["checks"], key=lambda c: c.get("value") or 0, default=None)
-            chart = drift_chart(
-                report["history"], f"{name}: drift", worst["threshold"] if worst else None
-            )
+            report = drift_report(
+                name, store=console.store, settings=_settings(), save=save
+            ).model_dump(mode="json")
+            chart = drift_chart(report["history"], f"{name}: drift")
         return console.render(
             request, "drift.html.j2", user, features=names, feature=name, r=report, chart=chart
         )
+
+    @router.get("/drift")
+    @page("view")
+    def drift(request: Request, user: Any) -> Response:
+        return drift_page(request, user, save=False)
+
+    @router.post("/drift")
+    async def drift_record(request: Request) -> Response:
+        return await act(request, "view", lambda form, user: drift_page(request, user, save=True))
 
     @router.get("/insights")
     @page("view")
