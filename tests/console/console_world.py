@@ -10,8 +10,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from aiflywheel.core.versions import promote  # noqa: E402
+from aiflywheel.data.dataset import Dataset, Record  # noqa: E402
 from aiflywheel.store import Store  # noqa: E402
 from test_serve import FEATURE, register_tfidf  # noqa: E402
+from tiny_models import sentiment_rows  # noqa: E402
 
 TEXTS = [
     ("great product, love it", "positive", "positive"),
@@ -30,7 +32,19 @@ class World:
     feedback_ids: list[int]
 
 
+def write_splits(models: Path) -> None:
+    """The rows the TF-IDF versions learned from, where drift checks look for them."""
+    rows = sentiment_rows()
+    (models / "splits").mkdir(parents=True, exist_ok=True)
+    parts = {"train": rows[:180], "val": rows[180:210], "test": rows[210:]}
+    for name, part in parts.items():
+        Dataset(
+            Record(id=f"{name}-{i}", text=text, label=label) for i, (text, label) in enumerate(part)
+        ).to_jsonl(models / "splits" / f"{name}.jsonl")
+
+
 def build_world(store: Store, models: Path) -> World:
+    write_splits(models)
     good = {"macro_f1": 0.9, "macro_f1_ci": [0.85, 0.95], "accuracy": 0.9,
             "baseline_name": "majority", "baseline_macro_f1": 0.33, "beats_baseline": True}
     register_tfidf(store, models, metrics=good)

@@ -268,3 +268,21 @@ def test_admin_creates_and_revokes_keys_and_a_revoked_session_ends(client, world
     assert other.get("/console/review", follow_redirects=False).status_code == 303
     bad_role = client.post("/console/keys/create", data={"role": "root", "csrf": token})
     assert bad_role.status_code == 409 and "reviewer" in bad_role.text
+
+
+def test_drift_page_computes_records_and_charts_the_history(client, world) -> None:
+    store, w = world
+    sign_in(client, w.keys["viewer"])
+    page = client.get("/console/drift?feature=tiny-sentiment")
+    assert page.status_code == 200, page.text[-600:]
+    assert 'id="drift-checks"' in page.text and "No stored reports yet" in page.text
+    token = CSRF.search(page.text).group(1)
+    for _ in range(2):
+        recorded = client.post("/console/drift?feature=tiny-sentiment", data={"csrf": token})
+        assert recorded.status_code == 200
+    assert recorded.text.count("<tr><td>20") == 2  # two stored reports in the history
+    assert "<svg" in recorded.text
+    overview = client.get("/console")
+    assert "/console/drift?feature=tiny-sentiment" in overview.text
+    forged = client.post("/console/drift?feature=tiny-sentiment", data={})
+    assert forged.status_code == 403
