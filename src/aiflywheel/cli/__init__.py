@@ -1,8 +1,8 @@
 """The ``flywheel`` command line: each command a few lines over a stage.
 
 One module per command group (``data``, ``models``, ``runs``, ``loop``, ``serve``,
-``compress``; the assistant's commands live in its task folder). Errors a user can fix
-are printed in one line (no traceback) and exit with status 2.
+``compress``, ``analytics``; the assistant's commands live in its task folder). Errors a
+user can fix are printed in one line (no traceback) and exit with status 2.
 """
 
 from __future__ import annotations
@@ -46,6 +46,11 @@ def _register_more_commands() -> None:
     demo_app.command("turn")(loop_commands.demo_turn_command)
     demo_app.command("assistant-turn")(assistant_commands.demo_turn_command)
     app.add_typer(demo_app, name="demo")
+    from aiflywheel.cli import analytics
+
+    app.command("drift")(analytics.drift_command)
+    app.command("insights")(analytics.insights_command)
+    app.command("plan")(analytics.plan_command)
 
 
 _register_more_commands()
@@ -71,7 +76,10 @@ def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app; user errors print one line and exit 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        # click returns typer.Exit's code instead of raising it in non-standalone mode
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool):
+            return code
     except TrainingInterrupted as exc:
         Console(stderr=True).print(
             f"interrupted: {escape(str(exc))}", highlight=False, soft_wrap=True

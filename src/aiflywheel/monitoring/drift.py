@@ -27,7 +27,8 @@ embedding              auc        a classifier two-sample test: cross-validated 
                                   the reference
 =====================  =========  ===================================================
 
-Thresholds come from the recipe's ``monitor.drift`` (PSI above ``psi_threshold``; KS D
+Thresholds come from the recipe's ``monitor.drift`` (PSI above ``psi_threshold`` plus the
+small-sample bias of PSI, ``psi_limit``, so the check's threshold grows for small samples; KS D
 above ``ks_threshold`` with p below ``ks_pvalue``; AUC above ``embedding_auc``); a window
 with fewer than ``min_rows`` predictions shows its figures but raises no alarm. Every
 report is stored (``drift_reports``) and comes back with the feature's history.
@@ -107,14 +108,26 @@ def category_psi(reference: Sequence[str], window: Sequence[str]) -> float:
     return psi([ref[c] for c in categories], [cur[c] for c in categories])
 
 
-def numeric_psi(reference: Sequence[float], window: Sequence[float], bins: int = 10) -> float:
-    """PSI over the reference's quantile bins (ties merge bins)."""
+def psi_limit(threshold: float, bins: int, n_reference: int, n_window: int) -> float:
+    """``threshold`` plus what PSI reads between two samples of one distribution: PSI is
+    about a chi-square statistic over the sample sizes, so with no shift it averages
+    ``(bins - 1) * (1/n_reference + 1/n_window)`` (0.24 for 10 bins, 60 and 100 rows);
+    small windows would otherwise alarm on noise."""
+    return round(threshold + max(0, bins - 1) * (1 / max(1, n_reference) + 1 / max(1, n_window)), 4)
+
+
+def numeric_psi(
+    reference: Sequence[float], window: Sequence[float], bins: int = 10, *, with_bins: bool = False
+):
+    """PSI over the reference's quantile bins (ties merge bins); with ``with_bins``, also
+    the number of bins used."""
     ref = np.asarray(reference, dtype=float)
     cur = np.asarray(window, dtype=float)
     edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1))[1:-1])
     ref_bins = np.bincount(np.searchsorted(edges, ref, side="right"), minlength=len(edges) + 1)
     cur_bins = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=len(edges) + 1)
-    return psi(ref_bins, cur_bins)
+    value = psi(ref_bins, cur_bins)
+    return (value, len(edges) + 1) if with_bins else value
 
 
 def ks(reference: Sequence[float], window: Sequence[float]) -> tuple[float, float]:
@@ -229,8 +242,9 @@ class _Checks:
     def numeric(self, name: str, reference: Sequence[float], window: Sequence[float], what: str):
         c = self.config
         detail = f"mean {what}: reference {_mean(reference)}, window {_mean(window)}"
-        value = numeric_psi(reference, window, c.bins)
-        self.add(name, "psi", value, c.psi_threshold, value > c.psi_threshold, detail)
+        value, bins = numeric_psi(reference, window, c.bins, with_bins=True)
+        limit = psi_limit(c.psi_threshold, bins, len(reference), len(window))
+        self.add(name, "psi", value, limit, value > limit, detail)
         d, p = ks(reference, window)
         alarm = d > c.ks_threshold and p < c.ks_pvalue
         self.add(name, "ks", d, c.ks_threshold, alarm, f"{detail}; p={p:.2g}")
@@ -239,7 +253,9 @@ class _Checks:
         c = self.config
         value = category_psi(reference, window)
         detail = f"reference {_shares(reference, order)}; window {_shares(window, order)}"
-        self.add(name, "psi", value, c.psi_threshold, value > c.psi_threshold, detail)
+        bins = len(set(reference) | set(window))
+        limit = psi_limit(c.psi_threshold, bins, len(reference), len(window))
+        self.add(name, "psi", value, limit, value > limit, detail)
 
 
 def _window(store: Store, feature: str, version: int, size: int) -> list[tuple[str, dict]]:

@@ -164,6 +164,7 @@ def create_app(config: ServeConfig | None = None, store: Store | None = None) ->
             hook=metrics.writer_hook,
         )
         metrics.watch_backlog(lambda: writer.backlog, lambda: writer.shadow_backlog)
+        metrics.watch_drift(the_store)
         writer.start()
         models = ServingModels(the_store, config, metrics, writer)
         auth = Authenticator(

@@ -1,0 +1,1 @@
+"""Insight mining over feedback, corrections and handoffs (``topics``)."""

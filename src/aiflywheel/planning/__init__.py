@@ -1,0 +1,1 @@
+"""Cost and capacity planning of a feature's versions (``capacity``)."""
