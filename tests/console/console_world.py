@@ -33,7 +33,7 @@ class World:
 
 
 def write_splits(models: Path) -> None:
-    """The rows the TF-IDF versions learned from, where drift checks look for them."""
+    """The rows a TF-IDF version learned from, beside it (where drift checks look)."""
     rows = sentiment_rows()
     (models / "splits").mkdir(parents=True, exist_ok=True)
     parts = {"train": rows[:180], "val": rows[180:210], "test": rows[210:]}
@@ -44,11 +44,12 @@ def write_splits(models: Path) -> None:
 
 
 def build_world(store: Store, models: Path) -> World:
-    write_splits(models)
+    for folder in ("v1", "v2"):  # each version in its own folder, as runs keep them
+        write_splits(models / folder)
     good = {"macro_f1": 0.9, "macro_f1_ci": [0.85, 0.95], "accuracy": 0.9,
             "baseline_name": "majority", "baseline_macro_f1": 0.33, "beats_baseline": True}
-    register_tfidf(store, models, metrics=good)
-    register_tfidf(store, models, metrics={**good, "macro_f1": 0.92}, C=2.0)
+    register_tfidf(store, models / "v1", metrics=good)
+    register_tfidf(store, models / "v2", metrics={**good, "macro_f1": 0.92}, C=2.0)
     promote(store, FEATURE, 1, actor="setup", reason="first champion")
     rows, ids = [], []
     for text, predicted, _ in TEXTS:
@@ -71,6 +72,15 @@ def build_world(store: Store, models: Path) -> World:
         else:
             item, _ = store.add_feedback(row["id"], corrected_label=truth, comment="wrong")
         ids.append(item.id)
+    run_dir = models / "run-train"
+    run_dir.mkdir()
+    (run_dir / "train_log.jsonl").write_text(
+        '{"epoch": 1, "loss": 0.69}\n{"epoch": 2, "loss": 0.41}\n', encoding="utf-8"
+    )
+    run = store.start_run(FEATURE, "train", str(run_dir))
+    store.finish_run(run.id, status="succeeded", summary={"macro_f1": 0.9})
+    failed = store.start_run(FEATURE, "retrain", str(models / "run-gone"))
+    store.finish_run(failed.id, status="failed", error="DataError: the splits are missing")
     keys = {
         role: store.create_api_key(role, f"{role}-person")[0]
         for role in ("admin", "reviewer", "viewer", "client")

@@ -67,6 +67,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Stor
     home = tmp_path_factory.mktemp("console-home")
     store = Store(f"sqlite:///{home / 'flywheel.db'}")
     world = build_world(store, home / "models")
+    from aiflywheel.planning.capacity import measure_version
+
+    for version in (1, 2):  # serving figures for the planner, as `flywheel plan --measure`
+        measure_version(world.feature, version, store=store, texts=16)
     port = free_port()
     log = home / "console.log"
     env = {**os.environ, "FLYWHEEL_HOME": str(home)}
@@ -198,7 +202,7 @@ def test_switch_language_read_drift_and_planner_and_screenshot_every_page(
 ) -> None:
     base, store, world = server
     context, page = signed_in(browser, base, world.keys["admin"])
-    run_id = store.list_runs(limit=1)[0][0].id if store.list_runs(limit=1) else None
+    run_id = next(r.id for r, _ in store.list_runs() if r.status == "succeeded")
     pages = {
         "features": "/console",
         "feature": "/console/features/tiny-sentiment",
@@ -208,10 +212,10 @@ def test_switch_language_read_drift_and_planner_and_screenshot_every_page(
         "runs": "/console/runs",
         "keys": "/console/keys",
         "drift": "/console/drift?feature=tiny-sentiment",
+        "insights": "/console/insights?feature=tiny-sentiment&embedder=tfidf",
         "planner": "/console/planner?feature=tiny-sentiment",
+        "run": f"/console/runs/{run_id}",
     }
-    if run_id:
-        pages["run"] = f"/console/runs/{run_id}"
     for lang, word in (("en", "Features"), ("zh", "功能")):
         page.goto(f"{base}/console")
         page.click(f"button[data-lang='{lang}']")
@@ -230,8 +234,10 @@ def test_switch_language_read_drift_and_planner_and_screenshot_every_page(
     assert again.locator("#drift-history tbody tr").count() == 1
     assert again.locator(".chart svg").count() == 1
     shot(again, "drift-recorded-zh")
-    # Planner: a non-positive QPS is refused with a message naming the field.
+    # Planner: measured versions are priced; a non-positive QPS is refused, naming it.
     again.goto(f"{base}/console/planner?feature=tiny-sentiment")
+    costs = again.locator("#plan tr[data-version='1'] td").nth(6).inner_text()
+    assert float(costs) > 0
     again.fill("#planner-form input[name=qps]", "-5")
     again.click("#planner-form button[type=submit]")
     assert "qps" in again.locator("#planner-error").inner_text()

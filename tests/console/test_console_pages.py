@@ -286,3 +286,36 @@ def test_drift_page_computes_records_and_charts_the_history(client, world) -> No
     assert "/console/drift?feature=tiny-sentiment" in overview.text
     forged = client.post("/console/drift?feature=tiny-sentiment", data={})
     assert forged.status_code == 403
+
+
+def test_planner_prices_versions_and_names_a_non_positive_field(client, world) -> None:
+    store, w = world
+    sign_in(client, w.keys["viewer"])
+    page = client.get("/console/planner?feature=tiny-sentiment")
+    assert page.status_code == 200 and 'id="plan"' in page.text
+    assert 'data-version="1"' in page.text and 'data-version="2"' in page.text
+    for query, field in (
+        ("qps=0", "qps"),
+        ("qps=abc", "qps"),
+        ("p95_ms=-3", "p95_ms"),
+        ("price_cpu_core_hour=-1", "price_cpu_core_hour"),
+        ("price_gpu_hour=0", "price_gpu_hour"),
+    ):
+        bad = client.get(f"/console/planner?feature=tiny-sentiment&{query}")
+        assert bad.status_code == 422, query
+        error = re.search(r'id="planner-error">([^<]+)<', bad.text).group(1)
+        assert error.startswith(f"{field} must be a"), (query, error)
+    unknown = client.get("/console/planner?feature=nope")
+    assert unknown.status_code == 404 and "tiny-sentiment" in unknown.text
+
+
+def test_runs_list_status_and_show_log_tails(client, world) -> None:
+    store, w = world
+    sign_in(client, w.keys["viewer"])
+    runs = client.get("/console/runs")
+    assert runs.status_code == 200
+    assert "succeeded" in runs.text and "the splits are missing" in runs.text
+    run_id = next(r.id for r, _ in store.list_runs() if r.status == "succeeded")
+    detail = client.get(f"/console/runs/{run_id}")
+    assert "train_log.jsonl" in detail.text and '"loss": 0.41' in html.unescape(detail.text)
+    assert client.get("/console/runs/nope").status_code == 404

@@ -21,6 +21,7 @@ log = logging.getLogger("aiflywheel.console")
 # The load the Features page prices each champion at (the Planner page takes any).
 OVERVIEW_QPS = 10.0
 OVERVIEW_P95_MS = 500.0
+EMBEDDERS = ("auto", "tfidf", "e5-small")  # how insights embed texts (auto: e5 if it loads)
 
 
 def _settings():
@@ -57,10 +58,8 @@ def feature_extras(store: Store, features: list[str]) -> dict[str, dict[str, Any
 
 
 def _champion_cost(store: Store, settings: Any, feature: str, version: int) -> float | None:
-    try:
-        from aiflywheel.planning.capacity import plan_capacity
-    except ImportError:  # the planner is not part of this build yet
-        return None
+    from aiflywheel.planning.capacity import plan_capacity
+
     plan = plan_capacity(
         feature,
         store=store,
@@ -87,11 +86,12 @@ def drift_chart(history: list[dict[str, Any]], title: str) -> str:
     )
 
 
-def parse_positive(form: Any, field: str, default: float | None = None) -> float:
-    """A positive number from a form field; else ``DataError`` naming the field."""
-    text = str(form.get(field) or "").strip()
-    if not text and default is not None:
+def parse_positive(form: Any, field: str, default: float) -> float:
+    """A positive number from a form field (``default`` when absent); else ``DataError``
+    naming the field."""
+    if field not in form:
         return default
+    text = str(form.get(field) or "").strip()
     try:
         value = float(text)
     except ValueError:
@@ -140,34 +140,70 @@ def add_routes(router: APIRouter, console: Any, page: Callable, act: Callable) -
         from aiflywheel.insights.topics import mine_insights
 
         names, name = chosen(request)
+        embedder = request.query_params.get("embedder", "auto")
+        if embedder not in EMBEDDERS:
+            raise DataError(f"embedder must be one of {', '.join(EMBEDDERS)}, got {embedder!r}")
         report = None
         if name:
-            report = mine_insights(name, store=console.store, settings=_settings()).model_dump(
-                mode="json"
-            )
+            report = mine_insights(
+                name, store=console.store, settings=_settings(), embedder=embedder
+            ).model_dump(mode="json")
         return console.render(
-            request, "insights.html.j2", user, features=names, feature=name, r=report
+            request,
+            "insights.html.j2",
+            user,
+            features=names,
+            feature=name,
+            r=report,
+            embedder=embedder,
+            embedders=EMBEDDERS,
         )
+
+    @router.post("/insights/send")
+    async def insights_send(request: Request) -> Response:
+        def work(form: Any, user: Any) -> Response:
+            from aiflywheel.console.app import local_path, redirect
+            from aiflywheel.console.views import int_field
+            from aiflywheel.insights.topics import send_gap_draft
+
+            name = str(form.get("feature") or "")
+            sent = send_gap_draft(
+                name,
+                int_field(form.get("ticket_id"), "ticket_id"),
+                str(form.get("answer") or ""),
+                store=console.store,
+                actor=user.actor,
+            )
+            target = local_path(f"/console/review?feature={name}")
+            return redirect(f"{target}#fb-{sent.get('feedback_id', '')}", "sent")
+
+        return await act(request, "review", work)
 
     @router.get("/planner")
     @page("view")
     def planner(request: Request, user: Any) -> Response:
-        from aiflywheel.planning.capacity import plan_capacity
+        from aiflywheel.planning.capacity import PRICE_KEYS, plan_capacity, price_table
 
         names, name = chosen(request)
         q = request.query_params
+        settings = _settings()
+        prices = price_table(settings)
+        shown = {
+            "qps": q.get("qps", str(OVERVIEW_QPS)),
+            "p95_ms": q.get("p95_ms", str(OVERVIEW_P95_MS)),
+            **{key: q.get(key, f"{prices[key]:g}") for key in PRICE_KEYS},
+        }
         error, plan = "", None
-        asked = "qps" in q or "p95_ms" in q
-        qps = q.get("qps", str(OVERVIEW_QPS))
-        p95 = q.get("p95_ms", str(OVERVIEW_P95_MS))
         if name:
             try:
+                # Form fields override the price table for this page only (never stored).
+                edited = {key: parse_positive(q, key, prices[key]) for key in PRICE_KEYS}
                 plan = plan_capacity(
                     name,
                     store=console.store,
-                    settings=_settings(),
-                    qps=parse_positive(q, "qps", OVERVIEW_QPS if not asked else None),
-                    p95_ms=parse_positive(q, "p95_ms", OVERVIEW_P95_MS if not asked else None),
+                    settings=settings.model_copy(update={**edited, "prices_file": None}),
+                    qps=parse_positive(q, "qps", OVERVIEW_QPS),
+                    p95_ms=parse_positive(q, "p95_ms", OVERVIEW_P95_MS),
                 ).model_dump(mode="json")
             except FlywheelError as exc:
                 error = " ".join(str(exc).split())
@@ -180,6 +216,6 @@ def add_routes(router: APIRouter, console: Any, page: Callable, act: Callable) -
             feature=name,
             plan=plan,
             error=error,
-            qps=qps,
-            p95_ms=p95,
+            shown=shown,
+            price_keys=PRICE_KEYS,
         )

@@ -48,7 +48,7 @@ NAV = (
     ("planner", "/console/planner", "view"),
     ("keys", "/console/keys", "admin"),
 )
-NOTES = ("signed_out", "promoted", "rolled_back", "reviewed", "revoked", "language")
+NOTES = ("signed_out", "promoted", "rolled_back", "reviewed", "revoked", "sent", "answered")
 
 
 class Denied(Exception):
@@ -71,6 +71,7 @@ def _environment():
         lstrip_blocks=True,
     )
     env.filters["fig"] = views.figure
+    env.filters["money"] = lambda v: "–" if v is None else f"{v:.4g}"
     env.filters["pct"] = lambda v: "–" if v is None else f"{v:.1%}"
     env.filters["when"] = lambda v: "–" if v is None else f"{v:%Y-%m-%d %H:%M}"
     return env
@@ -129,8 +130,11 @@ class Console:
         """The posted form, after the CSRF check (403) and the role check (403)."""
         form = await request.form()
         user = await run_in_threadpool(self.user, request)
-        sid = user.sid if user is not None else request.cookies.get(ANON_COOKIE)
-        if not self.signer.check_csrf(sid, str(form.get("csrf") or "")):
+        token = str(form.get("csrf") or "")
+        # Either the session's token or (forms rendered before sign-in) the anonymous one:
+        # both cookies are HttpOnly and SameSite=Strict, so another site knows neither.
+        sids = [user.sid if user is not None else None, request.cookies.get(ANON_COOKIE)]
+        if not any(self.signer.check_csrf(sid, token) for sid in sids):
             raise Denied(403, "err.csrf")
         if permission is not None:
             if user is None:
@@ -187,7 +191,7 @@ class Console:
     ) -> HTMLResponse:
         back = request.headers.get("referer", "")
         return self.render(
-            request, "message.html.j2", user, status=status, text=text, back=_local(back)
+            request, "message.html.j2", user, status=status, text=text, back=local_path(back)
         )
 
 
@@ -202,7 +206,7 @@ def _cookie(response: Response, name: str, value: str, *, max_age: int, http_onl
     )
 
 
-def _local(target: str) -> str:
+def local_path(target: str) -> str:
     """``target`` if it is a console path on this server, else the console's home."""
     if "://" in target:
         target = "/" + target.split("://", 1)[1].partition("/")[2]
@@ -211,17 +215,10 @@ def _local(target: str) -> str:
     return PREFIX
 
 
-def _redirect(target: str, note: str | None = None) -> RedirectResponse:
+def redirect(target: str, note: str | None = None) -> RedirectResponse:
     if note:
         target += ("&" if "?" in target else "?") + urlencode({"note": note})
     return RedirectResponse(target, status_code=303)
-
-
-def _int(value: Any, field: str) -> int:
-    text = str(value or "").strip()
-    if not text.lstrip("-").isdigit():
-        raise DataError(f"{field} must be a whole number, got {text!r}")
-    return int(text)
 
 
 def _review_filter(source: Any) -> views.ReviewFilter:
@@ -233,7 +230,7 @@ def _review_filter(source: Any) -> views.ReviewFilter:
         state=state,
         predicted=str(source.get("predicted") or "").strip(),
         corrected=str(source.get("corrected") or "").strip(),
-        version=_int(version, "version") if version else None,
+        version=views.int_field(version, "version") if version else None,
     )
 
 
@@ -253,7 +250,7 @@ def mount_console(app: FastAPI) -> None:
                     user = console.require(request, permission)
                 except Denied as denied:
                     if denied.status == 401:
-                        return _redirect(
+                        return redirect(
                             f"{PREFIX}/login?" + urlencode({"next": str(request.url.path)})
                         )
                     raise
@@ -289,14 +286,14 @@ def mount_console(app: FastAPI) -> None:
     @router.get("/login")
     def login_page(request: Request) -> Response:
         return console.render(
-            request, "login.html.j2", None, next=_local(request.query_params.get("next", ""))
+            request, "login.html.j2", None, next=local_path(request.query_params.get("next", ""))
         )
 
     @router.post("/login")
     async def login(request: Request) -> Response:
         form, _ = await console.form(request, None)
         token = str(form.get("key") or "").strip()
-        target = _local(str(form.get("next") or ""))
+        target = local_path(str(form.get("next") or ""))
         row = await run_in_threadpool(console.store.authenticate, token)
         t = translator(console.lang(request))
         if row is None:
@@ -312,7 +309,7 @@ def mount_console(app: FastAPI) -> None:
                 next=target,
                 error=t("err.apikey", role=row.role),
             )
-        response = _redirect(target)
+        response = redirect(target)
         cookie = console.signer.session_cookie(row.key_id, row.name, row.role)
         _cookie(response, SESSION_COOKIE, cookie, max_age=SESSION_SECONDS)
         return response
@@ -320,7 +317,7 @@ def mount_console(app: FastAPI) -> None:
     @router.post("/logout")
     async def logout(request: Request) -> Response:
         await console.form(request, None)
-        response = _redirect(f"{PREFIX}/login", "signed_out")
+        response = redirect(f"{PREFIX}/login", "signed_out")
         response.delete_cookie(SESSION_COOKIE, path=PREFIX)
         return response
 
@@ -330,7 +327,7 @@ def mount_console(app: FastAPI) -> None:
         lang = str(form.get("lang") or "")
         if lang not in LANGUAGES:
             raise DataError(f"lang must be one of {', '.join(LANGUAGES)}, got {lang!r}")
-        response = _redirect(_local(str(form.get("next") or "")))
+        response = redirect(local_path(str(form.get("next") or "")))
         _cookie(response, LANG_COOKIE, lang, max_age=365 * 86400, http_only=False)
         return response
 
@@ -360,7 +357,7 @@ def mount_console(app: FastAPI) -> None:
     @page("view")
     def version(request: Request, user: ConsoleUser) -> Response:
         name = request.path_params["feature"]
-        number = _int(request.path_params["version"], "version")
+        number = views.int_field(request.path_params["version"], "version")
         detail = views.version_detail(console.store, name, number)
         return console.render(request, "version.html.j2", user, v=detail)
 
@@ -368,14 +365,14 @@ def mount_console(app: FastAPI) -> None:
     @page("view")
     def version_report(request: Request, user: ConsoleUser) -> Response:
         name = request.path_params["feature"]
-        number = _int(request.path_params["version"], "version")
+        number = views.int_field(request.path_params["version"], "version")
         path = views.version_report(console.store, name, number)
         return FileResponse(path, media_type="text/html; charset=utf-8")
 
     @router.post("/features/{feature}/versions/{version}/promote")
     async def promote(request: Request) -> Response:
         name = request.path_params["feature"]
-        number = _int(request.path_params["version"], "version")
+        number = views.int_field(request.path_params["version"], "version")
 
         def work(form: Any, user: ConsoleUser) -> Response:
             from aiflywheel.core.versions import promote as promote_version
@@ -391,7 +388,7 @@ def mount_console(app: FastAPI) -> None:
                 reason=reason,
                 force=form.get("force") == "on",
             )
-            return _redirect(f"{PREFIX}/features/{name}/versions/{number}", "promoted")
+            return redirect(f"{PREFIX}/features/{name}/versions/{number}", "promoted")
 
         return await act(request, "admin", work)
 
@@ -411,9 +408,9 @@ def mount_console(app: FastAPI) -> None:
                 name,
                 actor=user.actor,
                 reason=reason,
-                to_version=_int(to, "to") if to else None,
+                to_version=views.int_field(to, "to") if to else None,
             )
-            return _redirect(f"{PREFIX}/features/{name}/versions/{event.to_version}", "rolled_back")
+            return redirect(f"{PREFIX}/features/{name}/versions/{event.to_version}", "rolled_back")
 
         return await act(request, "admin", work)
 
@@ -437,14 +434,30 @@ def mount_console(app: FastAPI) -> None:
             total=len(items),
             counts=counts,
             labels=views.label_choices(items),
+            handoffs=views.handoffs(console.store, name) if name else [],
         )
+
+    @router.post("/review/answer")
+    async def review_answer(request: Request) -> Response:
+        def work(form: Any, user: ConsoleUser) -> Response:
+            name = str(form.get("feature") or "")
+            views.answer_handoff(
+                console.store,
+                name,
+                views.int_field(form.get("ref"), "ref"),
+                str(form.get("answer") or ""),
+                actor=user.actor,
+            )
+            return redirect(local_path(str(form.get("next") or "")), "answered")
+
+        return await act(request, "review", work)
 
     @router.post("/review/decide")
     async def review_decide(request: Request) -> Response:
         def work(form: Any, user: ConsoleUser) -> Response:
             name = str(form.get("feature") or "")
             views.require_feature(console.store, name)
-            fid = _int(form.get("id"), "id")
+            fid = views.int_field(form.get("id"), "id")
             views.decide_feedback(
                 console.store,
                 name,
@@ -453,7 +466,7 @@ def mount_console(app: FastAPI) -> None:
                 label=str(form.get("label") or "") or None,
                 reviewer=user.actor,
             )
-            return _redirect(_local(str(form.get("next") or "")), "reviewed")
+            return redirect(local_path(str(form.get("next") or "")), "reviewed")
 
         return await act(request, "review", work)
 
@@ -472,7 +485,7 @@ def mount_console(app: FastAPI) -> None:
                 label=str(form.get("label") or "") or None,
                 reviewer=user.actor,
             )
-            return _redirect(_local(str(form.get("next") or "")), "reviewed")
+            return redirect(local_path(str(form.get("next") or "")), "reviewed")
 
         return await act(request, "review", work)
 
@@ -546,7 +559,7 @@ def mount_console(app: FastAPI) -> None:
     async def keys_revoke(request: Request) -> Response:
         def work(form: Any, user: ConsoleUser) -> Response:
             console.store.revoke_api_key(str(form.get("key_id") or ""))
-            return _redirect(f"{PREFIX}/keys", "revoked")
+            return redirect(f"{PREFIX}/keys", "revoked")
 
         return await act(request, "admin", work)
 

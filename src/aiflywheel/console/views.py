@@ -246,6 +246,36 @@ def decide_feedback(
     )
 
 
+HANDOFFS_SHOWN = 50
+
+
+def handoffs(store: Store, feature: str) -> list[Any]:
+    """The newest questions ``feature`` handed to a person (empty for tasks that never
+    hand off), for reviewers to answer into the review queue."""
+    row = require_feature(store, feature)
+    found = get_task(row.task).handoff_questions(feature, store=store)
+    return sorted(found, key=lambda h: h.ref, reverse=True)[:HANDOFFS_SHOWN]
+
+
+def answer_handoff(store: Store, feature: str, ref: int, answer: str, *, actor: str) -> dict:
+    """A reviewer's answer to a handoff: pending feedback in the same review queue."""
+    answer = (answer or "").strip()
+    if not answer:
+        raise DataError(
+            f"handoff {ref}: the answer is empty; give the text the customer should get"
+        )
+    row = require_feature(store, feature)
+    return get_task(row.task).send_draft(feature, ref, answer, store=store, actor=actor)
+
+
+def int_field(value: Any, field: str) -> int:
+    """A whole number from a form or path field; else ``DataError`` naming the field."""
+    text = str(value or "").strip()
+    if not text.lstrip("-").isdigit():
+        raise DataError(f"{field} must be a whole number, got {text!r}")
+    return int(text)
+
+
 def label_choices(items: list[FeedbackItem]) -> list[str]:
     """Labels seen in the queue's predictions (for the relabel picker)."""
     seen: set[str] = set()
