@@ -270,18 +270,21 @@ def test_admin_creates_and_revokes_keys_and_a_revoked_session_ends(client, world
     assert bad_role.status_code == 409 and "reviewer" in bad_role.text
 
 
-def test_drift_page_computes_records_and_charts_the_history(client, world) -> None:
+def test_drift_page_reads_stored_reports_and_records_one_on_request(client, world) -> None:
     store, w = world
     sign_in(client, w.keys["viewer"])
     page = client.get("/console/drift?feature=tiny-sentiment")
     assert page.status_code == 200, page.text[-600:]
-    assert 'id="drift-checks"' in page.text and "No stored reports yet" in page.text
+    assert 'id="drift-none"' in page.text and 'id="drift-checks"' not in page.text
     token = CSRF.search(page.text).group(1)
     for _ in range(2):
         recorded = client.post("/console/drift?feature=tiny-sentiment", data={"csrf": token})
         assert recorded.status_code == 200
-    assert recorded.text.count("<tr><td>20") == 2  # two stored reports in the history
-    assert "<svg" in recorded.text
+    assert 'id="drift-checks"' in recorded.text and "<svg" in recorded.text
+    stored = client.get("/console/drift?feature=tiny-sentiment")
+    history = stored.text.split('id="drift-history"')[1]
+    assert history.count("<tr><td>20") == 2  # two stored reports, newest first
+    assert 'id="drift-checks"' in stored.text
     overview = client.get("/console")
     assert "/console/drift?feature=tiny-sentiment" in overview.text
     forged = client.post("/console/drift?feature=tiny-sentiment", data={})

@@ -86,6 +86,45 @@ def drift_chart(history: list[dict[str, Any]], title: str) -> str:
     )
 
 
+def fresh_drift(store: Store, feature: str) -> dict[str, Any]:
+    """Compute and store a drift report now (it joins the history)."""
+    from aiflywheel.monitoring.drift import drift_report
+
+    return drift_report(feature, store=store, settings=_settings(), save=True).model_dump(
+        mode="json"
+    )
+
+
+def stored_drift(store: Store, feature: str) -> dict[str, Any] | None:
+    """The newest stored drift report with the history (the keys of ``DriftReport``), or
+    None when none was computed yet: reading the page computes nothing (the server
+    refreshes stale reports in the background; "record now" computes one)."""
+    from aiflywheel.monitoring.records import report_history
+
+    rows = report_history(store, feature)
+    if not rows:
+        return None
+    newest = rows[-1]
+    return {
+        "feature": feature,
+        "version": newest.version,
+        "window_rows": newest.window_rows,
+        "reference_rows": newest.reference_rows,
+        "computed_at": newest.computed_at.isoformat(timespec="seconds"),
+        "alarm": newest.alarm,
+        "checks": list(newest.checks or []),
+        "history": [
+            {
+                "computed_at": row.computed_at.isoformat(timespec="seconds"),
+                "alarm": row.alarm,
+                "worst_check": row.worst_check,
+                "worst_value": row.worst_value,
+            }
+            for row in rows
+        ],
+    }
+
+
 def parse_positive(form: Any, field: str, default: float) -> float:
     """A positive number from a form field (``default`` when absent); else ``DataError``
     naming the field."""
@@ -111,15 +150,14 @@ def add_routes(router: APIRouter, console: Any, page: Callable, act: Callable) -
             require_feature(console.store, name)
         return names, name
 
-    def drift_page(request: Request, user: Any, *, save: bool) -> Response:
-        from aiflywheel.monitoring.drift import drift_report
-
+    def drift_page(request: Request, user: Any, *, compute: bool) -> Response:
         names, name = chosen(request)
         report, chart = None, ""
         if name:
-            report = drift_report(
-                name, store=console.store, settings=_settings(), save=save
-            ).model_dump(mode="json")
+            report = (
+                fresh_drift(console.store, name) if compute else stored_drift(console.store, name)
+            )
+        if report is not None:
             chart = drift_chart(report["history"], f"{name}: drift")
         return console.render(
             request, "drift.html.j2", user, features=names, feature=name, r=report, chart=chart
@@ -128,11 +166,13 @@ def add_routes(router: APIRouter, console: Any, page: Callable, act: Callable) -
     @router.get("/drift")
     @page("view")
     def drift(request: Request, user: Any) -> Response:
-        return drift_page(request, user, save=False)
+        return drift_page(request, user, compute=False)
 
     @router.post("/drift")
     async def drift_record(request: Request) -> Response:
-        return await act(request, "view", lambda form, user: drift_page(request, user, save=True))
+        return await act(
+            request, "view", lambda form, user: drift_page(request, user, compute=True)
+        )
 
     @router.get("/insights")
     @page("view")

@@ -178,8 +178,11 @@ EN: dict[str, str] = {
     "drift.window": "last {n} predictions vs {m} training rows",
     "drift.history": "Worst check over time",
     "drift.record": "Record a report now",
-    "drift.recordhelp": "Adds this window's figures to the history (`flywheel drift` does too).",
+    "drift.recordhelp": "Adds the newest window's figures to the history (`flywheel drift` "
+    "and the server's background refresh do too).",
     "drift.worst": "Worst check",
+    "drift.slow": "Computing embeds the window and the training sample: it can take a minute "
+    "on a CPU.",
     "drift.nohistory": "No stored reports yet: record one, or run `flywheel drift FEATURE`.",
     "col.when": "When",
     "insights.topics": "Topics in feedback, corrections and handoffs",
@@ -369,8 +372,9 @@ ZH: dict[str, str] = {
     "drift.window": "最近 {n} 条预测 对比 {m} 条训练数据",
     "drift.history": "最差检查项随时间变化",
     "drift.record": "立即记录一次报告",
-    "drift.recordhelp": "把当前窗口的数值加入历史（`flywheel drift` 也会记录）。",
+    "drift.recordhelp": "把最新窗口的数值加入历史（`flywheel drift` 和服务端后台刷新也会记录）。",
     "drift.worst": "最差检查项",
+    "drift.slow": "计算需要对窗口和训练样本做向量化，在 CPU 上可能需要一分钟。",
     "drift.nohistory": "还没有保存的报告：点击记录，或运行 `flywheel drift FEATURE`。",
     "col.when": "时间",
     "insights.topics": "反馈、纠正与转人工中的主题",
