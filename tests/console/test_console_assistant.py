@@ -94,3 +94,28 @@ def test_handoffs_are_answered_into_the_review_queue(tiny_bert: Path) -> None:
         assert relabel.status_code == 422
         insights = api.get("/console/insights?feature=helpdesk&embedder=tfidf")
         assert insights.status_code == 200, insights.text[-500:]
+        # An edited FAQ draft for another handoff goes to the same queue, pending.
+        other = api.post(
+            "/v1/chat/completions",
+            json={"model": "helpdesk",
+                  "messages": [{"role": "user", "content": "I want to talk to a human"}]},
+            headers={"Authorization": f"Bearer {client_key}"},
+        ).json()["flywheel"]["ticket_id"]
+        sent = api.post(
+            "/console/insights/send",
+            data={"feature": "helpdesk", "ticket_id": other, "csrf": token,
+                  "answer": "Use the contact form under Help; a person answers within a day."},
+            follow_redirects=False,
+        )
+        assert sent.status_code == 303 and "note=sent" in sent.headers["location"]
+        pending = store.list_feedback("helpdesk", state="pending")
+        assert [i.corrected_answer for i in pending] == [
+            "Use the contact form under Help; a person answers within a day."
+        ]
+        # The first ticket's answer was reviewed: answering it again says so, changes nothing.
+        again = api.post(
+            "/console/insights/send",
+            data={"feature": "helpdesk", "ticket_id": ticket, "csrf": token, "answer": "new"},
+        )
+        assert again.status_code == 409 and "reviewed" in html.unescape(again.text)
+        assert len(store.list_feedback("helpdesk")) == 2

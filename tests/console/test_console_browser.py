@@ -95,6 +95,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Stor
                 pytest.fail(f"flywheel console never became ready:\n{log.read_text()}")
             time.sleep(0.1)
         assert f"{base}/console" in log.read_text()  # it printed the URL to open
+        # With a server already answering there, `flywheel console` only prints its URL.
+        again = subprocess.run(
+            [*command, "--port", str(port)], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert (again.returncode, again.stdout) == (0, f"{base}/console\n"), again.stderr
         yield base, store, world
     finally:
         proc.terminate()

@@ -322,3 +322,17 @@ def test_runs_list_status_and_show_log_tails(client, world) -> None:
     detail = client.get(f"/console/runs/{run_id}")
     assert "train_log.jsonl" in detail.text and '"loss": 0.41' in html.unescape(detail.text)
     assert client.get("/console/runs/nope").status_code == 404
+
+
+def test_without_auth_the_console_opens_without_sign_in_but_still_checks_csrf(world) -> None:
+    store, w = world
+    with TestClient(create_app(ServeConfig(auth=False), store), base_url="http://testserver") as c:
+        page = c.get("/console/features/tiny-sentiment/versions/2")
+        assert page.status_code == 200 and "anonymous (auth off)" in page.text
+        token = CSRF.search(page.text).group(1)
+        url = "/console/features/tiny-sentiment/versions/2/promote"
+        assert c.post(url, data={"reason": "demo"}).status_code == 403
+        assert store.champion("tiny-sentiment").version == 1
+        done = c.post(url, data={"reason": "demo", "csrf": token}, follow_redirects=False)
+        assert done.status_code == 303 and store.champion("tiny-sentiment").version == 2
+        assert store.list_audit("tiny-sentiment")[-1].actor == "anonymous (auth off)"
