@@ -126,13 +126,15 @@ def insights_command(
         )
     print_table(console, table)
     if report.gaps:
-        gaps = Table("volume", "question the knowledge does not cover", "draft from", "tickets")
+        gaps = Table(
+            "volume", "question the knowledge does not cover", "draft from", "open tickets"
+        )
         for gap in report.gaps:
             gaps.add_row(
                 str(gap.volume),
                 escape(gap.question),
                 gap.draft_from,
-                " ".join(map(str, gap.ticket_ids[:8])),
+                " ".join(map(str, gap.open_ticket_ids[:8])) or "none (all answered)",
             )
         print_table(console, gaps)
         console.print(
@@ -144,6 +146,19 @@ def _money(value: float | None) -> str:
     if value is None:
         return "–"
     return f"{value:.4g}" if value < 1 else f"{value:,.2f}"
+
+
+def _source_label(source: str) -> str:
+    """The source in one word for the table (the full text is printed under it)."""
+    for prefix, label in (
+        ("flywheel plan --measure", "measured"),
+        ("flywheel compress", "compress"),
+        ("assumed", "assumed"),
+        ("not measured", "none"),
+    ):
+        if source.startswith(prefix):
+            return label
+    return source[:20]
 
 
 def plan_command(
@@ -215,9 +230,12 @@ def plan_command(
             _money(row.monthly_cost),
             _money(row.retrain_cost),
             {True: "yes", False: "NO", None: "–"}[row.meets_p95],
-            escape(row.source),
+            _source_label(row.source),
         )
     print_table(console, table)
+    for row in plan.rows:
+        name = f"v{row.version}" if row.version is not None else row.variant
+        console.print(f"[dim]{name}: {escape(row.source)}[/dim]", highlight=False)
     p = plan.prices
     console.print(
         f"{feature} at {plan.qps:g} req/s within p95 {plan.p95_ms:g} ms; prices: core-hour "

@@ -173,6 +173,7 @@ class HandoffQuestion:
     text: str  # the question, as the store keeps it (redacted)
     created_at: Any  # datetime
     uncovered: bool  # True: the knowledge did not answer it (not a request for a person)
+    open: bool = True  # False: someone already answered it (the answer is in review)
 
 
 @runtime_checkable
@@ -220,9 +221,17 @@ class Task(Protocol):
         """Champion's data + accepted feedback -> candidate -> gate -> promote or keep."""
 
     def drift_reference(
-        self, model_path: str | Path, *, feature: str, store: Store, limit: int, seed: int
+        self,
+        model_path: str | Path,
+        *,
+        feature: str,
+        store: Store,
+        limit: int,
+        seed: int,
+        with_outputs: bool = True,
     ) -> DriftReference:
-        """The training data of a registered version's folder, for drift checks."""
+        """The training data of a registered version's folder, for drift checks (without
+        ``heldout_outputs`` when ``with_outputs`` is False: texts only, no model run)."""
 
     def drift_encoder(
         self, model_path: str | Path, *, settings: Settings

@@ -89,6 +89,9 @@ class Gap(_Model):
         description="knowledge: the closest passage of the serving version's knowledge."
     )
     ticket_ids: list[int] = Field(description="The handoff tickets of the group.")
+    open_ticket_ids: list[int] = Field(
+        description="Those nobody answered yet (the others' answers are in review or learned)."
+    )
     examples: list[str] = Field(description="Other questions of the group.")
 
 
@@ -224,14 +227,14 @@ def _groups(vectors: np.ndarray, max_topics: int, seed: int) -> list[_Group]:
 # -- the report ------------------------------------------------------------------------------
 
 
-def _texts(feature: str, store: Store, task) -> list[_Text]:
+def _texts(feature: str, store: Store, handoffs) -> list[_Text]:
     out: list[_Text] = []
     for item in store.list_feedback(feature):
         if item.correction:
             out.append(_Text(item.text, item.created_at, "correction", item.id))
         elif (item.comment or "").strip():
             out.append(_Text(item.comment.strip(), item.created_at, "feedback", item.id))
-    for q in task.handoff_questions(feature, store=store):
+    for q in handoffs:
         out.append(_Text(q.text, q.created_at, "handoff", q.ref))
     return out
 
@@ -257,8 +260,10 @@ def mine_insights(
         raise DataError(f"max_topics must be a whole number of at least 1, got {max_topics!r}")
     recipe, task_name = feature_recipe(store, feature)
     task = get_task(task_name)
-    items = _texts(feature, store, task)
-    uncovered = {q.ref for q in task.handoff_questions(feature, store=store) if q.uncovered}
+    handoffs = task.handoff_questions(feature, store=store)
+    items = _texts(feature, store, handoffs)
+    uncovered = {q.ref for q in handoffs if q.uncovered}
+    still_open = {q.ref for q in handoffs if q.open}
     counts = Counter(i.source for i in items)
     if not items:
         return InsightsReport(
@@ -293,13 +298,15 @@ def mine_insights(
     topics = topics[:max_topics]
     for number, topic in enumerate(topics, 1):
         topic.topic_id = number
-    gaps = _gaps(feature, store, task, items, vectors, uncovered, max_topics, recipe.seed)
+    gaps = _gaps(
+        feature, store, task, items, vectors, uncovered, still_open, max_topics, recipe.seed
+    )
     return InsightsReport(
         feature=feature, topics=topics, gaps=gaps, embedding=name, texts=dict(counts)
     )
 
 
-def _gaps(feature, store, task, items, vectors, uncovered, max_topics, seed) -> list[Gap]:
+def _gaps(feature, store, task, items, vectors, uncovered, still_open, max_topics, seed):
     picked = [n for n, i in enumerate(items) if i.source == "handoff" and i.ref in uncovered]
     if not picked:
         return []
@@ -316,10 +323,15 @@ def _gaps(feature, store, task, items, vectors, uncovered, max_topics, seed) -> 
                 draft_answer=draft or DRAFT_TEMPLATE.format(question=question),
                 draft_from="knowledge" if draft else "template",
                 ticket_ids=sorted(int(items[picked[m]].ref) for m in group.members),
+                open_ticket_ids=sorted(
+                    int(items[picked[m]].ref)
+                    for m in group.members
+                    if items[picked[m]].ref in still_open
+                ),
                 examples=[c.text for c in central[1 : 1 + EXAMPLES]],
             )
         )
-    return sorted(gaps, key=lambda g: (-g.volume, g.question))
+    return sorted(gaps, key=lambda g: (-g.volume, -len(g.open_ticket_ids), g.question))
 
 
 def send_gap_draft(

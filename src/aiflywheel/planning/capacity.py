@@ -5,11 +5,12 @@ version (and an LLM API row) with:
 
 - serving figures: requests per second per core, p95 latency of one request (batch 1),
   memory and size. Where they come from is the row's ``source``:
-  ``flywheel plan --measure`` (``measure_version``: the version timed pinned to one CPU
-  core, written to ``serving_benchmark.json`` beside its folder, memory as the resident
-  set growth of loading it), else the compress results (``metrics["compression"]`` of a
-  variant, and the parent's figures of the compress run that timed it; texts/s at batch 32
-  over the threads the run timed with), else none (the row says to measure);
+  ``flywheel plan --measure`` (``measure_version``: the version timed in a fresh process
+  pinned to one CPU core and one thread, written to ``serving_benchmark.json`` beside its
+  folder; memory is that process's peak resident set: runtime plus model), else the
+  compress results (``metrics["compression"]`` of a variant, and the parent's figures of
+  the compress run that timed it; texts/s at batch 32 over the threads the run timed
+  with), else none (the row says to measure);
 - cost per 1,000 requests at full use of a core: ``core-hour price / 3600 / req_per_s``
   x 1000;
 - cores for the target QPS: ``ceil(qps / req_per_s_per_core)``, and ``meets_p95``
@@ -184,22 +185,58 @@ def _variant(row) -> str:
     return "torch" if row.method in ("finetune", "head", "lora") else row.method
 
 
-def _rss_mb() -> float:
-    """Resident memory of this process (Linux /proc; 0 elsewhere)."""
+def _time_in_child(task_name: str, model_path: str, feature: str, version: int, sample, seed, out):
+    """In a fresh process pinned to one core: load the version, time it, report its peak
+    resident memory (what serving it takes: runtime and model)."""
     try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0.0
-    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+        os.environ["OMP_NUM_THREADS"] = "1"
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        import resource
+
+        from aiflywheel.compress.measure import measure
+        from aiflywheel.core.registry import get_task
+
+        try:
+            import torch
+
+            torch.set_num_threads(1)
+        except ImportError:
+            pass
+        predictor = get_task(task_name).load_predictor(model_path, feature=feature, version=version)
+        if not hasattr(predictor, "predict_proba"):
+            out.put(
+                (
+                    "DataError",
+                    f"{feature} v{version} answers conversations, not batches of "
+                    "texts; --measure times classifiers",
+                )
+            )
+            return
+        result = measure(predictor, sample, model_dir=model_path, seed=seed).to_json()
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        out.put(("ok", result, peak_kb / 1024))
+    except Exception as exc:  # reported to the parent as one line
+        out.put((type(exc).__name__, str(exc).splitlines()[0] if str(exc) else repr(exc)))
 
 
 def measure_version(
-    feature: str, version: int, *, store: Store, texts: int = 64, seed: int = 0
+    feature: str,
+    version: int,
+    *,
+    store: Store,
+    texts: int = 64,
+    seed: int = 0,
+    timeout_s: float = 900,
 ) -> dict[str, Any]:
-    """Time ``version`` pinned to one CPU core on texts of its own data (held-out rows,
-    else training rows) and write ``serving_benchmark.json`` beside its folder."""
-    from aiflywheel.compress.measure import measure
+    """Time ``version`` in a fresh process pinned to one CPU core (one thread) on texts of
+    its own data (held-out rows, else training rows): latency at batch 1 and 32, texts/s
+    at batch 32, peak resident memory; write ``serving_benchmark.json`` beside its folder."""
+    import multiprocessing
+    import queue as queue_module
+
     from aiflywheel.core.registry import get_task
+    from aiflywheel.errors import ModelError
     from aiflywheel.files import write_json_atomic
     from aiflywheel.monitoring.drift import feature_recipe
 
@@ -207,38 +244,40 @@ def measure_version(
     row = store.get_model_version(feature, version)
     task = get_task(task_name)
     reference = task.drift_reference(
-        row.model_path, feature=feature, store=store, limit=texts, seed=seed
+        row.model_path, feature=feature, store=store, limit=texts, seed=seed, with_outputs=False
     )
     sample = (reference.heldout_texts or reference.texts)[:texts]
     if not sample:
         raise DataError(f"{feature} v{version}: no texts of its data to time it on")
-    before = _rss_mb()
-    predictor = task.load_predictor(row.model_path, feature=feature, version=version, store=store)
-    if not hasattr(predictor, "predict_proba"):
-        raise DataError(
-            f"{feature} v{version} answers conversations, not batches of texts; --measure "
-            "times classifiers (its figures come from its evaluation report)"
-        )
-    memory = max(0.0, _rss_mb() - before)
-    pinned = hasattr(os, "sched_setaffinity")
-    previous = os.sched_getaffinity(0) if pinned else None
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    child = context.Process(
+        target=_time_in_child,
+        args=(task_name, str(row.model_path), feature, version, sample, seed, out),
+        daemon=True,
+    )
+    child.start()
     try:
-        if pinned:
-            os.sched_setaffinity(0, {min(previous)})
-        result = measure(predictor, sample, model_dir=row.model_path, seed=seed).to_json()
+        answer = out.get(timeout=timeout_s)
+    except queue_module.Empty:
+        child.kill()
+        raise ModelError(f"timing {feature} v{version} took over {timeout_s:.0f} s") from None
     finally:
-        if pinned:
-            os.sched_setaffinity(0, previous)
+        child.join(10)
+    if answer[0] != "ok":
+        error = DataError if answer[0] == "DataError" else ModelError
+        raise error(f"{feature} v{version} could not be timed: {answer[0]}: {answer[1]}")
+    _, result, peak_mb = answer
     figures = {
         "req_per_s_per_core": float(result["throughput_per_s"]),
         "p95_ms": float(result["latency_ms"]["batch_1"]["p95"]),
         "size_mb": float(result["size_mb"]),
-        "memory_mb": round(memory, 1) if memory > 0 else None,
+        "memory_mb": round(float(peak_mb), 1),
     }
     data = {
         "model_path": str(row.model_path),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "pinned_to_one_core": pinned,
+        "pinned_to_one_core": hasattr(os, "sched_setaffinity"),
         "texts": len(sample),
         "figures": figures,
         "raw": result,

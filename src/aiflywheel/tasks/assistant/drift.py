@@ -81,6 +81,7 @@ def handoffs(feature: str, store) -> list[HandoffQuestion]:
             text=t.question,
             created_at=t.created_at,
             uncovered=t.reason != PERSON_REASON and not t.reason.startswith("prompt injection"),
+            open=t.status == "open",
         )
         for t in list_tickets(store, feature, status=None)
     ]

@@ -112,7 +112,9 @@ class AssistantTask:
             feature, store=store, settings=settings, actor=actor, recipe=recipe, report=report
         )
 
-    def drift_reference(self, model_path, *, feature: str, store, limit: int, seed: int):
+    def drift_reference(
+        self, model_path, *, feature: str, store, limit: int, seed: int, with_outputs=True
+    ):
         from aiflywheel.tasks.assistant.drift import assistant_drift_reference
 
         return assistant_drift_reference(model_path, limit=limit, seed=seed)

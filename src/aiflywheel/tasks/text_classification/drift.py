@@ -23,7 +23,9 @@ def splits_dir(model_path: str | Path) -> Path:
     return Path(model_path).parent / "splits"
 
 
-def classifier_drift_reference(model_path: str | Path, *, limit: int, seed: int) -> DriftReference:
+def classifier_drift_reference(
+    model_path: str | Path, *, limit: int, seed: int, with_outputs: bool = True
+) -> DriftReference:
     from aiflywheel.tasks.text_classification.models.base import load_classifier
 
     splits = splits_dir(model_path)
@@ -43,7 +45,7 @@ def classifier_drift_reference(model_path: str | Path, *, limit: int, seed: int)
     texts = rng.sample(train, min(limit, len(train)))
     heldout = rng.sample(heldout, min(HELDOUT_PREDICTIONS, len(heldout)))
     outputs = []
-    if heldout:
+    if heldout and with_outputs:
         classifier = load_classifier(model_path)
         outputs = [p.to_json() for p in classifier.predict(heldout)]
     return DriftReference(

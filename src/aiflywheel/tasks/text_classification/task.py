@@ -130,10 +130,14 @@ class TextClassificationTask:
             feature, store=store, settings=settings, actor=actor, report=report, recipe=recipe
         )
 
-    def drift_reference(self, model_path, *, feature: str, store, limit: int, seed: int):
+    def drift_reference(
+        self, model_path, *, feature: str, store, limit: int, seed: int, with_outputs=True
+    ):
         from aiflywheel.tasks.text_classification.drift import classifier_drift_reference
 
-        return classifier_drift_reference(model_path, limit=limit, seed=seed)
+        return classifier_drift_reference(
+            model_path, limit=limit, seed=seed, with_outputs=with_outputs
+        )
 
     def drift_encoder(self, model_path, *, settings):
         return None  # a TF-IDF projection of the texts: no pooled encoder is kept apart
