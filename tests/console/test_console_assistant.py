@@ -79,6 +79,7 @@ def test_handoffs_are_answered_into_the_review_queue(tiny_bert: Path) -> None:
         assert item.corrected_answer.startswith("A colleague will call you back")
         queue = api.get("/console/review?feature=helpdesk")
         assert f'data-id="{item.id}"' in queue.text and "A colleague will call" in queue.text
+        assert f'data-ref="{ticket}"' not in queue.text  # answered: no longer listed
         # Accepting it in the queue is the same review as any feedback.
         api.post(
             "/console/review/decide",

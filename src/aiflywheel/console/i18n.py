@@ -57,6 +57,7 @@ EN: dict[str, str] = {
     "review.uncovered": "not covered",
     "insights.send": "Send to review",
     "insights.embedder": "Embedding",
+    "insights.answered": "Every ticket of this group is answered: the answers are in review.",
     "insights.sendhelp": "Edit the draft, then send it: it waits in the review queue, and an "
     "accepted answer reaches the knowledge base at the next retrain.",
     "insights.from_knowledge": "draft: the closest passage of the knowledge",
@@ -254,6 +255,7 @@ ZH: dict[str, str] = {
     "review.uncovered": "未覆盖",
     "insights.send": "提交审核",
     "insights.embedder": "向量化方式",
+    "insights.answered": "这一组的工单都已回答：回答正在审核中。",
     "insights.sendhelp": "编辑草稿后提交：它会进入审核队列，被接受的回答在下次重训时进入知识库。",
     "insights.from_knowledge": "草稿来源：知识库中最接近的段落",
     "insights.from_template": "草稿来源：待填写的模板",

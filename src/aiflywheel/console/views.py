@@ -250,10 +250,10 @@ HANDOFFS_SHOWN = 50
 
 
 def handoffs(store: Store, feature: str) -> list[Any]:
-    """The newest questions ``feature`` handed to a person (empty for tasks that never
-    hand off), for reviewers to answer into the review queue."""
+    """The newest questions ``feature`` handed to a person that nobody answered yet (empty
+    for tasks that never hand off), for reviewers to answer into the review queue."""
     row = require_feature(store, feature)
-    found = get_task(row.task).handoff_questions(feature, store=store)
+    found = [h for h in get_task(row.task).handoff_questions(feature, store=store) if h.open]
     return sorted(found, key=lambda h: h.ref, reverse=True)[:HANDOFFS_SHOWN]
 
 
