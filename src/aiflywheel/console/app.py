@@ -48,6 +48,7 @@ NAV = (
     ("planner", "/console/planner", "view"),
     ("keys", "/console/keys", "admin"),
 )
+REVIEW_SHOWN = 200  # items the review queue lists at once (bulk actions reach every match)
 NOTES = ("signed_out", "promoted", "rolled_back", "reviewed", "revoked", "sent", "answered")
 
 
@@ -421,7 +422,9 @@ def mount_console(app: FastAPI) -> None:
         names = views.feature_names(console.store)
         name = request.query_params.get("feature") or (names[0] if names else "")
         where = _review_filter(request.query_params)
-        items = views.review_items(console.store, name, where) if name else []
+        items, total = [], 0
+        if name:
+            items, total = views.review_page(console.store, name, where, REVIEW_SHOWN)
         counts = console.store.feedback_counts(name) if name else {}
         return console.render(
             request,
@@ -430,8 +433,8 @@ def mount_console(app: FastAPI) -> None:
             features=names,
             feature=name,
             where=where,
-            items=items[:200],
-            total=len(items),
+            items=items,
+            total=total,
             counts=counts,
             labels=views.label_choices(items),
             handoffs=views.handoffs(console.store, name) if name else [],

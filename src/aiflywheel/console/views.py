@@ -192,10 +192,29 @@ class ReviewFilter:
             return False
         return self.version is None or item.version == self.version
 
+    @property
+    def narrows(self) -> bool:
+        """Whether it filters on more than the review state."""
+        return bool(self.predicted or self.corrected or self.version is not None)
+
 
 def review_items(store: Store, feature: str, where: ReviewFilter) -> list[FeedbackItem]:
+    """Every item the filter matches, oldest first (what a bulk action changes)."""
     state = where.state or None
     return [i for i in store.list_feedback(feature, state=state) if where.matches(i)]
+
+
+def review_page(
+    store: Store, feature: str, where: ReviewFilter, shown: int
+) -> tuple[list[FeedbackItem], int]:
+    """The first ``shown`` items the filter matches and how many match in all (a filter on
+    the state alone reads only the rows shown)."""
+    if where.narrows:
+        items = review_items(store, feature, where)
+        return items[:shown], len(items)
+    counts = store.feedback_counts(feature)
+    total = counts.get(where.state, 0) if where.state else sum(counts.values())
+    return store.list_feedback(feature, state=where.state or None, limit=shown), total
 
 
 def check_relabel(store: Store, feature: str, item: FeedbackItem, label: str) -> str:
