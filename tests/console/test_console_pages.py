@@ -58,6 +58,30 @@ def test_every_page_string_exists_in_both_languages() -> None:
     assert sum(ZH[k] != EN[k] for k in EN) > len(EN) * 0.8  # really translated
 
 
+def test_every_key_the_templates_and_pages_use_is_in_the_catalog() -> None:
+    console = Path(__file__).parents[2] / "src" / "aiflywheel" / "console"
+    used: set[str] = set()
+    for path in [*(console / "templates").glob("*.j2"), *console.glob("*.py")]:
+        text = path.read_text(encoding="utf-8")
+        used |= set(re.findall(r"""\bt\(['"]([a-z0-9_]+\.[a-z0-9_.]+)['"]""", text))
+        used |= set(re.findall(r"""Denied\(\d+, ['"]([a-z0-9_]+\.[a-z0-9_.]+)['"]""", text))
+    used = {k for k in used if not k.endswith(("_", "."))}  # prefixes of keys built below
+    assert len(used) > 100
+    assert sorted(used - set(EN)) == []
+    # Keys built at run time: roles, statuses, notes, review states, price fields.
+    from aiflywheel.console.app import NAV, NOTES
+    from aiflywheel.planning.capacity import PRICE_KEYS
+    from aiflywheel.store import API_KEY_ROLES, MODEL_STATUSES, REVIEW_STATES
+
+    built = {f"role.{r}" for r in API_KEY_ROLES} | {f"status.{s}" for s in MODEL_STATUSES}
+    built |= {f"note.{n}" for n in NOTES} | {f"review.{s}" for s in REVIEW_STATES}
+    built |= {f"nav.{key}" for key, _, _ in NAV} | {f"price.{k}" for k in PRICE_KEYS}
+    built |= {f"status.{s}" for s in ("running", "succeeded", "failed", "interrupted")}
+    built |= {f"lang.{code}" for code in ("zh", "en")} | {"review.all"}
+    built |= {f"insights.from_{kind}" for kind in ("knowledge", "template")}
+    assert sorted(built - set(EN)) == []
+
+
 def test_sign_in_sets_a_signed_http_only_strict_cookie(client, world) -> None:
     _, w = world
     assert client.get("/console", follow_redirects=False).headers["location"].startswith(
