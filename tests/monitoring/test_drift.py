@@ -121,3 +121,15 @@ def test_no_champion_or_unknown_feature_is_one_line(store: Store, tmp_path: Path
         drift_report("other", store=store, settings=get_settings())
     with pytest.raises(DataError, match="window must be a positive"):
         drift_report("other", store=store, settings=get_settings(), window=0)
+
+
+@pytest.mark.parametrize("size, seed", [(50, 11), (400, 12)])
+def test_calm_windows_of_any_size_raise_no_alarm(
+    store: Store, tmp_path: Path, size: int, seed: int
+) -> None:
+    model, version, _ = build_champion(store, tmp_path)
+    rng = random.Random(seed)
+    log_traffic(store, model, version, [english(rng, i)[0] for i in range(size)])
+    report = drift_report(FEATURE, store=store, settings=get_settings())
+    assert report.window_rows == size
+    assert not report.alarm, [c for c in report.checks if c.alarm]

@@ -127,3 +127,20 @@ def test_bad_input_names_the_field(store: Store, tmp_path: Path, monkeypatch) ->
     assert plan.prices.cpu_core_hour == 1.0 and plan.prices.gpu_hour == 1.0
     with pytest.raises(NotFoundError, match="has no version 9; versions: 1"):
         plan_capacity(FEATURE, store=store, settings=settings, qps=5, p95_ms=200, versions=[9])
+
+
+def test_the_command_prints_the_table_and_refuses_bad_input_in_one_line(
+    store: Store, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    from aiflywheel.cli import main
+
+    build_champion(store, tmp_path)
+    assert main(["plan", FEATURE, "--qps", "50", "--p95-ms", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "llm-api" in out and "not measured: run `flywheel plan FEATURE --measure`" in out
+    assert main(["plan", FEATURE, "--qps", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "qps must be a positive number, got 0.0" in err and "Traceback" not in err
+    monkeypatch.setenv("FLYWHEEL_PRICE_LLM_PER_1K_TOKENS", "-0.5")
+    assert main(["plan", FEATURE, "--json"]) == 2
+    assert "price_llm_per_1k_tokens must be a positive number" in capsys.readouterr().err
