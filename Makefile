@@ -8,9 +8,23 @@ DEMO_DIR := .flywheel/demo
 DEMO_HOME := $(DEMO_DIR)/home
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test install services lint bench clean
+.PHONY: demo test install services lint bench clean browser
 
-install: $(STAMP)
+install: $(STAMP) browser
+
+# The console's browser tests drive Debian's Chromium with CJK fonts (for the zh pages).
+# As root it is installed when missing; otherwise the command to run is printed (the
+# suite then fails rather than skips; FLYWHEEL_SKIP_BROWSER_TESTS=1 opts a developer out).
+BROWSER_PACKAGES := chromium fonts-noto-cjk
+browser:
+	@if [ -x /usr/bin/chromium ] && dpkg -s $(BROWSER_PACKAGES) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(BROWSER_PACKAGES); \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	  sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(BROWSER_PACKAGES); \
+	else \
+	  echo "The console's browser tests need: apt-get install $(BROWSER_PACKAGES) (as root)"; \
+	fi
 
 # torch is pinned first: a bare requirement would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml Makefile
@@ -54,7 +68,7 @@ demo: $(STAMP)
 # themselves, and two replicas behind nginx: `services` installs Debian's postgresql and
 # nginx packages when missing (apt-get, as root or through sudo). FLYWHEEL_TEST_POSTGRES=0
 # skips the Postgres leg on a developer machine without them (never in CI).
-test: $(STAMP) services
+test: $(STAMP) services browser
 	$(BIN)/python -m pytest
 
 services:

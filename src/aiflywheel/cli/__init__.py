@@ -22,9 +22,10 @@ __all__ = ["app", "console", "main"]
 
 def _register_more_commands() -> None:
     from aiflywheel.cli import loop as loop_commands
-    from aiflywheel.cli.serve import keys_app, serve_command
+    from aiflywheel.cli.serve import console_command, keys_app, serve_command
 
     app.command("serve")(serve_command)
+    app.command("console")(console_command)
     app.add_typer(keys_app, name="keys")
 
     app.add_typer(loop_commands.feedback_app, name="feedback")

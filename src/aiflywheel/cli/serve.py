@@ -28,6 +28,8 @@ keys_app = typer.Typer(help="API keys for `flywheel serve`.", no_args_is_help=Tr
 class Role(str, Enum):
     client = "client"
     admin = "admin"
+    reviewer = "reviewer"
+    viewer = "viewer"
 
 
 def serve_command(
@@ -170,7 +172,12 @@ def _log_to_stderr(level: str) -> None:
 @keys_app.command("create")
 def keys_create(
     role: Annotated[
-        Role, typer.Option("--role", help="client: classify and give feedback; admin: all.")
+        Role,
+        typer.Option(
+            "--role",
+            help="client: classify and give feedback (API); admin: all; reviewer: review "
+            "feedback in the console; viewer: read the console.",
+        )
     ],
     name: Annotated[str, typer.Option("--name", help="Who or what uses the key.")] = "",
 ) -> None:
@@ -205,3 +212,65 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id (see `keys li
 
     row = open_store().revoke_api_key(key_id)
     Console().print(f"revoked key {row.key_id}")
+
+
+def console_command(
+    host: Annotated[str, typer.Option("--host", help="Interface of the server.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="Print the console's URL; open no browser.")
+    ] = False,
+    no_auth: Annotated[
+        bool,
+        typer.Option("--no-auth", help="When it starts the server: no sign-in (demos only)."),
+    ] = False,
+) -> None:
+    """Open the web console (/console): of the server already running at --host/--port,
+    else of one it starts there (the same server as `flywheel serve`)."""
+    import threading
+    import time
+    import webbrowser
+
+    import httpx
+
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    base = f"http://{shown_host}:{port}"
+    url = f"{base}/console"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    err = Console(stderr=True)
+    if ready():
+        sys.stdout.write(url + "\n")
+        if not no_browser:
+            webbrowser.open(url)
+        return
+    if not no_auth:
+        from aiflywheel.console.session import CONSOLE_ROLES
+        from aiflywheel.store import open_store
+
+        live = [k for k in open_store().list_api_keys() if k.revoked_at is None]
+        if not any(k.role in CONSOLE_ROLES for k in live):
+            err.print(
+                "no key can sign in yet: create one with "
+                "`flywheel keys create --role admin --name YOUR-NAME`",
+                soft_wrap=True,
+            )
+    sys.stdout.write(url + "\n")
+    sys.stdout.flush()
+    if not no_browser:
+
+        def open_when_ready() -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if ready():
+                    webbrowser.open(url)
+                    return
+                time.sleep(0.5)
+
+        threading.Thread(target=open_when_ready, daemon=True).start()
+    serve_command(host=host, port=port, no_auth=no_auth)

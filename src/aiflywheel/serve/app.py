@@ -210,6 +210,9 @@ def create_app(config: ServeConfig | None = None, store: Store | None = None) ->
             app.include_router(router)
     app.include_router(features.router)
     app.include_router(health.router)
+    from aiflywheel.console.app import mount_console
+
+    mount_console(app)  # the product manager's pages at /console
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:

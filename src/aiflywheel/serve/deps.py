@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from aiflywheel.serve.serving_models import ServingModels
 
 CACHE_LIMIT = 10_000
+API_ROLES = ("client", "admin")  # reviewer and viewer keys are for the console
 
 
 class ApiError(Exception):
@@ -119,7 +120,8 @@ async def client_principal(
     state: Annotated[AppState, Depends(get_state)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """Any valid key (client or admin); everyone when auth is off."""
+    """A client or admin key; everyone when auth is off. Console keys (reviewer, viewer)
+    sign in to the console, not the API: 403."""
     if not state.auth.enabled:
         return ANONYMOUS
     if credentials is None or not credentials.credentials:
@@ -129,7 +131,15 @@ async def client_principal(
             "missing API key: send the header 'Authorization: Bearer <key>'",
             {"WWW-Authenticate": "Bearer"},
         )
-    return await state.auth.check(credentials.credentials)
+    principal = await state.auth.check(credentials.credentials)
+    if principal.role not in API_ROLES:
+        raise ApiError(
+            403,
+            "Forbidden",
+            f"key {principal.key_id} has role {principal.role!r}, which signs in to the "
+            "console (/console); the API needs a client or admin key",
+        )
+    return principal
 
 
 async def admin_principal(

@@ -41,6 +41,11 @@ class KeysStore(StoreBase):
             return None
         return row if hmac.compare_digest(row.secret_hash, hash_secret(secret)) else None
 
+    def get_api_key(self, key_id: str) -> ApiKey | None:
+        """The key with id ``key_id`` (live or revoked), or None."""
+        with self.session() as session:
+            return session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+
     def list_api_keys(self) -> list[ApiKey]:
         with self.session() as session:
             return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))

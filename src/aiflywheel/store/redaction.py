@@ -135,7 +135,7 @@ UNGATED: dict[str, str] = {
     "model_versions.code_version": "a version string",
     "api_keys.key_id": "a generated id",
     "api_keys.secret_hash": "a SHA-256",
-    "api_keys.role": "client or admin",
+    "api_keys.role": "client, admin, reviewer or viewer",
     "api_keys.name": "the operator's name for the key",
     "predictions.id": "a generated id",
     "feedback.prediction_id": "a generated id",

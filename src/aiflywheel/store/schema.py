@@ -105,7 +105,9 @@ class ModelVersion(Base):
 
 
 MODEL_STATUSES = ("candidate", "champion", "archived", "rejected")
-API_KEY_ROLES = ("client", "admin")
+# client: the API (classify, feedback); admin: everything; reviewer and viewer sign in to
+# the console (review feedback / read only).
+API_KEY_ROLES = ("client", "admin", "reviewer", "viewer")
 REVIEW_STATES = ("pending", "accepted", "rejected")
 THUMBS = ("up", "down")
 CORRECTION_PREFIX = "corrected_"  # payload keys that correct the prediction
