@@ -157,6 +157,7 @@ class Task(Protocol):
     owns_sections: tuple[str, ...]  # recipe sections only this task may set
     prediction_payload: type[PredictionPayload]  # what ``predictions.output`` holds
     feedback_payload: type[FeedbackPayload]  # what ``POST /v1/feedback`` may send
+    predict_route: str  # where a served version answers (``/v1/classify``, ``/v1/predict``...)
 
     def check_recipe(self, recipe: Recipe) -> None:
         """Raise ``RecipeError`` when the recipe lacks what this task needs."""
@@ -177,6 +178,10 @@ class Task(Protocol):
         self, model_path: str | Path, *, feature: str, version: int, store: Store | None = None
     ) -> Any:
         """The predictor of a registered version's folder (``.predict`` / ``.ask``)."""
+
+    def warm_up(self, served: Any) -> None:
+        """Run one input through a freshly loaded served model (``serve.ServedModel``)
+        before it takes requests; a conversational task's host warms its own."""
 
     def retrain(
         self,

@@ -50,6 +50,7 @@ class AssistantTask:
     owns_sections: tuple[str, ...] = ("assistant",)
     prediction_payload = AnswerOutput
     feedback_payload = AnswerFeedback
+    predict_route = "/v1/chat/completions"
 
     def check_recipe(self, recipe) -> None:
         if recipe.assistant is None:
@@ -78,6 +79,10 @@ class AssistantTask:
         from aiflywheel.tasks.assistant.cli import print_build
 
         print_build(built.details)
+
+    def warm_up(self, served) -> None:
+        """Nothing to do here: assistants are served (and warmed) by ``AssistantHost``."""
+        return None
 
     def api_router(self):
         from aiflywheel.tasks.assistant.routes import router

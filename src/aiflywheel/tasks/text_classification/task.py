@@ -51,6 +51,7 @@ class TextClassificationTask:
     owns_sections: tuple[str, ...] = ()
     prediction_payload = Classification
     feedback_payload = ClassificationFeedback
+    predict_route = "/v1/classify"
 
     def check_recipe(self, recipe) -> None:
         if recipe.data is None:
@@ -94,6 +95,9 @@ class TextClassificationTask:
                 f"{built.feature} v{number} is the TF-IDF baseline, registered because it "
                 f"won; serve it with `flywheel promote {built.feature}:{number}`"
             )
+
+    def warm_up(self, served) -> None:
+        served.predict_proba([served.prepare("warm up")])
 
     def api_router(self):
         return None  # /v1/classify and /v1/feedback are the server's own routes
