@@ -120,10 +120,10 @@ def decode_image(
             image = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
             raise ImageRejected("not an image", "not an image Pillow can read") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageRejected("decompression bomb", "declares too many pixels") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageRejected("decompression bomb", f"declares too many pixels: {exc}") from None
         except (OSError, ValueError, SyntaxError) as exc:
-            raise ImageRejected("corrupt", f"corrupt image header ({exc})") from None
+            raise ImageRejected("truncated or corrupt", f"corrupt image header ({exc})") from None
         if image.format not in FORMATS:
             raise ImageRejected(
                 "unsupported format", f"format {image.format}, expected one of {', '.join(FORMATS)}"
