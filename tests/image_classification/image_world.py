@@ -43,7 +43,9 @@ def make_folder(root: Path, per_label: int = 20, seed: int = 0) -> Path:
     return root
 
 
-def recipe_text(source: str, feature: str = "shapes", epochs: int = 12, **image: object) -> str:
+def recipe_text(
+    source: str, feature: str = "shapes", epochs: int = 12, augment: str = "", **image: object
+) -> str:
     extra = "".join(f"  {k}: {v}\n" for k, v in image.items())
     return (
         f"feature: {feature}\n"
@@ -57,7 +59,7 @@ def recipe_text(source: str, feature: str = "shapes", epochs: int = 12, **image:
         "  learning_rate: 0.01\n"
         f"{extra}"
         "split: {train: 0.6, val: 0.2, test: 0.2}\n"
-        f"train: {{epochs: {epochs}, batch_size: 8, threads: 1}}\n"
+        f"train: {{epochs: {epochs}, batch_size: 8, threads: 1{augment}}}\n"
         "evaluate: {bootstrap_resamples: 200, min_slice_rows: 5, explain_mistakes: 3}\n"
         "gate: {feedback_holdout: 0.5, min_slice_rows: 5}\n".replace(", min_slice_rows: 5}", "}")
     )

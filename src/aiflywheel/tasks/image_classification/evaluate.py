@@ -37,24 +37,36 @@ def image_slices(part: ImageSet) -> dict[str, list[str]]:
     }
 
 
+def _margins(model, batch: np.ndarray, label_index: int) -> np.ndarray:
+    """The label's logit minus the best other logit (log-probabilities when the model
+    gives no logits): unlike a probability it still moves when the model is saturated."""
+    logits = (
+        model.logits(batch)
+        if hasattr(model, "logits")
+        else np.log(np.clip(model.predict_proba(batch), 1e-12, 1.0))
+    )
+    others = np.delete(logits, label_index, axis=1)
+    return logits[:, label_index] - others.max(axis=1)
+
+
 def occlusion_saliency(model, image: np.ndarray, label_index: int, patch: int | None = None):
-    """(H, W) in [0, 1]: the drop of ``label_index``'s probability with each patch greyed."""
+    """(H, W) in [0, 1]: how much greying out each patch lowers the predicted label's margin."""
     size = image.shape[0]
     patch = patch or max(2, size // 7)
     stride = max(1, patch // 2)
-    base = float(model.predict_proba(image[None])[0, label_index])
+    base = float(_margins(model, image[None], label_index)[0])
     starts = list(range(0, max(1, size - patch + 1), stride))
+    positions = [(y, x) for y in starts for x in starts]
     batch = []
-    for y in starts:
-        for x in starts:
-            copy = image.copy()
-            copy[y : y + patch, x : x + patch] = 128
-            batch.append(copy)
-    proba = model.predict_proba(np.stack(batch))[:, label_index]
+    for y, x in positions:
+        copy = image.copy()
+        copy[y : y + patch, x : x + patch] = 128
+        batch.append(copy)
+    margins = _margins(model, np.stack(batch), label_index)
     heat = np.zeros((size, size), np.float64)
     hits = np.zeros((size, size), np.float64)
-    for k, (y, x) in enumerate((y, x) for y in starts for x in starts):
-        heat[y : y + patch, x : x + patch] += max(0.0, base - float(proba[k]))
+    for k, (y, x) in enumerate(positions):
+        heat[y : y + patch, x : x + patch] += max(0.0, base - float(margins[k]))
         hits[y : y + patch, x : x + patch] += 1
     heat /= np.maximum(hits, 1)
     top = heat.max()

@@ -276,6 +276,9 @@ class ImageClassifier:
                 out.append(self.network(to_tensor(batch[start : start + chunk])).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
 
+    def logits(self, images: Any) -> np.ndarray:
+        return self._logits(as_batch(images))
+
     def predict_proba(self, images: Any) -> np.ndarray:
         logits = self._logits(as_batch(images))
         logits = logits - logits.max(axis=1, keepdims=True)

@@ -180,6 +180,10 @@ def write_report(metrics: dict[str, Any], path: Path, *, title: str) -> None:
             f"feature distance to real training images {gan['frechet_distance']:.3f} "
             f"({html.escape(gan['distance_features'])}).</p>",
             f"<p class='sheet'><img alt='generated samples' src='{gan['grid']}'></p>",
+            f"<p>Gate, GAN-augmented candidate vs the plain one on the real test split: "
+            f"<b>{html.escape(gan['gate']['reason'])}</b> (registered: {gan['registered']}; "
+            f"macro-F1 plain {gan['gate']['champion']['test']:.3f}, with GAN "
+            f"{gan['gate']['candidate']['test']:.3f}).</p>",
         ]
     body.append("<h2>Most confident mistakes (occlusion saliency in red)</h2>")
     for item in metrics["mistakes"]:

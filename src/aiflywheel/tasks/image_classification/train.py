@@ -104,6 +104,40 @@ def _gan_images(recipe: Recipe, train: ImageSet, plain: ImageClassifier, report:
     return synthetic, result
 
 
+def _gan_candidate(recipe, parts, train, plain, plain_seconds, fit, work_dir, report):
+    """Train a second model with GAN images added; the gate (on the real test split) says
+    which of the two is registered. Both stay in the run folder."""
+    from aiflywheel.tasks.image_classification.compare import compare_versions
+
+    synthetic, result = _gan_images(recipe, train, plain, report)
+    write_bytes_atomic(work_dir / "gan_grid.png", result.grid_png)
+    report(f"training {recipe.image.architecture} again with {len(synthetic):,} GAN images")
+    augmented, seconds = fit(train.concat(synthetic))
+    plain.save(work_dir / "model_without_gan")
+    augmented.save(work_dir / "model_with_gan")
+    gate = compare_versions(
+        load_image_model(work_dir / "model_without_gan"),
+        load_image_model(work_dir / "model_with_gan"),
+        parts["test"],
+        parts["test"].take([]),
+        recipe,
+        kept="the GAN did not help; registered the model trained without it",
+    )
+    report(f"GAN-augmented vs plain: {gate.reason}")
+    info = {
+        "per_class": recipe.train.augment.gan.per_class,
+        "images": len(synthetic),
+        "frechet_distance": float(result.frechet_distance),
+        "distance_features": result.distance_features,
+        "seconds": float(result.seconds),
+        "grid": data_uri(result.grid_png),
+        "gate": gate.to_json(),
+        "registered": "with GAN images" if gate.passed else "without GAN images",
+    }
+    total = plain_seconds + seconds + float(result.seconds)
+    return (augmented if gate.passed else plain), total, info
+
+
 def train_image_feature(
     recipe: Recipe,
     *,
@@ -182,19 +216,9 @@ def train_image_feature(
             gan_info = None
             augment = recipe.train.augment
             if augment is not None and augment.gan is not None:
-                synthetic, result = _gan_images(recipe, train, model, report)
-                write_bytes_atomic(work_dir / "gan_grid.png", result.grid_png)
-                gan_info = {
-                    "per_class": augment.gan.per_class,
-                    "images": len(synthetic),
-                    "frechet_distance": float(result.frechet_distance),
-                    "distance_features": result.distance_features,
-                    "seconds": float(result.seconds),
-                    "grid": data_uri(result.grid_png),
-                }
-                report(f"retraining {config.architecture} with {len(synthetic):,} GAN images")
-                model, gan_seconds = fit(train.concat(synthetic))
-                model_seconds += gan_seconds + float(result.seconds)
+                model, model_seconds, gan_info = _gan_candidate(
+                    recipe, parts, train, model, model_seconds, fit, work_dir, report
+                )
             model.save(work_dir / "model")
             model = load_image_model(work_dir / "model")  # evaluate what will serve
             report(f"model trained in {model_seconds:.1f} s; evaluating on {len(parts['test'])}")
