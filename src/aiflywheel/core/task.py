@@ -183,6 +183,19 @@ class Task(Protocol):
         """Run one input through a freshly loaded served model (``serve.ServedModel``)
         before it takes requests; a conversational task's host warms its own."""
 
+    def compress(
+        self,
+        feature: str,
+        version: int | None,
+        *,
+        store: Store,
+        settings: Settings,
+        recipe: Recipe | None,
+        report: Report,
+    ) -> Any:
+        """``flywheel compress``: smaller variants of a version, each gated and registered
+        (an ``aiflywheel.compress.CompressResult``); ModelError when the task has none."""
+
     def retrain(
         self,
         feature: str,

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from aiflywheel.core.task import Built, FeedbackPayload, PredictionPayload, Quality, Report
 from aiflywheel.core.version_metrics import VersionMetrics
-from aiflywheel.errors import RecipeError
+from aiflywheel.errors import ModelError, RecipeError
 
 ANSWER_SUMMARY_CHARS = 500
 
@@ -109,6 +109,12 @@ class AssistantTask:
         from aiflywheel.tasks.assistant.service import load_assistant
 
         return load_assistant(model_path, feature=feature, version=version, store=store)
+
+    def compress(self, feature: str, version, *, store, settings, recipe, report: Report):
+        raise ModelError(
+            f"{feature} is an assistant: it has no compressed variants (compress applies to "
+            "classifiers)"
+        )
 
     def retrain(self, feature: str, *, store, settings, actor: str, report: Report, recipe=None):
         from aiflywheel.tasks.assistant.retrain import retrain_assistant

@@ -116,6 +116,13 @@ class ImageClassificationTask:
         recipe = parse_recipe(row.recipe, origin=f"recipe of {feature} v{version}")
         return ImagePredictor(model=model, config=recipe.image)
 
+    def compress(self, feature: str, version, *, store, settings, recipe, report: Report):
+        from aiflywheel.tasks.image_classification.compress import compress_image_version
+
+        return compress_image_version(
+            feature, version, store=store, settings=settings, recipe=recipe, report=report
+        )
+
     def retrain(self, feature: str, *, store, settings, actor: str, report: Report, recipe=None):
         from aiflywheel.tasks.image_classification.retrain import retrain_image_feature
 

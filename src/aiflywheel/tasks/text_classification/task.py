@@ -127,6 +127,13 @@ class TextClassificationTask:
 
         return load_classifier(model_path)
 
+    def compress(self, feature: str, version, *, store, settings, recipe, report: Report):
+        from aiflywheel.compress import compress_version
+
+        return compress_version(
+            feature, version, store=store, settings=settings, recipe=recipe, report=report
+        )
+
     def retrain(self, feature: str, *, store, settings, actor: str, report: Report, recipe=None):
         from aiflywheel.tasks.text_classification.retrain import retrain_feature
 
