@@ -116,3 +116,16 @@ def test_training_writes_the_report_and_gan_augmentation_is_decided_by_the_gate(
     assert "generated samples" in page and "confusion" in page and "calibration" in page
     assert metrics["baseline"]["name"] == "pixel-logreg"
     assert metrics["model"]["macro_f1_ci"][0] <= metrics["model"]["metrics"]["macro_f1"]
+
+
+def test_the_init_template_is_a_valid_image_recipe(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from aiflywheel.cli import app
+
+    target = tmp_path / "images.yaml"
+    result = CliRunner().invoke(app, ["init", "--template", "images", "--output", str(target)])
+    assert result.exit_code == 0, result.output
+    recipe = load_recipe(target)
+    assert recipe.task == "image_classification" and recipe.image.architecture == "resnet"
+    assert recipe.train.augment.flip and recipe.train.augment.gan is None

@@ -51,7 +51,7 @@ def init(
     from aiflywheel.files import write_text_atomic
 
     write_text_atomic(output, templates[template])
-    step = "train" if "\ntask: assistant" in templates[template] else "data check"
+    step = "data check" if "\ndata:" in templates[template] else "train"  # rows to check
     console.print(f"wrote {output} (template {template}); next: flywheel {step} {output}")
 
 

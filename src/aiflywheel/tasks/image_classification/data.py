@@ -271,7 +271,7 @@ def split_images(images: ImageSet, split, seed: int) -> dict[str, ImageSet]:
     return {name: images.take(sorted(index)) for name, index in parts.items()}
 
 
-def near_duplicates(parts: dict[str, ImageSet], bits: int, limit: int = 200_000) -> dict:
+def near_duplicates(parts: dict[str, ImageSet], bits: int, limit: int = 4_000_000) -> dict:
     """Pairs of images whose perceptual hashes differ by at most ``bits``: within the
     training split, and across splits (leakage: the test split then measures memory)."""
     hashes = {
@@ -285,8 +285,7 @@ def near_duplicates(parts: dict[str, ImageSet], bits: int, limit: int = 200_000)
         found = 0
         step = max(1, limit // max(1, len(b)))
         for start in range(0, len(a), step):
-            x = np.bitwise_xor(a[start : start + step, None], b[None, :])
-            ones = np.unpackbits(x.view(np.uint8), axis=-1).reshape(*x.shape, 64).sum(-1)
+            ones = np.bitwise_count(np.bitwise_xor(a[start : start + step, None], b[None, :]))
             found += int((ones <= bits).sum())
         return found
 
