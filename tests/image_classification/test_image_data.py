@@ -179,3 +179,12 @@ def test_one_label_left_is_one_line_and_keeps_stored_versions(tmp_path: Path) ->
     assert open_store().get_model_version("shapes", first.version).version == first.version
     with pytest.raises(DataError, match="does not exist"):
         train(tmp_path / "x", "missing")
+
+
+def test_data_check_on_an_image_recipe_is_one_line(tmp_path: Path, capsys) -> None:
+    from aiflywheel.cli import main
+
+    (tmp_path / "recipe.yaml").write_text(recipe_text("images"), encoding="utf-8")
+    assert main(["data", "check", str(tmp_path / "recipe.yaml")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "does not use; its training run writes the data report" in err
