@@ -32,7 +32,6 @@ from aiflywheel.tasks.image_classification.dataset import ImageSet
 from aiflywheel.tasks.image_classification.images import (
     ImageRejected,
     decode_image,
-    hamming,
     perceptual_hash,
     pixel_hash,
     sha256,
@@ -374,7 +373,3 @@ def _summary(values: list[int]) -> dict[str, float]:
     if not values:
         return {}
     return {"min": min(values), "median": float(np.median(values)), "max": max(values)}
-
-
-def hamming_close(a: str, b: str, bits: int) -> bool:
-    return hamming(int(a, 16), int(b, 16)) <= bits

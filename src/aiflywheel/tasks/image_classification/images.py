@@ -61,10 +61,6 @@ def perceptual_hash(pixels: np.ndarray) -> int:
     return int(sum(1 << i for i, b in enumerate(bits) if b))
 
 
-def hamming(a: int, b: int) -> int:
-    return (a ^ b).bit_count()
-
-
 def _to_eight_bit(image, channels: int, wrong_mode: str, notes: list[str]):
     """A Pillow image in mode L (channels 1) or RGB (3)."""
     from PIL import Image
