@@ -111,8 +111,15 @@ def _gan_candidate(recipe, parts, train, plain, plain_seconds, fit, work_dir, re
 
     synthetic, result = _gan_images(recipe, train, plain, report)
     write_bytes_atomic(work_dir / "gan_grid.png", result.grid_png)
-    report(f"training {recipe.image.architecture} again with {len(synthetic):,} GAN images")
-    augmented, seconds = fit(train.concat(synthetic))
+    combined = train.concat(synthetic)
+    # The same number of optimizer steps as the plain model: more images per epoch must
+    # not pass for a better model just by training it longer.
+    epochs = recipe.train.epochs * len(train) / len(combined)
+    report(
+        f"training {recipe.image.architecture} again with {len(synthetic):,} GAN images "
+        f"({epochs:.2f} epochs: as many steps as the plain model)"
+    )
+    augmented, seconds = fit(combined, epochs)
     plain.save(work_dir / "model_without_gan")
     augmented.save(work_dir / "model_with_gan")
     gate = compare_versions(
@@ -188,7 +195,7 @@ def train_image_feature(
             baseline.save(work_dir / "baseline")
             baseline = load_image_model(work_dir / "baseline")
 
-            def fit(images: ImageSet) -> tuple[ImageClassifier, float]:
+            def fit(images: ImageSet, epochs: float | None = None) -> tuple[ImageClassifier, float]:
                 model = ImageClassifier(
                     labels,
                     architecture=config.architecture,
@@ -202,7 +209,7 @@ def train_image_feature(
                     images.labels,
                     val_x=parts["val"].pixels,
                     val_y=parts["val"].labels,
-                    epochs=recipe.train.epochs,
+                    epochs=epochs or recipe.train.epochs,
                     batch_size=recipe.train.batch_size,
                     learning_rate=recipe.train.learning_rate or config.learning_rate,
                     augment=recipe.train.augment,
