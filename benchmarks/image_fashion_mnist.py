@@ -7,7 +7,7 @@ and compresses the result to ONNX and int8 through the compress gate. Prints the
 figures; the machine's load average is printed before and after (the CPU is shared).
 
     FLYWHEEL_HOME=/tmp/fmnist PYTHONPATH=src python benchmarks/image_fashion_mnist.py \
-        --per-class 2000 --epochs 3 --threads 2
+        --per-class 2000 --epochs 4 --width 16 --batch-size 32 --lr 0.002 --threads 2
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--architecture", default="cnn")
-    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=0.002)
     parser.add_argument("--feature", default="fashion")
-    parser.add_argument("--gan-per-class", type=int, default=0)
     args = parser.parse_args()
 
     from aiflywheel.core.registry import get_task
@@ -58,8 +59,10 @@ def main() -> None:
         "  channels: 1\n"
         f"  architecture: {args.architecture}\n"
         f"  width: {args.width}\n"
+        f"  learning_rate: {args.lr}\n"
         "split: {train: 0.7, val: 0.1, test: 0.2}\n"
-        f"train: {{epochs: {args.epochs}, batch_size: 64, threads: {args.threads}}}\n"
+        f"train: {{epochs: {args.epochs}, batch_size: {args.batch_size}, "
+        f"threads: {args.threads}}}\n"
         f"compress: {{variants: [onnx, int8], threads: {args.threads}}}\n",
         encoding="utf-8",
     )
