@@ -65,10 +65,12 @@ def build_network(architecture: str, channels: int, n_labels: int, width: int, s
     from torch import nn
 
     class SmallCNN(nn.Module):
-        """Keras' MNIST example: conv-conv-pool-dropout-dense-dropout-dense."""
+        """Keras' MNIST example: conv-conv-pool-dropout-flatten-dense-dropout-dense (the
+        dense layer sized for ``size``, so the network exports to ONNX as it is)."""
 
         def __init__(self) -> None:
             super().__init__()
+            side = size // 2
             self.body = nn.Sequential(
                 nn.Conv2d(channels, width, 3, padding=1),
                 nn.ReLU(),
@@ -76,11 +78,8 @@ def build_network(architecture: str, channels: int, n_labels: int, width: int, s
                 nn.ReLU(),
                 nn.MaxPool2d(2),
                 nn.Dropout(0.25),
-                nn.Conv2d(2 * width, 2 * width, 3, padding=1),
-                nn.ReLU(),
-                nn.AdaptiveAvgPool2d(4),
                 nn.Flatten(),
-                nn.Linear(2 * width * 16, 4 * width),
+                nn.Linear(2 * width * side * side, 4 * width),
                 nn.ReLU(),
             )
             self.head = nn.Sequential(nn.Dropout(0.5), nn.Linear(4 * width, n_labels))
