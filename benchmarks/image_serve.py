@@ -141,8 +141,11 @@ def main() -> None:
         raise SystemExit(f"{args.feature} has no champion in {args.home}")
     test = read_splits(Path(champion.model_path).parent)["test"]
     n = min(args.images, len(test))
-    images = [png_bytes(test.pixels[i]) for i in range(n)]
-    truth = list(test.labels[:n])
+    import numpy as np
+
+    chosen = sorted(np.random.default_rng(0).choice(len(test), n, replace=False).tolist())
+    images = [png_bytes(test.pixels[i]) for i in chosen]  # a seeded sample of every label
+    truth = [test.labels[i] for i in chosen]
     env = {
         **os.environ,
         "OMP_NUM_THREADS": str(args.threads),
