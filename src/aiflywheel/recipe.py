@@ -23,6 +23,7 @@ from pydantic import (
 from aiflywheel.core.registry import DEFAULT_TASK, TASKS, check_task_name, get_task
 from aiflywheel.errors import RecipeError
 from aiflywheel.tasks.assistant.config import AssistantConfig
+from aiflywheel.tasks.image_classification.config import AugmentConfig, ImageConfig
 
 PII_TYPE_NAMES = ("email", "phone", "cn_id", "bank_card", "ip", "url_secret")
 PiiType = Literal["email", "phone", "cn_id", "bank_card", "ip", "url_secret"]
@@ -297,6 +298,11 @@ class TrainConfig(_Strict):
     threads: int | None = Field(
         None, ge=1, description="CPU threads for torch; null uses every core."
     )
+    augment: AugmentConfig | None = Field(
+        None,
+        description="Augmentation of training images (flips, crops, rotations, GAN samples); "
+        "tasks with image input only.",
+    )
 
 
 class EvaluateConfig(_Strict):
@@ -540,7 +546,8 @@ class Recipe(_Strict):
     task: str = Field(
         DEFAULT_TASK,
         description=f"Task kind, one of: {', '.join(TASKS)}. Each task says which sections "
-        "it needs (text_classification: data; assistant: assistant).",
+        "it needs (text_classification: data; assistant: assistant; image_classification: "
+        "image).",
         json_schema_extra={"enum": list(TASKS)},
     )
     description: str = Field("", description="What the feature is for, in a sentence.")
@@ -579,6 +586,12 @@ class Recipe(_Strict):
         "aiflywheel.tasks.assistant.config.",
     )
 
+    image: ImageConfig | None = Field(
+        None,
+        description="The image classifier (task image_classification): its source, input "
+        "size, model and limits; fields live in aiflywheel.tasks.image_classification.config.",
+    )
+
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
     @field_validator("task")
@@ -598,8 +611,11 @@ class Recipe(_Strict):
         for other in TASKS:
             if other == self.task:
                 continue
-            for section in get_task(other).owns_sections:
-                if getattr(self, section) is not None:
+            for section in get_task(other).owns_sections:  # "image" or "train.augment"
+                value: Any = self
+                for part in section.split("."):
+                    value = getattr(value, part)
+                if value is not None:
                     raise ValueError(
                         f"the {section} section only applies to task {other}, not {self.task}"
                     )

@@ -36,17 +36,19 @@ def compress_command(
     ] = None,
 ) -> None:
     """ONNX, int8, fp16 and pruned variants: each evaluated, timed, gated and registered."""
-    from aiflywheel.compress import compress_version
-    from aiflywheel.core.versions import parse_version_ref
+    from aiflywheel.core.registry import get_task
+    from aiflywheel.core.versions import parse_version_ref, task_of
     from aiflywheel.recipe import load_recipe
     from aiflywheel.settings import get_settings
     from aiflywheel.store import open_store
 
     feature, version = parse_version_ref(ref)
-    result = compress_version(
+    store = open_store()
+    task = get_task(task_of(store.get_model_version(feature, version)))
+    result = task.compress(
         feature,
         version,
-        store=open_store(),
+        store=store,
         settings=get_settings(),
         recipe=load_recipe(recipe) if recipe else None,
         report=lambda line: console.print(f"[dim]·[/dim] {escape(line)}", highlight=False),

@@ -51,7 +51,7 @@ def init(
     from aiflywheel.files import write_text_atomic
 
     write_text_atomic(output, templates[template])
-    step = "train" if "\ntask: assistant" in templates[template] else "data check"
+    step = "data check" if "\ndata:" in templates[template] else "train"  # rows to check
     console.print(f"wrote {output} (template {template}); next: flywheel {step} {output}")
 
 
@@ -85,12 +85,13 @@ def data_check(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Ingest, clean, redact PII, split; print the data-quality summary; write the report."""
-    from aiflywheel.data.check import run_data_check
+    from aiflywheel.data.check import require_rows, run_data_check
     from aiflywheel.recipe import load_recipe
     from aiflywheel.settings import get_settings
     from aiflywheel.store import open_store
 
     loaded = load_recipe(recipe)
+    require_rows(loaded)
     settings = get_settings()
     store = open_store()
     with console.status(f"checking {loaded.data.source} ..."):

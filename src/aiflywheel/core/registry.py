@@ -14,6 +14,7 @@ from aiflywheel.errors import RecipeError
 TASKS: dict[str, str] = {
     "text_classification": "aiflywheel.tasks.text_classification",
     "assistant": "aiflywheel.tasks.assistant",
+    "image_classification": "aiflywheel.tasks.image_classification",
 }
 DEFAULT_TASK = "text_classification"
 

@@ -203,6 +203,7 @@ class Task(Protocol):
     # The column of a batch prediction file that holds each row's input; None: the task
     # answers in conversation, not over files (``flywheel predict --input`` refuses it).
     batch_input: str | None
+    predict_route: str  # where a served version answers (``/v1/classify``, ``/v1/predict``...)
 
     def check_recipe(self, recipe: Recipe) -> None:
         """Raise ``RecipeError`` when the recipe lacks what this task needs."""
@@ -230,6 +231,23 @@ class Task(Protocol):
         """One ``BatchAnswer`` per input (non-blank strings, a chunk of a batch file), from
         the predictor ``load_predictor`` gave and the recipe the version was trained with.
         Only called when ``batch_input`` is not None."""
+
+    def warm_up(self, served: Any) -> None:
+        """Run one input through a freshly loaded served model (``serve.ServedModel``)
+        before it takes requests; a conversational task's host warms its own."""
+
+    def compress(
+        self,
+        feature: str,
+        version: int | None,
+        *,
+        store: Store,
+        settings: Settings,
+        recipe: Recipe | None,
+        report: Report,
+    ) -> Any:
+        """``flywheel compress``: smaller variants of a version, each gated and registered
+        (an ``aiflywheel.compress.CompressResult``); ModelError when the task has none."""
 
     def retrain(
         self,

@@ -25,7 +25,7 @@ from aiflywheel.data.ingest import ingest
 from aiflywheel.data.report import build_data_report
 from aiflywheel.data.report_html import render_data_report_html
 from aiflywheel.data.split import SPLITS, split_dataset
-from aiflywheel.errors import DataError
+from aiflywheel.errors import DataError, RecipeError
 from aiflywheel.files import write_json_atomic, write_text_atomic
 from aiflywheel.recipe import Recipe
 
@@ -48,11 +48,21 @@ class DataCheckResult:
         return self.out_dir / "data_report.html"
 
 
+def require_rows(recipe: Recipe) -> None:
+    """RecipeError unless the recipe reads data rows (a ``data`` section)."""
+    if recipe.data is None:
+        raise RecipeError(
+            f"data check reads rows from the data section, which task {recipe.task} does not "
+            "use; its training run writes the data report (`flywheel train RECIPE`)"
+        )
+
+
 def check_data(recipe: Recipe, out_dir: Path) -> DataCheckResult:
     """Run the data stage for ``recipe`` and write its artifacts under ``out_dir``."""
     started = time.perf_counter()
     task = get_task(recipe.task)
     task.check_recipe(recipe)
+    require_rows(recipe)
     ingested = ingest(recipe.data, base_dir=recipe.base_dir, seed=recipe.seed)
     cleaned = clean_dataset(ingested.dataset, recipe.clean, recipe.pii, seed=recipe.seed)
     dataset = cleaned.dataset

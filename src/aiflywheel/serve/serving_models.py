@@ -41,8 +41,6 @@ from aiflywheel.store import Store
 
 log = logging.getLogger("aiflywheel.serve")
 
-WARM_UP_TEXT = "warm up"
-
 
 @dataclass
 class ServedModel:
@@ -78,6 +76,7 @@ def as_probabilities(labels: Sequence[str], row: np.ndarray) -> dict[str, float]
 
 def load_served_model(store: Store, feature: str, version: int | None) -> ServedModel:
     """Load and warm a version (blocking; run it on a worker thread)."""
+    from aiflywheel.core.registry import get_task
     from aiflywheel.core.versions import load, task_of
 
     row = store.get_model_version(feature, version)
@@ -93,7 +92,7 @@ def load_served_model(store: Store, feature: str, version: int | None) -> Served
         pii=PiiConfig.model_validate(recipe.get("pii") or {}),
         classifier=loaded.classifier,
     )
-    model.predict_proba([model.prepare(WARM_UP_TEXT)])
+    get_task(model.task).warm_up(model)
     return model
 
 

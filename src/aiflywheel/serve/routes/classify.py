@@ -147,6 +147,13 @@ async def classify(body: ClassifyRequest, state: State, principal: Client) -> JS
     single = body.text is not None
     raw = [body.text] if body.text is not None else list(body.texts or [])
     model = await state.models.answering(body.feature)
+    route = get_task(model.task).predict_route
+    if route != "/v1/classify":
+        raise ApiError(
+            422,
+            "ValidationError",
+            f"feature {model.feature!r} does not classify texts; send its inputs to {route}",
+        )
     check_texts(raw, state.config, single=single)
     state.writer.check_capacity()  # 503 before scoring when the store cannot take the rows
     if sum(map(len, raw)) > PREPARE_INLINE_CHARS:  # keep the event loop free for big requests

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from aiflywheel.core.task import Built, FeedbackPayload, PredictionPayload, Quality, Report
 from aiflywheel.core.version_metrics import VersionMetrics
-from aiflywheel.errors import RecipeError
+from aiflywheel.errors import ModelError, RecipeError
 
 ANSWER_SUMMARY_CHARS = 500
 
@@ -52,6 +52,8 @@ class AssistantTask:
     feedback_payload = AnswerFeedback
     batch_input = None  # answers in conversation (`flywheel ask`, /v1/chat/completions)
 
+    predict_route = "/v1/chat/completions"
+
     def check_recipe(self, recipe) -> None:
         if recipe.assistant is None:
             raise RecipeError(
@@ -80,6 +82,10 @@ class AssistantTask:
 
         print_build(built.details)
 
+    def warm_up(self, served) -> None:
+        """Nothing to do here: assistants are served (and warmed) by ``AssistantHost``."""
+        return None
+
     def api_router(self):
         from aiflywheel.tasks.assistant.routes import router
 
@@ -107,11 +113,15 @@ class AssistantTask:
         return load_assistant(model_path, feature=feature, version=version, store=store)
 
     def predict_batch(self, predictor, inputs: list[str], *, recipe) -> list:
-        from aiflywheel.errors import ModelError
-
         raise ModelError(
             "an assistant answers in conversation, not over files: ask it with "
             "`flywheel ask FEATURE QUESTION` or POST /v1/chat/completions"
+        )
+
+    def compress(self, feature: str, version, *, store, settings, recipe, report: Report):
+        raise ModelError(
+            f"{feature} is an assistant: it has no compressed variants (compress applies to "
+            "classifiers)"
         )
 
     def retrain(self, feature: str, *, store, settings, actor: str, report: Report, recipe=None):

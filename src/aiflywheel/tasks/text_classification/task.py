@@ -59,6 +59,7 @@ class TextClassificationTask:
     prediction_payload = Classification
     feedback_payload = ClassificationFeedback
     batch_input = "text"
+    predict_route = "/v1/classify"
 
     def check_recipe(self, recipe) -> None:
         if recipe.data is None:
@@ -102,6 +103,9 @@ class TextClassificationTask:
                 f"{built.feature} v{number} is the TF-IDF baseline, registered because it "
                 f"won; serve it with `flywheel promote {built.feature}:{number}`"
             )
+
+    def warm_up(self, served) -> None:
+        served.predict_proba([served.prepare("warm up")])
 
     def api_router(self):
         return None  # /v1/classify and /v1/feedback are the server's own routes
@@ -149,6 +153,13 @@ class TextClassificationTask:
             else BatchAnswer(text, None, "empty after cleaning (the recipe's clean settings)")
             for i, text in enumerate(prepared)
         ]
+
+    def compress(self, feature: str, version, *, store, settings, recipe, report: Report):
+        from aiflywheel.compress import compress_version
+
+        return compress_version(
+            feature, version, store=store, settings=settings, recipe=recipe, report=report
+        )
 
     def retrain(self, feature: str, *, store, settings, actor: str, report: Report, recipe=None):
         from aiflywheel.tasks.text_classification.retrain import retrain_feature
