@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, func, select
+from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, func, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aiflywheel.store import Base, Feature, Store, utcnow
+from aiflywheel.store.redaction import RedactedJSON
 
 
 class DriftReportRow(Base):
@@ -25,7 +26,8 @@ class DriftReportRow(Base):
     alarm: Mapped[bool] = mapped_column(Boolean)
     worst_check: Mapped[str | None] = mapped_column(String(100), nullable=True)
     worst_value: Mapped[float | None] = mapped_column(Float, nullable=True)
-    checks: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # the checks' details may quote words of live traffic: through the redaction gate
+    checks: Mapped[list[dict[str, Any]]] = mapped_column(RedactedJSON)
     computed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

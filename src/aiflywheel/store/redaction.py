@@ -157,6 +157,7 @@ UNGATED: dict[str, str] = {
     "kb_entries.category": "a category of the knowledge base",
     "kb_entries.language": "a language code",
     "kb_entries.actor": "the reviewer's name",
+    "drift_reports.worst_check": "the name of a drift check",
 }
 
 
