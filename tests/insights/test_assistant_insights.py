@@ -76,3 +76,42 @@ def test_gaps_rank_uncovered_questions_and_a_draft_reaches_review(request, capsy
     assert {"input_length", "language_mix", "oov_share", "prediction", "confidence"} <= {
         c.name for c in drift.checks
     }
+
+
+@pytest.mark.packaged  # e5-small: TF-IDF does not group zh paraphrases by topic
+def test_the_demo_help_centers_uncovered_questions_become_topic_gaps(request) -> None:
+    """The shipped demo's questions its help center does not cover (8 topics, zh and en,
+    ``help_center/eval_uncovered.jsonl``), asked of an assistant that cannot answer them,
+    come back as gaps that each hold one topic, ranked by volume. Measured: 8 gaps, 7 of
+    them one topic, 7 of the 8 topic-language groups found."""
+    import json
+    from collections import Counter
+    from pathlib import Path
+
+    import aiflywheel.tasks.assistant as assistant_package
+
+    shipped = Path(assistant_package.__file__).parent / "help_center" / "eval_uncovered.jsonl"
+    topic_of: dict[str, str] = {}
+    for line in shipped.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        for question in row["asked"]:
+            topic_of[question] = f"{row['topic']}/{row['language']}"
+    store, auth = request.getfixturevalue("trained"), request.getfixturevalue("keys")
+    with serving(store) as api:
+        for question in topic_of:
+            ask(api, auth, question, session=question[:24])
+    handed = {t.question for t in list_tickets(store, FEATURE, status=None)}
+    assert len(handed) >= 0.9 * len(topic_of)  # the tiny KB covers none of them
+
+    report = mine_insights(FEATURE, store=store, settings=get_settings(), embedder="e5-small")
+    assert [g.volume for g in report.gaps] == sorted((g.volume for g in report.gaps), reverse=True)
+    pure, found = 0, set()
+    for gap in report.gaps:
+        questions = [q for q in [gap.question, *gap.examples] if q in topic_of]
+        if not questions:
+            continue
+        top, count = Counter(topic_of[q] for q in questions).most_common(1)[0]
+        pure += count == len(questions)
+        found.add(top)
+    assert pure >= 0.75 * len(report.gaps)  # a gap is one topic, not a mix
+    assert len(found) >= 6  # of the 8 topic-language groups asked (4 topics, zh and en)

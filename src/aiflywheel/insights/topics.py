@@ -216,12 +216,19 @@ class _Group:
     central: list[int]
 
 
-def _groups(vectors: np.ndarray, max_topics: int, seed: int) -> list[_Group]:
-    labels = cluster(vectors, max_topics, seed)
+def _groups(
+    vectors: np.ndarray, languages: Sequence[str], max_topics: int, seed: int
+) -> list[_Group]:
+    """Groups of similar texts, clustered within each language: across languages the
+    script dominates any distance (a TF-IDF one splits zh from en before any topic), so a
+    topic asked in Chinese and in English is two groups, each with its own examples."""
     out = []
-    for label in sorted(set(labels.tolist())):
-        members = np.flatnonzero(labels == label)
-        out.append(_Group(members.tolist(), _central(vectors, members, len(members))))
+    for language in sorted(set(languages)):
+        where = np.flatnonzero(np.asarray(languages) == language)
+        labels = cluster(vectors[where], max_topics, seed)
+        for label in sorted(set(labels.tolist())):
+            members = where[np.flatnonzero(labels == label)]
+            out.append(_Group(members.tolist(), _central(vectors, members, len(members))))
     return sorted(out, key=lambda g: (-len(g.members), g.members[0]))
 
 
@@ -273,12 +280,15 @@ def mine_insights(
         )
     name, embed = choose_embedder(embedder, settings)
     vectors = np.asarray(embed([i.text for i in items]), dtype=float)
+    languages = [detect_language(i.text) for i in items]
     topics: list[Topic] = []
     for source in ("feedback", "correction", "handoff"):
         picked = [n for n, i in enumerate(items) if i.source == source]
         if not picked:
             continue
-        groups = _groups(vectors[picked], max_topics, recipe.seed)
+        groups = _groups(
+            vectors[picked], [languages[n] for n in picked], max_topics, recipe.seed
+        )
         named = titles([[items[picked[m]].text for m in g.members] for g in groups])
         for group, title in zip(groups, named, strict=True):
             members = [items[picked[m]] for m in group.members]
@@ -291,7 +301,7 @@ def mine_insights(
                         DayCount(day=d, count=c)
                         for d, c in sorted(Counter(_day(m.created_at) for m in members).items())
                     ],
-                    languages=dict(Counter(detect_language(m.text) for m in members)),
+                    languages=dict(Counter(languages[picked[m]] for m in group.members)),
                     examples=[items[picked[m]].text for m in group.central[:EXAMPLES]],
                     source=source,
                 )
@@ -301,20 +311,23 @@ def mine_insights(
     for number, topic in enumerate(topics, 1):
         topic.topic_id = number
     gaps = _gaps(
-        feature, store, task, items, vectors, uncovered, still_open, max_topics, recipe.seed
+        feature, store, task, items, vectors, languages, uncovered, still_open, max_topics,
+        recipe.seed,
     )
     return InsightsReport(
         feature=feature, topics=topics, gaps=gaps, embedding=name, texts=dict(counts)
     )
 
 
-def _gaps(feature, store, task, items, vectors, uncovered, still_open, max_topics, seed):
+def _gaps(
+    feature, store, task, items, vectors, languages, uncovered, still_open, max_topics, seed
+):
     picked = [n for n, i in enumerate(items) if i.source == "handoff" and i.ref in uncovered]
     if not picked:
         return []
     champion = store.champion(feature)
     gaps = []
-    for group in _groups(vectors[picked], max_topics, seed):
+    for group in _groups(vectors[picked], [languages[n] for n in picked], max_topics, seed):
         central = [items[picked[m]] for m in group.central]
         question = central[0].text
         draft = task.draft_answer(champion.model_path, question) if champion else None
