@@ -8,7 +8,7 @@ DEMO_DIR := .flywheel/demo
 DEMO_HOME := $(DEMO_DIR)/home
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test install services lint bench clean browser
+.PHONY: demo test install services lint bench clean browser console
 
 install: $(STAMP) browser
 
@@ -76,6 +76,15 @@ demo: $(STAMP)
 	# answer the tickets, review, retrain, gate, hot swap; before/after on held-out questions.
 	$(BIN)/flywheel demo assistant-turn help-center
 	$(BIN)/flywheel models list help-center
+	# The product manager's console over the same store: an admin key to sign in with, then
+	# `make console` (or FLYWHEEL_HOME=$(DEMO_HOME) flywheel console) opens /console.
+	$(BIN)/flywheel keys create --role admin --name demo-pm
+	@echo "Next: make console, then sign in at http://127.0.0.1:8000/console with the key above."
+
+# The console of the demo's store (review feedback, promote / roll back, drift, insights, cost).
+console: export FLYWHEEL_HOME = $(DEMO_HOME)
+console: $(STAMP)
+	$(BIN)/flywheel console
 
 # The store, loop and serve tests also run on a throwaway PostgreSQL the tests start
 # themselves, and two replicas behind nginx: `services` installs Debian's postgresql and
