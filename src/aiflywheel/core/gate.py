@@ -146,3 +146,58 @@ class RetrainResult:
     audit_id: int
     metric: str
     score_rows: tuple[tuple[str, str], ...] = SCORE_ROWS
+
+
+def classifier_gate(
+    champion_slices: dict[str, Any],
+    candidate_slices: dict[str, Any],
+    comparison: dict[str, Any],
+    config: Any,
+) -> tuple[Gate, list[dict[str, Any]], float, float, float]:
+    """The gate every classifier's retrain applies (text and images alike): the macro-F1
+    gain (points) over the champion on the same rows, optionally its CI's lower bound above
+    zero, and the largest drop on any slice, with the recipe's ``gate`` thresholds.
+
+    ``*_slices`` are ``metrics.classification.slice_metrics`` results and ``comparison`` a
+    ``paired_bootstrap`` of candidate against champion. Returns (gate, slice drops, worst
+    first, gain, CI low, CI high), the last three in points."""
+    drops = []
+    for column, result in champion_slices.items():
+        for value, figures in result["values"].items():
+            other = candidate_slices[column]["values"].get(value)
+            if other is None:
+                continue
+            drops.append(
+                {
+                    "slice": f"{column}={value}",
+                    "rows": figures["n"],
+                    "champion": figures["macro_f1"],
+                    "candidate": other["macro_f1"],
+                    "drop_points": round(100 * (figures["macro_f1"] - other["macro_f1"]), 2),
+                }
+            )
+    drops.sort(key=lambda d: -d["drop_points"])
+    gain = 100 * comparison["diff"]
+    lo, hi = (100 * x for x in comparison["ci"])
+    worst = drops[0] if drops else None
+    checks = [at_least("macro-F1 gain", gain, config.min_macro_f1_gain, unit="points")]
+    if config.require_significance:
+        checks.append(
+            above(
+                "significance (lower bound of the gain's 95% CI)",
+                lo,
+                0.0,
+                unit="points",
+                note=f"CI {lo:+.2f} to {hi:+.2f}",
+            )
+        )
+    checks.append(
+        at_most(
+            "largest slice drop",
+            None if worst is None else worst["drop_points"],
+            config.max_slice_drop,
+            unit="points",
+            note="no slice had enough rows to score" if worst is None else worst["slice"],
+        )
+    )
+    return Gate(checks), drops, gain, lo, hi

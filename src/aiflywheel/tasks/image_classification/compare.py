@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiflywheel.core.gate import Gate, GateResult, above, at_least, at_most
+from aiflywheel.core.gate import GateResult, classifier_gate
 from aiflywheel.metrics.classification import (
     classification_metrics,
     paired_bootstrap,
@@ -57,46 +57,7 @@ def compare_versions(
     min_rows = recipe.evaluate.min_slice_rows
     champ_slices = slice_metrics(y_true, champ, slices, labels, min_support=min_rows)
     cand_slices = slice_metrics(y_true, cand, slices, labels, min_support=min_rows)
-    drops = []
-    for column, result in champ_slices.items():
-        for value, figures in result["values"].items():
-            other = cand_slices[column]["values"].get(value)
-            if other is not None:
-                drops.append(
-                    {
-                        "slice": f"{column}={value}",
-                        "rows": figures["n"],
-                        "champion": figures["macro_f1"],
-                        "candidate": other["macro_f1"],
-                        "drop_points": round(100 * (figures["macro_f1"] - other["macro_f1"]), 2),
-                    }
-                )
-    drops.sort(key=lambda d: -d["drop_points"])
-    config = recipe.gate
-    gain = 100 * comparison["diff"]
-    lo, hi = (100 * x for x in comparison["ci"])
-    worst = drops[0] if drops else None
-    checks = [at_least("macro-F1 gain", gain, config.min_macro_f1_gain, unit="points")]
-    if config.require_significance:
-        checks.append(
-            above(
-                "significance (lower bound of the gain's 95% CI)",
-                lo,
-                0.0,
-                unit="points",
-                note=f"CI {lo:+.2f} to {hi:+.2f}",
-            )
-        )
-    checks.append(
-        at_most(
-            "largest slice drop",
-            None if worst is None else worst["drop_points"],
-            config.max_slice_drop,
-            unit="points",
-            note="no slice had enough rows to score" if worst is None else worst["slice"],
-        )
-    )
-    gate = Gate(checks)
+    gate, drops, gain, lo, hi = classifier_gate(champ_slices, cand_slices, comparison, recipe.gate)
     reason = gate.reason(
         kept=kept,
         when_passed=f"candidate is better: {gain:+.2f} macro-F1 points (95% CI {lo:+.2f} to "

@@ -15,15 +15,7 @@ from typing import Any
 
 import yaml
 
-from aiflywheel.core.gate import (
-    Gate,
-    GateResult,
-    RetrainResult,
-    above,
-    at_least,
-    at_most,
-    holds_out,
-)
+from aiflywheel.core.gate import GateResult, RetrainResult, classifier_gate, holds_out
 from aiflywheel.core.versions import decide_candidate, version_summary
 from aiflywheel.data.clean import clean_text
 from aiflywheel.data.dataset import Dataset, Record
@@ -188,48 +180,7 @@ def compare_versions(
     min_rows = recipe.evaluate.min_slice_rows
     champ_slices = slice_metrics(y_true, champ_pred, slice_values, labels, min_support=min_rows)
     cand_slices = slice_metrics(y_true, cand_pred, slice_values, labels, min_support=min_rows)
-    drops = []
-    for column, result in champ_slices.items():
-        for value, figures in result["values"].items():
-            cand = cand_slices[column]["values"].get(value)
-            if cand is None:
-                continue
-            drops.append(
-                {
-                    "slice": f"{column}={value}",
-                    "rows": figures["n"],
-                    "champion": figures["macro_f1"],
-                    "candidate": cand["macro_f1"],
-                    "drop_points": round(100 * (figures["macro_f1"] - cand["macro_f1"]), 2),
-                }
-            )
-    drops.sort(key=lambda d: -d["drop_points"])
-
-    config = recipe.gate
-    gain = 100 * comparison["diff"]
-    lo, hi = (100 * x for x in comparison["ci"])
-    worst = drops[0] if drops else None
-    checks = [at_least("macro-F1 gain", gain, config.min_macro_f1_gain, unit="points")]
-    if config.require_significance:
-        checks.append(
-            above(
-                "significance (lower bound of the gain's 95% CI)",
-                lo,
-                0.0,
-                unit="points",
-                note=f"CI {lo:+.2f} to {hi:+.2f}",
-            )
-        )
-    checks.append(
-        at_most(
-            "largest slice drop",
-            None if worst is None else worst["drop_points"],
-            config.max_slice_drop,
-            unit="points",
-            note="no slice had enough rows to score" if worst is None else worst["slice"],
-        )
-    )
-    gate = Gate(checks)
+    gate, drops, gain, lo, hi = classifier_gate(champ_slices, cand_slices, comparison, recipe.gate)
     rows_note = f"{n_test} frozen test rows + {len(holdout)} held-out feedback"
     reason = gate.reason(
         f"candidate is better: {gain:+.2f} macro-F1 points (95% CI {lo:+.2f} to "
