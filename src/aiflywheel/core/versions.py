@@ -229,3 +229,61 @@ def decide_candidate(
         to_version=candidate_version,
         details=details,
     )
+
+
+def conclude_retrain(
+    store: Store,
+    feature: str,
+    *,
+    champion: Any,
+    candidate_version: int,
+    gate: Any,
+    data: dict[str, Any],
+    run_id: str,
+    run_dir: Path,
+    actor: str,
+    metric: str,
+    summary: Any = None,
+    score_rows: Sequence[tuple[str, str]] | None = None,
+) -> Any:
+    """The end of every task's retrain: the gate's decision on the candidate, audited with
+    both versions' summaries (``summary(row)``; ``version_summary`` by default), the gate's
+    scores and checks, the data counts; then the ``RetrainResult`` the CLI prints."""
+    from aiflywheel.core.gate import RetrainResult
+
+    summary = summary or version_summary
+    details: dict[str, Any] = {
+        "champion": {**summary(champion), "gate_scores": gate.champion},
+        "candidate": {
+            **summary(store.get_model_version(feature, candidate_version)),
+            "gate_scores": gate.candidate,
+        },
+        "comparison": gate.comparison,
+        "checks": gate.checks,
+        "worst_slices": gate.slice_drops[:5],
+        "data": data,
+        "run_id": run_id,
+    }
+    event = decide_candidate(
+        store,
+        feature,
+        champion_version=champion.version,
+        candidate_version=candidate_version,
+        passed=gate.passed,
+        reason=gate.reason,
+        actor=actor,
+        details=details,
+    )
+    extra = {} if score_rows is None else {"score_rows": tuple(score_rows)}
+    return RetrainResult(
+        feature=feature,
+        champion_version=champion.version,
+        candidate_version=candidate_version,
+        decision=event.decision,
+        gate=gate,
+        data=data,
+        run_dir=run_dir,
+        audit_id=event.id,
+        metric=metric,
+        **extra,
+    )

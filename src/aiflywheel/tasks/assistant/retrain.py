@@ -47,7 +47,7 @@ from aiflywheel.core.gate import (
     at_most,
     holds_out,
 )
-from aiflywheel.core.versions import decide_candidate
+from aiflywheel.core.versions import conclude_retrain
 from aiflywheel.data.text_normalize import near_duplicate_key
 from aiflywheel.errors import ConflictError, NotFoundError
 from aiflywheel.files import write_json_atomic, write_text_atomic
@@ -481,35 +481,18 @@ def retrain_assistant(
         before_commit=judge,
     )
     result: GateResult = decided["gate"]
-    candidate_row = store.get_model_version(feature, built.version)
-    details = {
-        "champion": {**_summary(champion), "gate_scores": result.champion},
-        "candidate": {**_summary(candidate_row), "gate_scores": result.candidate},
-        "comparison": result.comparison,
-        "checks": result.checks,
-        "data": data.counts,
-        "run_id": built.run_id,
-    }
-    event = decide_candidate(
+    return conclude_retrain(
         store,
         feature,
-        champion_version=champion.version,
+        champion=champion,
         candidate_version=built.version,
-        passed=result.passed,
-        reason=result.reason,
-        actor=actor,
-        details=details,
-    )
-    return RetrainResult(
-        feature=feature,
-        champion_version=champion.version,
-        candidate_version=built.version,
-        decision=event.decision,
         gate=result,
         data=data.counts,
+        run_id=built.run_id,
         run_dir=built.run_dir,
-        audit_id=event.id,
+        actor=actor,
         metric="answer accuracy",
+        summary=_summary,
         score_rows=ASSISTANT_SCORE_ROWS,
     )
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from aiflywheel.core.gate import RetrainResult, holds_out
-from aiflywheel.core.versions import decide_candidate, version_summary
+from aiflywheel.core.versions import conclude_retrain
 from aiflywheel.errors import ConflictError, NotFoundError
 from aiflywheel.files import write_json_atomic
 from aiflywheel.recipe import Recipe, parse_recipe
@@ -151,36 +151,15 @@ def retrain_image_feature(
     store.update_model_metrics(
         feature, trained.version, {"gate": {"passed": gate.passed, "reason": gate.reason}}
     )
-    details = {
-        "champion": {**version_summary(champion), "gate_scores": gate.champion},
-        "candidate": {
-            **version_summary(store.get_model_version(feature, trained.version)),
-            "gate_scores": gate.candidate,
-        },
-        "comparison": gate.comparison,
-        "checks": gate.checks,
-        "worst_slices": gate.slice_drops[:5],
-        "data": counts,
-        "run_id": trained.run_id,
-    }
-    event = decide_candidate(
+    return conclude_retrain(
         store,
         feature,
-        champion_version=champion.version,
+        champion=champion,
         candidate_version=trained.version,
-        passed=gate.passed,
-        reason=gate.reason,
-        actor=actor,
-        details=details,
-    )
-    return RetrainResult(
-        feature=feature,
-        champion_version=champion.version,
-        candidate_version=trained.version,
-        decision=event.decision,
         gate=gate,
         data=counts,
+        run_id=trained.run_id,
         run_dir=trained.run_dir,
-        audit_id=event.id,
+        actor=actor,
         metric="macro-F1",
     )
