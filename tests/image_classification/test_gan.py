@@ -51,7 +51,7 @@ def test_augmentation_returns_uint8_images_and_labels_per_class(tiny_result) -> 
     assert tiny_result.pixels.shape == (15, 8, 8, 1) and tiny_result.pixels.dtype == np.uint8
     assert tiny_result.labels.dtype == np.int64
     assert np.bincount(tiny_result.labels).tolist() == [5, 5, 5]
-    assert tiny_result.epochs == 3 and isinstance(tiny_result.seconds, float)
+    assert tiny_result.epochs == 3
     assert tiny_result.frechet_distance >= 0
     assert "random projection of pixels" in tiny_result.distance_features
     # Not all one value: the generator draws something.

@@ -64,5 +64,8 @@ def test_metrics_show_the_stored_report_and_refresh_a_stale_one(shifted_world) -
             in text
         )
         assert 'flywheel_drift_worst{check="' in text
-        assert "flywheel_drift_report_age_seconds" in text
+        age_gauge = [
+            line for line in text.splitlines() if line.startswith("flywheel_drift_report_age")
+        ]
+        assert len(age_gauge) == 1 and f'feature="{FEATURE}"' in age_gauge[0]
         assert len(report_history(store, FEATURE)) == 1  # fresh: no second refresh
