@@ -92,6 +92,23 @@ def main() -> None:
             )
             for key, col in (("before", 2), ("after", 3))
         }
+
+        def precision_at_recall(column: int, recall: float = 0.9) -> float:
+            """Best precision of 'not answerable' among cuts on the score with recall >= 0.9."""
+            scores = [per_question[q.id][column] for q in part]
+            best = 0.0
+            for cut in sorted(set(scores)):
+                flagged = [s <= cut for s in scores]
+                hits = sum(f and not t for f, t in zip(flagged, truth, strict=True))
+                needed = sum(not t for t in truth)
+                if needed and hits / needed >= recall:
+                    best = max(best, hits / max(sum(flagged), 1))
+            return best
+
+        print(
+            f"{name:12s} precision of 'not answerable' at recall 0.9: cosine "
+            f"{precision_at_recall(0):.3f} judge {precision_at_recall(1):.3f}"
+        )
         print(
             f"{name:12s} n={len(part):3d} AUC cosine {cos_auc:.3f} judge {judge_auc:.3f} | "
             f"hit@1 {h['before'][0]:.3f} -> {h['after'][0]:.3f}, "
