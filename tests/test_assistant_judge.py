@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tests.assistant_parts import HashingEncoder
-from tests.test_assistant_cli import EVAL_SET, KB, _recipe, _run, _write_eval
+from tests.test_assistant_cli import EVAL_SET, KB, _one_line_error, _recipe, _run, _write_eval
 from tests.test_assistant_wheel import (
     FEATURE,
     GIFT_ANSWER,
@@ -224,3 +224,11 @@ def trained(tmp_path: Path, capsys) -> Store:
     code, _, err = _run(["train", str(recipe)], capsys)
     assert code == 0, err
     return open_store()
+
+
+def test_a_bad_judge_section_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    project = tmp_path / "bad"
+    recipe = _recipe(project, knowledge_base=str(KB), extra="  judge:\n    kind: cross-encoder\n")
+    _write_eval(project / "eval.jsonl", EVAL_SET)
+    code, _, err = _run(["train", str(recipe)], capsys)
+    _one_line_error(code, err, "judge", "cross-encoder")
