@@ -90,6 +90,20 @@ def test_pairs_cover_both_languages_hidden_answers_and_hard_negatives(
     assert x[unanswerable, share].mean() < x[~unanswerable, share].mean()
 
 
+def test_max_questions_keeps_every_learned_pair_and_a_stable_sample(
+    index: KnowledgeIndex,
+) -> None:
+    from aiflywheel.tasks.assistant.knowledge_base import faq_entry_chunk
+
+    index.add_chunks([faq_entry_chunk("Do you gift wrap?", "Yes, for 5 yuan.", source="feedback")])
+    every = build_judge_pairs(index)
+    learned = [p for p in every if p.origin.startswith("learned")]
+    assert learned and len(every) > 20
+    some = build_judge_pairs(index, max_questions=20)
+    assert len(some) == 20 and all(p in some for p in learned)
+    assert build_judge_pairs(index, max_questions=20) == some
+
+
 def test_known_share_counts_words_outside_the_hidden_chunks() -> None:
     owners = {"refund": {"a"}, "card": {"a", "b"}}
     assert known_share("refund card", frozenset(), owners) == 1.0

@@ -308,7 +308,7 @@ def train_judge(
     from aiflywheel.tasks.assistant.service import JUDGE_DIR
 
     started = time.perf_counter()
-    pairs = build_judge_pairs(index)
+    pairs = build_judge_pairs(index, max_questions=config.judge.max_questions)
     judge = FeatureJudge(index, l2=config.judge.l2, reorder=config.judge.reorder).fit(pairs)
     judge.save(assistant_dir / JUDGE_DIR)
     seconds = round(time.perf_counter() - started, 2)

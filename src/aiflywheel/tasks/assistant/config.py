@@ -98,6 +98,14 @@ class JudgeConfig(BaseModel):
     l2: float = Field(
         1.0, gt=0, le=10_000, description="L2 penalty of the judge's logistic regression."
     )
+    max_questions: int = Field(
+        5000,
+        ge=10,
+        le=1_000_000,
+        description="Most training questions (each is one retrieval): every one learned "
+        "from staff answers and feedback, then a stable sample of those built from the "
+        "knowledge base (the shipped help center gives 840).",
+    )
     reorder: bool = Field(
         True,
         description="Reorder the top hits by the judge's probability (off: keep the "

@@ -29,6 +29,7 @@ document, FAQ entries on nearby topics.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -114,8 +115,26 @@ def _variants(question: str, answers: set[str], own: str | None, origin: str) ->
     return out
 
 
-def build_judge_pairs(index: KnowledgeIndex) -> list[JudgeQuery]:
-    """Every training question the knowledge base in ``index`` gives (module doc)."""
+def _sample(queries: list[JudgeQuery], limit: int | None) -> list[JudgeQuery]:
+    """At most ``limit`` queries: every ``learned`` one (what people taught), then a
+    stable share of the rest (by a hash of question and origin), in their order."""
+    if limit is None or len(queries) <= limit:
+        return queries
+    learned = [q for q in queries if q.origin.startswith("learned")]
+    rest = [q for q in queries if not q.origin.startswith("learned")]
+
+    def key(q: JudgeQuery) -> bytes:
+        return hashlib.sha256(f"{q.origin}:{q.question}".encode()).digest()
+
+    keep = set(map(id, sorted(rest, key=key)[: max(limit - len(learned), 0)]))
+    return learned + [q for q in rest if id(q) in keep]
+
+
+def build_judge_pairs(
+    index: KnowledgeIndex, *, max_questions: int | None = None
+) -> list[JudgeQuery]:
+    """Every training question the knowledge base in ``index`` gives (module doc); with
+    ``max_questions``, every ``learned`` one and a stable sample of the others."""
     from aiflywheel.tasks.assistant.retrain import states_answer
 
     chunks = index.chunks
@@ -155,7 +174,7 @@ def build_judge_pairs(index: KnowledgeIndex) -> list[JudgeQuery]:
             sentence = _first_sentence(chunk.text)
             if sentence:
                 queries += _variants(sentence, {chunk.id} | related, None, "first_sentence")
-    return queries
+    return _sample(queries, max_questions)
 
 
 def _lookup(index: KnowledgeIndex) -> dict[str, int]:
