@@ -374,6 +374,13 @@ class Bm25Index:
         order = np.lexsort((hits, -scores[hits]))
         return [(int(hits[i]), float(scores[hits[i]])) for i in order]
 
+    def idf_of(self, tokens: Sequence[str]) -> np.ndarray:
+        """The inverse document frequency of each token (0.0 for a token no document has)."""
+        return np.array(
+            [float(self._idf[self.vocabulary[t]]) if t in self.vocabulary else 0.0 for t in tokens],
+            dtype=np.float64,
+        )
+
     def scores_for(self, query_tokens: Sequence[str], numbers: Sequence[int]) -> np.ndarray:
         """BM25 scores of the given documents only."""
         numbers = np.asarray(list(numbers), dtype=np.int64)

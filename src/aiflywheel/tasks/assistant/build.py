@@ -7,12 +7,14 @@
 2. embeds and indexes it (``KnowledgeIndex``), reusing the embeddings of the champion's
    index for chunks that did not change, and keeps the entries added live (``flywheel
    kb add``, the API) that the store holds;
-3. calibrates the handoff and FAQ thresholds on the calibration half of the evaluation
+3. trains the answerability judge when the recipe asks for one (``assistant.judge``,
+   saved in ``assistant/judge/``);
+4. calibrates the handoff and FAQ thresholds on the calibration half of the evaluation
    set (unless the recipe sets both) and evaluates on all of it (retrieval BM25 / dense /
    hybrid, answers, handoffs, latency);
-4. writes ``runs/<feature>/<run id>/``: ``assistant/`` (``assistant.json`` + ``index/``),
+5. writes ``runs/<feature>/<run id>/``: ``assistant/`` (``assistant.json`` + ``index/``),
    ``metrics.json``, ``evaluation.jsonl`` (one row per question) and ``report.html``;
-5. registers the folder as a new candidate version (the first version becomes champion,
+6. registers the folder as a new candidate version (the first version becomes champion,
    as nothing else can answer yet).
 """
 
@@ -173,6 +175,10 @@ def build_assistant(
             index.add_chunks([c for c in extra_chunks if c.id not in have])
             report(f"{len(extra_chunks)} accepted answers added as FAQ entries")
 
+        judge_summary = None
+        if config.judge.kind != "none":
+            judge_summary = train_judge(index, config, work_dir / "assistant", report)
+
         questions = []
         eval_path = None
         if eval_set is not None:
@@ -188,6 +194,8 @@ def build_assistant(
             origin="recipe",
         )
         assistant = assistant_from_parts(index, config, provisional, settings)
+        if judge_summary is not None:
+            assistant.judge = judge_summary.pop("judge")
         calibration = None
         if not set_in_recipe:
             calibration_set, _ = split_eval_set(questions, config.held_out_share)
@@ -238,6 +246,7 @@ def build_assistant(
             },
             "thresholds": assistant.thresholds.to_json(),
             "calibration": calibration.to_json() if calibration else None,
+            "judge": judge_summary,
             "build_seconds": round(time.perf_counter() - started, 2),
         }
         if evaluation is not None:
@@ -253,6 +262,7 @@ def build_assistant(
             "encoder": config.encoder,
             "config": config.model_dump(mode="json"),
             "thresholds": assistant.thresholds.to_json(),
+            "judge": judge_summary,
             "knowledge_base": str(kb_path),
             "eval_set": str(eval_path) if eval_path is not None else None,
         }
@@ -285,6 +295,39 @@ def build_assistant(
             status = "champion"
         run.succeed(summary={"version": registered.version, **summary})
     return BuildResult(run_id, final_dir, registered.version, status, metrics)
+
+
+def train_judge(
+    index: Any, config: AssistantConfig, assistant_dir: Path, report: Report
+) -> dict[str, Any]:
+    """Build the judge's training pairs from ``index`` (its knowledge base, the entries
+    added live and the accepted answers a retrain added), train the judge and save it in
+    ``assistant_dir/judge``. Returns its summary, with the trained judge under ``judge``."""
+    from aiflywheel.tasks.assistant.judge import FeatureJudge
+    from aiflywheel.tasks.assistant.judge_pairs import build_judge_pairs, pair_counts
+    from aiflywheel.tasks.assistant.service import JUDGE_DIR
+
+    started = time.perf_counter()
+    pairs = build_judge_pairs(index, max_questions=config.judge.max_questions)
+    judge = FeatureJudge(index, l2=config.judge.l2, reorder=config.judge.reorder).fit(pairs)
+    judge.save(assistant_dir / JUDGE_DIR)
+    seconds = round(time.perf_counter() - started, 2)
+    counts = pair_counts(pairs)
+    report(
+        f"judge ({config.judge.kind}) trained on {len(pairs)} questions "
+        f"({judge.summary['rows']} hits, {judge.summary['answering_rows']} answering) "
+        f"in {seconds:.1f} s"
+    )
+    return {
+        "kind": config.judge.kind,
+        "questions": len(pairs),
+        "pairs": counts,
+        "rows": judge.summary["rows"],
+        "answering_rows": judge.summary["answering_rows"],
+        "train_auc": judge.summary["train_auc"],
+        "train_seconds": seconds,
+        "judge": judge,
+    }
 
 
 def assistant_summary(metrics: dict[str, Any]) -> dict[str, Any]:

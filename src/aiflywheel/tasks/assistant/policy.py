@@ -12,7 +12,9 @@ For each user message, in order:
    needs to do.
 4. Hybrid retrieval of the message (with the previous user message when the new one is
    short, so "and to Taiwan?" keeps its context). The confidence is the best cosine
-   similarity between the message and a retrieved chunk.
+   similarity between the message and a retrieved chunk; with a learned ``judge``
+   (``judge.FeatureJudge``) the hits are reordered by the judge's probability that
+   they answer the message, and the confidence is the best probability.
 5. Confidence below ``thresholds.handoff_below``: handoff, reason ``low retrieval
    confidence``.
 6. A FAQ entry among the top hits whose similarity reaches ``thresholds.faq_at_least``
@@ -186,6 +188,7 @@ class Assistant:
     max_message_chars: int = 4000
     mode: str = "hybrid"
     fallback: AnswerGenerator | None = None
+    judge: Any = None  # judge.FeatureJudge: reorders the hits; its best probability = confidence
 
     # -- the decision -----------------------------------------------------------------
     def check_message(self, message: str) -> str:
@@ -237,8 +240,13 @@ class Assistant:
                 reason=f"prompt injection: {injection}",
                 details={"flagged": "prompt_injection"},
             )
-        hits = self.search(self.retrieval_query(text, history))
-        confidence = self.confidence(hits)
+        query = self.retrieval_query(text, history)
+        hits = self.search(query)
+        if self.judge is not None and hits:
+            hits, probabilities = self.judge.rerank(query, hits)
+            confidence = float(probabilities.max())
+        else:
+            confidence = self.confidence(hits)
         if not hits or confidence < self.thresholds.handoff_below:
             return self._handoff(
                 language,

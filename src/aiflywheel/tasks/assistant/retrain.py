@@ -23,6 +23,12 @@ The gate (``compare_assistants``) answers every question with both versions:
   answer, not a handoff);
 * 95% CIs by bootstrap over questions (paired for the differences).
 
+With ``assistant.judge.kind: features`` the candidate's answerability judge is trained
+again (``build.train_judge``) on the knowledge base's pairs plus the accepted answers in
+its index (``judge_pairs``, origin ``learned``: the customer's question -> its entry and
+the knowledge-base chunks that state the answer), and its thresholds are calibrated on
+the judge's score; the same gate decides.
+
 Promotion and rollback themselves are task-independent (``aiflywheel.core.versions``).
 """
 

@@ -1,9 +1,10 @@
 """Load a registered assistant version, and change its knowledge base while it runs.
 
-``load_assistant(model_dir)`` opens ``assistant.json`` and ``index/`` written by
-``build_assistant``, loads the encoder and the generator (lazily: a local LLM loads on
-its first answer, or at ``warm()``), and adds the entries reviewers added live
-(``kb_entries`` in the store) that the index does not hold yet.
+``load_assistant(model_dir)`` opens ``assistant.json``, ``index/`` and, when the
+version has one, ``judge/`` written by ``build_assistant``, loads the encoder and the
+generator (lazily: a local LLM loads on its first answer, or at ``warm()``), and adds
+the entries reviewers added live (``kb_entries`` in the store) that the index does not
+hold yet.
 
 ``add_entry`` is what ``flywheel kb add`` and ``POST /v1/features/{name}/kb`` do: record
 the entry in the store (accepting the feedback it came from, if any) and add it to the
@@ -29,6 +30,7 @@ from aiflywheel.tasks.assistant.records import add_kb_entry, get_turn, kb_entrie
 from aiflywheel.tasks.assistant.types import Chunk
 
 LIVE_SOURCE = "kb-added"
+JUDGE_DIR = "judge"  # the judge's folder inside an assistant version's folder
 
 
 def assistant_from_parts(
@@ -125,6 +127,11 @@ def load_assistant(
             put_live_chunks(index, live)
     thresholds = Thresholds(**manifest["thresholds"])
     assistant = assistant_from_parts(index, config, thresholds, settings)
+    if manifest.get("judge"):
+        from aiflywheel.tasks.assistant.judge import FeatureJudge
+
+        assistant.judge = FeatureJudge.load(model_dir / JUDGE_DIR, index)
+        assistant.judge.reorder = config.judge.reorder
     return LoadedAssistant(feature, version, assistant, config, model_dir)
 
 
