@@ -165,3 +165,22 @@ def test_request_limits_answer_413_and_422_in_one_line(running) -> None:
         assert words in message and "\n" not in message
     classify = http.post("/v1/classify", json={"text": "hello"}, headers=keys["client"])
     assert classify.status_code == 422 and "/v1/predict" in classify.text
+
+
+def test_an_answered_image_prediction_is_already_stored(running, monkeypatch) -> None:
+    """A 2xx means durable: with a slow store the answer waits for the commit."""
+    http, store, keys = running
+    http.post(f"/v1/features/{FEATURE}/promote", json=FIRST, headers=keys["admin"])
+    original = store.log_predictions
+
+    def slow(rows):
+        time.sleep(0.3)
+        original(rows)
+
+    monkeypatch.setattr(store, "log_predictions", slow)
+    image = png(picture("top", np.random.default_rng(3), turned=False))
+    answer = http.post(
+        "/v1/predict", files={"file": ("a.png", image, "image/png")}, headers=keys["client"]
+    )
+    assert answer.status_code == 200, answer.text
+    assert store.get_prediction(answer.json()["prediction_id"]) is not None

@@ -184,7 +184,7 @@ async def predict(request: Request, state: State, principal: Client) -> JSONResp
                 "image_sha256": digest,
             }
         )
-    state.writer.submit(rows)
+    await state.writer.write(rows)  # stored before answered: 503 when it cannot be
     state.metrics.predictions.labels(model.feature, str(model.version)).inc(len(rows))
     head = {"feature": model.feature, "version": model.version}
     return JSONResponse({**head, **out[0]} if single else {**head, "predictions": out})
