@@ -46,14 +46,8 @@ def write_splits(models: Path) -> None:
 def build_world(store: Store, models: Path) -> World:
     for folder in ("v1", "v2"):  # each version in its own folder, as runs keep them
         write_splits(models / folder)
-    good = {
-        "macro_f1": 0.9,
-        "macro_f1_ci": [0.85, 0.95],
-        "accuracy": 0.9,
-        "baseline_name": "majority",
-        "baseline_macro_f1": 0.33,
-        "beats_baseline": True,
-    }
+    good = {"macro_f1": 0.9, "macro_f1_ci": [0.85, 0.95], "accuracy": 0.9,
+            "baseline_name": "majority", "baseline_macro_f1": 0.33, "beats_baseline": True}
     register_tfidf(store, models / "v1", metrics=good)
     register_tfidf(store, models / "v2", metrics={**good, "macro_f1": 0.92}, C=2.0)
     promote(store, FEATURE, 1, actor="setup", reason="first champion")

@@ -68,13 +68,9 @@ def test_handoffs_are_answered_into_the_review_queue(tiny_bert: Path) -> None:
         assert empty.status_code == 422 and "answer is empty" in html.unescape(empty.text)
         done = api.post(
             "/console/review/answer",
-            data={
-                "feature": "helpdesk",
-                "ref": ticket,
-                "csrf": token,
-                "answer": "A colleague will call you back within one working day.",
-                "next": "/console/review?feature=helpdesk",
-            },
+            data={"feature": "helpdesk", "ref": ticket, "csrf": token,
+                  "answer": "A colleague will call you back within one working day.",
+                  "next": "/console/review?feature=helpdesk"},
             follow_redirects=False,
         )
         assert done.status_code == 303 and "note=answered" in done.headers["location"]
@@ -93,13 +89,8 @@ def test_handoffs_are_answered_into_the_review_queue(tiny_bert: Path) -> None:
         # A relabel makes no sense for an assistant: the task's own message says so.
         relabel = api.post(
             "/console/review/decide",
-            data={
-                "feature": "helpdesk",
-                "id": item.id,
-                "action": "relabel",
-                "label": "x",
-                "csrf": token,
-            },
+            data={"feature": "helpdesk", "id": item.id, "action": "relabel",
+                  "label": "x", "csrf": token},
         )
         assert relabel.status_code == 422
         insights = api.get("/console/insights?feature=helpdesk&embedder=tfidf")
@@ -107,20 +98,14 @@ def test_handoffs_are_answered_into_the_review_queue(tiny_bert: Path) -> None:
         # An edited FAQ draft for another handoff goes to the same queue, pending.
         other = api.post(
             "/v1/chat/completions",
-            json={
-                "model": "helpdesk",
-                "messages": [{"role": "user", "content": "I want to talk to a human"}],
-            },
+            json={"model": "helpdesk",
+                  "messages": [{"role": "user", "content": "I want to talk to a human"}]},
             headers={"Authorization": f"Bearer {client_key}"},
         ).json()["flywheel"]["ticket_id"]
         sent = api.post(
             "/console/insights/send",
-            data={
-                "feature": "helpdesk",
-                "ticket_id": other,
-                "csrf": token,
-                "answer": "Use the contact form under Help; a person answers within a day.",
-            },
+            data={"feature": "helpdesk", "ticket_id": other, "csrf": token,
+                  "answer": "Use the contact form under Help; a person answers within a day."},
             follow_redirects=False,
         )
         assert sent.status_code == 303 and "note=sent" in sent.headers["location"]

@@ -202,7 +202,9 @@ def test_promote_and_roll_back_a_version(browser, server) -> None:
     context.close()
 
 
-def test_switch_language_read_drift_and_planner_and_screenshot_every_page(browser, server) -> None:
+def test_switch_language_read_drift_and_planner_and_screenshot_every_page(
+    browser, server
+) -> None:
     base, store, world = server
     context, page = signed_in(browser, base, world.keys["admin"])
     run_id = next(r.id for r, _ in store.list_runs() if r.status == "succeeded")

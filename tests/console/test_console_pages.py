@@ -46,8 +46,7 @@ def csrf_of(client: TestClient, path: str = "/console/login") -> str:
 def sign_in(client: TestClient, key: str) -> None:
     token = csrf_of(client)
     answer = client.post(
-        "/console/login",
-        data={"key": key, "csrf": token, "next": "/console"},
+        "/console/login", data={"key": key, "csrf": token, "next": "/console"},
         follow_redirects=False,
     )
     assert answer.status_code == 303, answer.text
@@ -85,10 +84,8 @@ def test_every_key_the_templates_and_pages_use_is_in_the_catalog() -> None:
 
 def test_sign_in_sets_a_signed_http_only_strict_cookie(client, world) -> None:
     _, w = world
-    assert (
-        client.get("/console", follow_redirects=False)
-        .headers["location"]
-        .startswith("/console/login")
+    assert client.get("/console", follow_redirects=False).headers["location"].startswith(
+        "/console/login"
     )
     token = csrf_of(client)
     bad = client.post("/console/login", data={"key": "fwk_nope_nope", "csrf": token})
@@ -156,12 +153,8 @@ def test_a_viewer_on_admin_and_review_actions_gets_403_and_nothing_changes(clien
     assert promote.status_code == 403 and "viewer" in promote.text
     review = client.post(
         "/console/review/decide",
-        data={
-            "feature": "tiny-sentiment",
-            "id": w.feedback_ids[0],
-            "action": "accept",
-            "csrf": token,
-        },
+        data={"feature": "tiny-sentiment", "id": w.feedback_ids[0], "action": "accept",
+              "csrf": token},
     )
     assert review.status_code == 403
     assert client.get("/console/keys").status_code == 403
@@ -171,13 +164,8 @@ def test_a_viewer_on_admin_and_review_actions_gets_403_and_nothing_changes(clien
     assert store.feedback_counts("tiny-sentiment")["pending"] == len(w.feedback_ids)
     assert len(store.list_api_keys()) == 4
     # The viewer still reads every other page.
-    for path in (
-        "/console",
-        "/console/review",
-        "/console/audit",
-        "/console/runs",
-        "/console/features/tiny-sentiment/versions/1",
-    ):
+    for path in ("/console", "/console/review", "/console/audit", "/console/runs",
+                 "/console/features/tiny-sentiment/versions/1"):
         assert client.get(path).status_code == 200, path
 
 
@@ -187,8 +175,7 @@ def test_language_switch_is_remembered_and_every_page_follows_it(client, world) 
     assert "Features" in client.get("/console").text
     token = csrf_of(client, "/console")
     answer = client.post(
-        "/console/lang",
-        data={"lang": "zh", "next": "/console/review", "csrf": token},
+        "/console/lang", data={"lang": "zh", "next": "/console/review", "csrf": token},
         follow_redirects=False,
     )
     assert answer.headers["location"] == "/console/review"
@@ -199,8 +186,7 @@ def test_language_switch_is_remembered_and_every_page_follows_it(client, world) 
     bad = client.post("/console/lang", data={"lang": "fr", "csrf": token})
     assert bad.status_code == 422 and "zh, en" in bad.text
     offsite = client.post(
-        "/console/lang",
-        data={"lang": "en", "next": "https://evil.example/x", "csrf": token},
+        "/console/lang", data={"lang": "en", "next": "https://evil.example/x", "csrf": token},
         follow_redirects=False,
     )
     assert offsite.headers["location"] == "/console"
@@ -216,13 +202,8 @@ def test_review_one_by_one_relabel_errors_and_bulk_by_filter(client, world) -> N
     first, second = w.feedback_ids[0], w.feedback_ids[2]
     bad = client.post(
         "/console/review/decide",
-        data={
-            "feature": "tiny-sentiment",
-            "id": second,
-            "action": "relabel",
-            "label": "neutral",
-            "csrf": token,
-        },
+        data={"feature": "tiny-sentiment", "id": second, "action": "relabel",
+              "label": "neutral", "csrf": token},
     )
     assert bad.status_code == 422
     message = html.unescape(bad.text)
@@ -231,23 +212,14 @@ def test_review_one_by_one_relabel_errors_and_bulk_by_filter(client, world) -> N
     assert store.list_feedback("tiny-sentiment", ids=[second])[0].review_state == "pending"
     ok = client.post(
         "/console/review/decide",
-        data={
-            "feature": "tiny-sentiment",
-            "id": second,
-            "action": "relabel",
-            "label": "positive",
-            "csrf": token,
-            "next": "/console/review",
-        },
+        data={"feature": "tiny-sentiment", "id": second, "action": "relabel",
+              "label": "positive", "csrf": token, "next": "/console/review"},
         follow_redirects=False,
     )
     assert ok.status_code == 303
     item = store.list_feedback("tiny-sentiment", ids=[second])[0]
     assert (item.review_state, item.corrected_label, item.reviewer) == (
-        "accepted",
-        "positive",
-        "reviewer-person",
-    )
+        "accepted", "positive", "reviewer-person")
     client.post(
         "/console/review/decide",
         data={"feature": "tiny-sentiment", "id": first, "action": "reject", "csrf": token},
@@ -256,13 +228,8 @@ def test_review_one_by_one_relabel_errors_and_bulk_by_filter(client, world) -> N
     # Bulk: accept every pending item the v1 model predicted as 'negative'.
     bulk = client.post(
         "/console/review/bulk",
-        data={
-            "feature": "tiny-sentiment",
-            "state": "pending",
-            "predicted": "negative",
-            "action": "accept",
-            "csrf": token,
-        },
+        data={"feature": "tiny-sentiment", "state": "pending", "predicted": "negative",
+              "action": "accept", "csrf": token},
         follow_redirects=False,
     )
     assert bulk.status_code == 303
@@ -274,13 +241,8 @@ def test_review_one_by_one_relabel_errors_and_bulk_by_filter(client, world) -> N
     # A filter that matches nothing says so.
     none = client.post(
         "/console/review/bulk",
-        data={
-            "feature": "tiny-sentiment",
-            "state": "pending",
-            "predicted": "nothing",
-            "action": "accept",
-            "csrf": token,
-        },
+        data={"feature": "tiny-sentiment", "state": "pending", "predicted": "nothing",
+              "action": "accept", "csrf": token},
     )
     assert none.status_code == 422 and "nothing matches" in none.text
 
@@ -296,15 +258,13 @@ def test_admin_promotes_and_rolls_back_with_a_reason_audited(client, world) -> N
     missing = client.post(url, data={"reason": " ", "csrf": token})
     assert missing.status_code == 422 and "needs a reason" in missing.text
     assert store.champion("tiny-sentiment").version == 1
-    done = client.post(
-        url, data={"reason": "better on feedback", "csrf": token}, follow_redirects=False
-    )
+    done = client.post(url, data={"reason": "better on feedback", "csrf": token},
+                       follow_redirects=False)
     assert done.status_code == 303 and "note=promoted" in done.headers["location"]
     assert store.champion("tiny-sentiment").version == 2
     back = client.post(
         "/console/features/tiny-sentiment/rollback",
-        data={"reason": "complaints", "csrf": token},
-        follow_redirects=False,
+        data={"reason": "complaints", "csrf": token}, follow_redirects=False,
     )
     assert back.status_code == 303
     assert store.champion("tiny-sentiment").version == 1
@@ -321,9 +281,8 @@ def test_admin_creates_and_revokes_keys_and_a_revoked_session_ends(client, world
     store, w = world
     sign_in(client, w.keys["admin"])
     token = csrf_of(client, "/console/keys")
-    made = client.post(
-        "/console/keys/create", data={"role": "reviewer", "name": "ana", "csrf": token}
-    )
+    made = client.post("/console/keys/create",
+                       data={"role": "reviewer", "name": "ana", "csrf": token})
     key = re.search(r'id="new-key">([^<]+)<', made.text).group(1)
     assert store.authenticate(key).role == "reviewer"
     other = TestClient(client.app, base_url="http://testserver")

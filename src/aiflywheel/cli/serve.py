@@ -177,7 +177,7 @@ def keys_create(
             "--role",
             help="client: classify and give feedback (API); admin: all; reviewer: review "
             "feedback in the console; viewer: read the console.",
-        ),
+        )
     ],
     name: Annotated[str, typer.Option("--name", help="Who or what uses the key.")] = "",
 ) -> None:

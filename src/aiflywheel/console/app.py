@@ -176,7 +176,8 @@ class Console:
             csrf=self.signer.csrf_token(sid),
             nav=[(key, href) for key, href, needs in NAV if user is not None and user.can(needs)],
             path=request.url.path,
-            here=str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""),
+            here=str(request.url.path)
+            + (f"?{request.url.query}" if request.url.query else ""),
             note=note if note in NOTES else "",
             **context,
         )

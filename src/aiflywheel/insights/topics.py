@@ -286,7 +286,9 @@ def mine_insights(
         picked = [n for n, i in enumerate(items) if i.source == source]
         if not picked:
             continue
-        groups = _groups(vectors[picked], [languages[n] for n in picked], max_topics, recipe.seed)
+        groups = _groups(
+            vectors[picked], [languages[n] for n in picked], max_topics, recipe.seed
+        )
         named = titles([[items[picked[m]].text for m in g.members] for g in groups])
         for group, title in zip(groups, named, strict=True):
             members = [items[picked[m]] for m in group.members]
@@ -309,15 +311,7 @@ def mine_insights(
     for number, topic in enumerate(topics, 1):
         topic.topic_id = number
     gaps = _gaps(
-        feature,
-        store,
-        task,
-        items,
-        vectors,
-        languages,
-        uncovered,
-        still_open,
-        max_topics,
+        feature, store, task, items, vectors, languages, uncovered, still_open, max_topics,
         recipe.seed,
     )
     return InsightsReport(
@@ -325,7 +319,9 @@ def mine_insights(
     )
 
 
-def _gaps(feature, store, task, items, vectors, languages, uncovered, still_open, max_topics, seed):
+def _gaps(
+    feature, store, task, items, vectors, languages, uncovered, still_open, max_topics, seed
+):
     picked = [n for n, i in enumerate(items) if i.source == "handoff" and i.ref in uncovered]
     if not picked:
         return []
