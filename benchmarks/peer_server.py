@@ -93,11 +93,14 @@ class PeerBatcher:
             batch = [await self._queue.get()]
             deadline = loop.time() + self.max_wait
             while len(batch) < self.max_batch:
+                if not self._queue.empty():  # already waiting: no need to wait
+                    batch.append(self._queue.get_nowait())
+                    continue
                 left = deadline - loop.time()
-                if left <= 0 and self._queue.empty():
+                if left <= 0:
                     break
                 try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), max(left, 0)))
+                    batch.append(await asyncio.wait_for(self._queue.get(), left))
                 except asyncio.TimeoutError:
                     break
             self.batch_sizes.append(len(batch))
