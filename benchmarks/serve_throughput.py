@@ -1,22 +1,28 @@
-"""Serving throughput: a plain transformers pipeline server against `flywheel serve`.
+"""Serving throughput: a transformers pipeline server, the peer, and `flywheel serve`.
 
-One model, one request stream (one text per request) over loopback, three servers:
+One model, one request stream (one text per request) over loopback, one server at a time:
 
   (a) a plain FastAPI + transformers ``pipeline("text-classification")`` app, written
       here as the baseline a team would write first;
+  (p) the peer: the strongest server a team would pick instead, Hugging Face Optimum's
+      ONNX Runtime int8 model behind FastAPI with dynamic batching (``peer_server.py``;
+      built by hand with Optimum's settings, see there why);
   (b) ``flywheel serve`` answering with the fine-tuned torch model;
   (c) ``flywheel serve`` answering with each int8 ONNX variant of that version in the
       store: the model quantized, and a distilled student quantized (``flywheel compress``
       with variants int8 / distill-int8; the plain int8 is made now when there is none).
 
-For each: throughput, p50/p99 latency, macro-F1 on the frozen test split, and the ratio
-to (a). Then, for each (c), FLOPs per request (from the model's shape and the test texts'
-token counts) and the fraction of this CPU's measured fp32 matmul GFLOP/s it reaches.
-Every server truncates at the model's max_length.
+For each: throughput, p50/p99 latency, macro-F1 on the frozen test split, and the ratios
+to (a) and (p). Then, for each (c), FLOPs per request (from the model's shape and the
+test texts' token counts) and the fraction of this CPU's measured fp32 matmul GFLOP/s it
+reaches, and, for a variant quantized from a fused graph, its in-process throughput
+against the same quantization of the unfused graph. Every server truncates at the
+model's max_length.
 
     python benchmarks/serve_throughput.py --home .flywheel/demo/home --feature review-sentiment
 
-The servers run one at a time; each gets the machine to itself.
+``--servers`` picks rows (``pipeline,peer,torch,int8``); ``--requests``/``--concurrency``
+size the run. Variants made here go into ``--home`` (FLYWHEEL_HOME is set to it).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 from aiflywheel.tasks.text_classification.demo_turn import free_port, stop_server
 
@@ -142,11 +149,13 @@ def flops_per_text(
     return total / len(texts)
 
 
-def print_row(name: str, result: dict, base: dict | None) -> None:
-    ratio = result["throughput"] / base["throughput"] if base else 1.0
+def print_row(name: str, result: dict, base: dict | None, peer: dict | None) -> None:
+    def ratio(other: dict | None) -> str:
+        return f"{result['throughput'] / other['throughput']:>7.2f}x" if other else f"{'-':>8}"
+
     print(
         f"{name:<34} {result['throughput']:>8.1f} {result['p50_ms']:>9.1f} "
-        f"{result['p99_ms']:>9.1f} {result['macro_f1']:>9.4f} {ratio:>7.2f}x "
+        f"{result['p99_ms']:>9.1f} {result['macro_f1']:>9.4f} {ratio(base)} {ratio(peer)} "
         f"{result['errors']:>6}"
     )
 
@@ -194,13 +203,31 @@ def ensure_int8_variant(store, feature: str, parent: int) -> list:
     return int8_variants(store, feature, parent)
 
 
+def copy_store(home: Path, target: Path) -> Path:
+    """A consistent copy of the SQLite store in ``home`` (its WAL included) at ``target``.
+
+    Copying ``flywheel.db`` alone misses what is still in ``flywheel.db-wal``: a version
+    registered moments ago (the int8 variant made by this script) is not in the copy.
+    """
+    import sqlite3
+
+    source = sqlite3.connect(f"file:{home / 'flywheel.db'}?mode=ro", uri=True)
+    copy = sqlite3.connect(target)
+    try:
+        source.backup(copy)
+    finally:
+        copy.close()
+        source.close()
+    return target
+
+
 def serve_version(home: Path, feature: str, version: int, port: int, scratch: Path):
     """`flywheel serve` of one version: a copy of the store where it is the champion."""
     from aiflywheel.store import Store
 
     copy = scratch / f"home-v{version}"
     copy.mkdir()
-    shutil.copy(home / "flywheel.db", copy / "flywheel.db")
+    copy_store(home, copy / "flywheel.db")
     store = Store(f"sqlite:///{copy / 'flywheel.db'}")
     champion = store.champion(feature)
     if champion is None or champion.version != version:
@@ -230,19 +257,115 @@ def serve_version(home: Path, feature: str, version: int, port: int, scratch: Pa
     return process, {"Authorization": f"Bearer {key}"}
 
 
-def main() -> None:
+def build_peer(parent_dir: Path, scratch: Path, texts: list[str]) -> tuple[Path, Path]:
+    """The peer's int8 model, and the fp32 ONNX export it was quantized from."""
+    from peer_server import build_peer_int8
+
+    from aiflywheel.compress.onnx import export_onnx
+    from aiflywheel.tasks.text_classification.models.base import load_classifier
+
+    exported = scratch / "peer-fp32"
+    export_onnx(load_classifier(parent_dir), exported, texts=texts[:8])
+    shutil.copy2(parent_dir / "config.json", exported / "config.json")  # id2label
+    return build_peer_int8(exported, scratch / "peer-int8"), exported
+
+
+def start_peer(model_dir: Path, port: int, prefix: str, max_length: int, scratch: Path):
+    log = (scratch / "peer.log").open("w")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("peer_server.py")),
+            str(model_dir),
+            str(port),
+            "--prefix",
+            prefix,
+            "--max-length",
+            str(max_length),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_classify(url: str, process: subprocess.Popen, body: dict, seconds: float = 300) -> None:
+    """Wait until ``url`` answers a classification (the server has loaded its model)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited early with {process.returncode}")
+        try:
+            if httpx.post(url, json=body, timeout=30).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{url} not ready after {seconds} s")
+
+
+def fusion_gain(variant_dir: Path, unfused_fp32: Path, scratch: Path, texts: list[str]) -> str:
+    """In-process throughput of a variant quantized from a fused graph against the same
+    quantization (per channel, same fp32 MatMuls) of the unfused export."""
+    from aiflywheel.compress.onnx import quantize_int8
+    from aiflywheel.tasks.text_classification.models.onnx_classifier import OnnxClassifier
+
+    fused = OnnxClassifier.load(variant_dir)
+    note = fused.quantization or {}
+    if not note.get("fused"):
+        return "not fused"
+    unfused = quantize_int8(
+        unfused_fp32, scratch / "unfused-int8", keep_feed_forward=bool(note.get("fp32_matmuls"))
+    )
+    unfused = OnnxClassifier.load(unfused.directory)
+    speeds = {}
+    for name, model in (("fused", fused), ("unfused", unfused)):
+        model.predict_proba(texts[:32], batch_size=16)  # opens the session
+        best = 0.0
+        for _ in range(3):
+            started = time.perf_counter()
+            model.predict_proba(texts, batch_size=16)
+            best = max(best, len(texts) / (time.perf_counter() - started))
+        speeds[name] = best
+    agree = float(
+        np.mean(fused.predict_proba(texts).argmax(1) == unfused.predict_proba(texts).argmax(1))
+    )
+    return (
+        f"fused {speeds['fused']:.1f} vs unfused {speeds['unfused']:.1f} texts/s in process "
+        f"(batches of 16, best of 3) = {speeds['fused'] / speeds['unfused'] - 1:+.0%}; "
+        f"{agree:.1%} of predictions agree"
+    )
+
+
+SERVERS = ("pipeline", "peer", "torch", "int8")
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, default=Path(".flywheel/demo/home"))
     parser.add_argument("--feature", default="review-sentiment")
     parser.add_argument("--version", type=int, default=None, help="torch version (champion)")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=16)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help=f"comma-separated rows to run, of {', '.join(SERVERS)}",
+    )
+    args = parser.parse_args(argv)
+    wanted = [name.strip() for name in args.servers.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in SERVERS]
+    if unknown or not wanted:
+        parser.error(f"--servers: got {args.servers!r}, expected names of {', '.join(SERVERS)}")
+
+    home = args.home.resolve()
+    if not (home / "flywheel.db").is_file():
+        parser.error(f"--home: {home} holds no flywheel.db (run `make demo` or flywheel train)")
+    os.environ["FLYWHEEL_HOME"] = str(home)  # variants made here are written into this home
+    sys.path.insert(0, str(Path(__file__).parent))  # peer_server
 
     from aiflywheel.data.dataset import Dataset
     from aiflywheel.store import Store
 
-    home = args.home.resolve()
     store = Store(f"sqlite:///{home / 'flywheel.db'}")
     parent = store.get_model_version(args.feature, args.version)
     model_dir = Path(parent.model_path)
@@ -253,9 +376,9 @@ def main() -> None:
     test = Dataset.from_jsonl(model_dir.parent / "splits" / "test.jsonl")
     rows = [test[i % len(test)] for i in range(args.requests)]
     texts, truth = [r.text for r in rows], [r.label for r in rows]
-    variants = ensure_int8_variant(store, args.feature, parent.version)
+    variants = ensure_int8_variant(store, args.feature, parent.version) if "int8" in wanted else []
     cores = os.cpu_count() or 1
-    listed = ", ".join(f"v{v.version} {v.method} ({v.status})" for v in variants)
+    listed = ", ".join(f"v{v.version} {v.method} ({v.status})" for v in variants) or "none"
     print(
         f"{args.feature}: v{parent.version} ({parent.base_model}/{parent.method}) and its int8 "
         f"variants {listed}; {len(texts)} single-text requests, {args.concurrency} at once, "
@@ -263,45 +386,61 @@ def main() -> None:
     )
 
     results: dict[str, dict] = {}
+    notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="serve-throughput-") as tmp:
         scratch = Path(tmp)
-        app_file = scratch / "baseline_app.py"
-        app_file.write_text(BASELINE_APP, encoding="utf-8")
-        port = free_port()
-        # The app reads the model folder, the e5 prefix and max_length from its argv.
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "import sys, uvicorn; sys.argv = ['app', *sys.argv[1:4]]; "
-                f"sys.path.insert(0, {str(scratch)!r}); import baseline_app; "
-                f"uvicorn.run(baseline_app.app, port={port}, log_level='warning')",
-                str(model_dir),
-                prefix,
-                str(max_length),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            base_url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                try:
-                    httpx.post(base_url + "/classify", json={"text": "ok"}, timeout=30)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.5)
-            latencies, labels, seconds = asyncio.run(
-                drive(base_url + "/classify", texts, "text", args.concurrency, {})
+        if "pipeline" in wanted:
+            app_file = scratch / "baseline_app.py"
+            app_file.write_text(BASELINE_APP, encoding="utf-8")
+            port = free_port()
+            # The app reads the model folder, the e5 prefix and max_length from its argv.
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "import sys, uvicorn; sys.argv = ['app', *sys.argv[1:4]]; "
+                    f"sys.path.insert(0, {str(scratch)!r}); import baseline_app; "
+                    f"uvicorn.run(baseline_app.app, port={port}, log_level='warning')",
+                    str(model_dir),
+                    prefix,
+                    str(max_length),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
-            results["(a) FastAPI + transformers pipeline"] = summarize(
-                latencies, labels, seconds, truth
-            )
-        finally:
-            stop_server(process)
+            try:
+                url = f"http://127.0.0.1:{port}/classify"
+                wait_classify(url, process, {"text": "ok"})
+                latencies, labels, seconds = asyncio.run(
+                    drive(url, texts, "text", args.concurrency, {})
+                )
+                results["(a) FastAPI + transformers pipeline"] = summarize(
+                    latencies, labels, seconds, truth
+                )
+            finally:
+                stop_server(process)
 
-        servers = [(f"(b) flywheel serve, torch v{parent.version}", parent.version)] + [
+        unfused_fp32 = None
+        if "peer" in wanted or "int8" in wanted:
+            peer_dir, unfused_fp32 = build_peer(model_dir, scratch, texts)
+        if "peer" in wanted:
+            port = free_port()
+            process = start_peer(peer_dir, port, prefix, max_length, scratch)
+            try:
+                url = f"http://127.0.0.1:{port}/classify"
+                wait_classify(url, process, {"text": "ok"})
+                latencies, labels, seconds = asyncio.run(
+                    drive(url, texts, "text", args.concurrency, {})
+                )
+                results["(p) peer: Optimum-style ORT int8"] = summarize(
+                    latencies, labels, seconds, truth
+                )
+            finally:
+                stop_server(process)
+
+        servers = [(f"(b) flywheel serve, torch v{parent.version}", parent.version)] * (
+            "torch" in wanted
+        ) + [
             (f"(c) flywheel serve, v{v.version} {v.method.split('+', 1)[1]}", v.version)
             for v in variants
         ]
@@ -317,27 +456,52 @@ def main() -> None:
                 results[name] = summarize(latencies, labels, seconds, truth)
             finally:
                 stop_server(process)
+        for variant in variants:
+            if unfused_fp32 is not None and variant.metrics.get("layers") in (
+                None,
+                manifest_layers(model_dir),
+            ):
+                gain = fusion_gain(Path(variant.model_path), unfused_fp32, scratch, texts[:256])
+                notes.append(f"v{variant.version} {variant.method}: {gain}")
 
+    base = results.get("(a) FastAPI + transformers pipeline")
+    peer = results.get("(p) peer: Optimum-style ORT int8")
     print(
         f"\n{'server':<34} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'macro-F1':>9} "
-        f"{'vs (a)':>8} {'errors':>6}"
+        f"{'vs (a)':>8} {'vs (p)':>8} {'errors':>6}"
     )
-    base = next(iter(results.values()))
     for name, result in results.items():
-        print_row(name, result, base)
+        print_row(name, result, base, peer)
+    for note in notes:
+        print(note)
     gflops = measure_matmul_gflops(cores)
     print(f"\nThis CPU's fp32 matmul (1024x1024, torch): {gflops:.1f} GFLOP/s on {cores} threads")
-    for variant, (name, result) in zip(variants, list(results.items())[2:], strict=True):
+    reference = base or peer
+    for variant in variants:
+        name = next(n for n in results if n.startswith(f"(c) flywheel serve, v{variant.version} "))
+        result = results[name]
         flops = flops_per_text(
             model_dir, texts[:500], prefix, max_length, variant.metrics.get("layers")
         )
         reached = result["throughput"] * flops / 1e9
-        drop = 100 * (base["macro_f1"] - result["macro_f1"])
-        print(
+        line = (
             f"{name}: {flops / 1e9:.2f} GFLOP per request, {reached:.1f} GFLOP/s of model work "
-            f"= {reached / gflops:.0%} of the matmul figure; vs (a) "
-            f"{result['throughput'] / base['throughput']:.2f}x, macro-F1 {-drop:+.2f} pts"
+            f"= {reached / gflops:.0%} of the matmul figure"
         )
+        if reference is not None:
+            drop = 100 * (reference["macro_f1"] - result["macro_f1"])
+            line += f"; macro-F1 {-drop:+.2f} pts against {'(a)' if base else '(p)'}"
+        for label, other in (("(a)", base), ("(p)", peer)):
+            if other is not None:
+                line += f"; vs {label} {result['throughput'] / other['throughput']:.2f}x"
+        print(line)
+    return results
+
+
+def manifest_layers(model_dir: Path) -> int | None:
+    """The encoder depth of the torch model in ``model_dir`` (from its config.json)."""
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    return config.get("num_hidden_layers")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from aiflywheel.compress.distill import (
     distillation_loss,
     student_layers,
 )
+from aiflywheel.compress.onnx import export_onnx, fuse_transformer, quantize_int8
 from aiflywheel.core.versions import load, promote
 from aiflywheel.data.dataset import Dataset
 from aiflywheel.errors import ModelError
@@ -152,6 +153,8 @@ def test_onnx_and_int8_variants_are_measured_gated_registered_and_served(
     # The served path: the registry loads the int8 version into ONNX Runtime.
     served = load("tiny-sentiment", 3)
     assert served.classifier.kind == "onnx" and served.classifier.precision == "int8"
+    # It quantized the fused graph: one Attention operator per layer (2 in the tiny BERT).
+    assert served.classifier.quantization["fused"]["Attention"] == 2
     predictions = served.predict(["很好 great product", "很差 terrible 退货"])
     assert [p.label for p in predictions] == ["positive", "negative"]
     # The tiny model does not beat its baseline: promoting it is an override, with a reason.
@@ -179,6 +182,38 @@ def test_onnx_and_int8_variants_are_measured_gated_registered_and_served(
     assert cli(["compress", "tiny-sentiment:2"]) == 2
     err = _err(capsys)
     assert "is a 'onnx' model" in err and "already a compressed variant of v1" in err
+
+
+def test_fused_export_keeps_the_logits_of_the_plain_export(
+    tiny_world: Path, tmp_path: Path
+) -> None:
+    trained = _train(tiny_world, tmp_path)
+    torch_model = load_classifier(trained.run_dir / "model")
+    plain = export_onnx(torch_model, tmp_path / "plain")
+    fused = export_onnx(torch_model, tmp_path / "fused", fused=True)
+    assert plain.quantization is None
+    assert fused.quantization["fused"]["Attention"] == 2  # one per layer
+    assert fused.quantization["fused"]["EmbedLayerNormalization"] == 1
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "fused" / "model.onnx")).graph.node}
+    assert "Attention" in ops and "Softmax" not in ops  # the attention is one operator
+    # Same logits on texts of every length, padded together (batch 32) or alone (batch 1).
+    test = Dataset.from_jsonl(trained.run_dir / "splits" / "test.jsonl").texts
+    test = [*test, "很好 " * 60]  # longer than max_length: truncation agrees too
+    for batch_size in (32, 1):
+        a = plain.predict_proba(test, batch_size=batch_size)
+        b = fused.predict_proba(test, batch_size=batch_size)
+        assert np.abs(a - b).max() < 1e-4
+    assert np.abs(torch_model.predict_proba(test) - fused.predict_proba(test)).max() < 1e-4
+    # int8 of the fused graph keeps the note and agrees with fp32 on the tiny model.
+    int8 = quantize_int8(tmp_path / "fused", tmp_path / "int8")
+    assert int8.quantization["fused"]["Attention"] == 2
+    agree = np.mean(int8.predict_proba(test).argmax(1) == b.argmax(1))
+    assert agree >= 0.95
+    # A graph with no attention pattern ONNX Runtime knows is refused, not half-fused.
+    with pytest.raises(ModelError, match="fused no attention"):
+        fuse_transformer(tmp_path / "int8" / "model.int8.onnx", num_heads=2, hidden_size=32)
 
 
 def test_a_destructive_prune_is_refused_by_the_gate(
@@ -332,7 +367,8 @@ def test_distilled_student_and_its_int8_are_trained_gated_and_registered(
     tries = served.classifier.quantization["tries"]
     assert tries[0]["fp32_feed_forward"] is False and 0 <= tries[0]["validation_agreement"] <= 1
     assert result.variants["distill-int8"]["size_bytes"] < result.variants["distill"]["size_bytes"]
-    assert not (result.run_dir / ".distill-export").exists()
+    assert not (result.run_dir / ".fused-student").exists()
+    assert not (result.run_dir / ".export-student").exists()
     assert not (result.run_dir / ".distill-work").exists()  # the Trainer's checkpoints
 
     # The student is trained by the shared Trainer loop: seeded (the same seed gives the

@@ -417,6 +417,13 @@ class CompressConfig(_Strict):
         "agree with the fp32 model's on fewer than this share of the validation split, the "
         "feed-forward MatMuls (the most outlier-sensitive) stay fp32 instead.",
     )
+    fuse_attention: bool = Field(
+        True,
+        description="int8 variants quantize a graph whose attention, LayerNorm and GELU are "
+        "fused into ONNX Runtime's operators (one Attention operator per layer), used only "
+        "when the fused graph agrees with torch like the plain export must; false quantizes "
+        "the plain export.",
+    )
     distill_layers: int = Field(
         4,
         description="Encoder layers of a 'distill' student, taken evenly spaced from the "

@@ -1,7 +1,9 @@
 """ONNX variants of a fine-tuned classifier: fp32 export, int8 quantization, fp16.
 
 ``export_onnx`` writes the graph with ``torch.onnx.export`` and checks it against torch
-before use; ``quantize_int8`` is ONNX Runtime dynamic quantization (int8 weights), and
+before use; with ``fused=True`` the graph's attention, LayerNorm and GELU subgraphs are
+fused into ONNX Runtime's contrib operators (``fuse_transformer``) before the check;
+``quantize_int8`` is ONNX Runtime dynamic quantization (int8 weights), and
 ``quantize_int8_checked`` keeps the feed-forward MatMuls fp32 when quantizing them too
 changes more validation predictions than allowed; ``convert_fp16`` is half precision,
 only where a GPU serves it (``fp16_unavailable_reason``).
@@ -30,6 +32,16 @@ from aiflywheel.tasks.text_classification.models.onnx_classifier import (
 Report = Callable[[str], None]
 
 OPSET = 18
+FUSED_OPSET = 17  # the TorchScript exporter's newest opset for the graph fusion matches
+FUSED_OPERATORS = (
+    "Attention",
+    "EmbedLayerNormalization",
+    "SkipLayerNormalization",
+    "LayerNormalization",
+    "BiasGelu",
+    "Gelu",
+    "FastGelu",
+)
 EXPORT_TOLERANCE = 1e-3
 CHECK_TEXTS = (
     "很好，非常满意，推荐购买",
@@ -89,8 +101,12 @@ def export_onnx(
     tolerance: float = EXPORT_TOLERANCE,
     opset: int = OPSET,
     threads: int | None = None,
+    fused: bool = False,
 ) -> OnnxClassifier:
     """The fine-tuned ``classifier`` as an ONNX graph in ``out_dir`` (an ``onnx`` classifier).
+
+    ``fused``: export for and run ``fuse_transformer`` (attention, LayerNorm and GELU as
+    single ONNX Runtime operators); the fused graph passes the same check against torch.
 
     The graph takes ``input_ids`` and ``attention_mask`` (and ``token_type_ids`` when the
     model and its tokenizer use them) with dynamic batch and sequence axes, and returns
@@ -129,26 +145,50 @@ def export_onnx(
     sequence = torch.export.Dim("sequence", min=1)
     dynamic = {name: {0: batch, 1: sequence} for name in names}
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    external = weight_bytes > 1_800_000_000  # protobuf files stop at 2 GB
     model.eval()
     try:
-        with _quiet():
-            torch.onnx.export(
-                Logits().eval(),
-                tuple(sample[name] for name in names),
-                str(graph),
-                input_names=names,
-                output_names=["logits"],
-                dynamic_shapes=dynamic,
-                opset_version=opset,
-                dynamo=True,
-                external_data=weight_bytes > 1_800_000_000,  # protobuf files stop at 2 GB
-                verbose=False,
-            )
+        with _quiet(), _eager_attention(model, fused):
+            if fused:
+                # ONNX Runtime's fusion matches the TorchScript exporter's graph of eager
+                # attention; the dynamo exporter's (and SDPA's) masking does not match.
+                torch.onnx.export(
+                    Logits().eval(),
+                    tuple(sample[name] for name in names),
+                    str(graph),
+                    input_names=names,
+                    output_names=["logits"],
+                    dynamic_axes={name: {0: "batch", 1: "sequence"} for name in names},
+                    opset_version=min(opset, FUSED_OPSET),
+                    dynamo=False,
+                )
+            else:
+                torch.onnx.export(
+                    Logits().eval(),
+                    tuple(sample[name] for name in names),
+                    str(graph),
+                    input_names=names,
+                    output_names=["logits"],
+                    dynamic_shapes=dynamic,
+                    opset_version=opset,
+                    dynamo=True,
+                    external_data=external,
+                    verbose=False,
+                )
     except Exception as exc:  # the exporter raises many types; the first line says what
         raise ModelError(
             f"ONNX export of {classifier.model_name} failed: {_first_line(exc)}"
         ) from exc
-    _strip_debug_info(graph, external=weight_bytes > 1_800_000_000)
+    _strip_debug_info(graph, external=external)
+    fusion = None
+    if fused:
+        config = model.config
+        fusion = fuse_transformer(
+            graph,
+            num_heads=int(config.num_attention_heads),
+            hidden_size=int(config.hidden_size),
+            external=external,
+        )
     tokenizer.save_pretrained(str(out_dir))
     if not (out_dir / "tokenizer.json").is_file():
         raise ModelError(
@@ -171,6 +211,7 @@ def export_onnx(
             "direction": str(getattr(tokenizer, "padding_side", "right")),
         },
         threads=threads,
+        quantization={"fused": fusion} if fusion else None,
     )
     exported.save(out_dir)
     check = [*list(texts)[:8], *CHECK_TEXTS, " ".join([*list(texts)[:8], *CHECK_TEXTS] * 40)]
@@ -181,6 +222,73 @@ def export_onnx(
             f"{diff:.3g} in probability on {len(check)} check texts (tolerance {tolerance:g})"
         )
     return exported
+
+
+@contextlib.contextmanager
+def _eager_attention(model, wanted: bool) -> Iterator[None]:
+    """The model with eager (matmul + softmax) attention while ``wanted``, restored after."""
+    before = getattr(model.config, "_attn_implementation", None)
+    if not wanted or before in (None, "eager"):
+        yield
+        return
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
+
+
+def fuse_transformer(
+    graph: str | Path, *, num_heads: int, hidden_size: int, external: bool = False
+) -> dict[str, int]:
+    """Fuse a BERT-like encoder's graph in place with ONNX Runtime's transformer optimizer.
+
+    Each layer's self-attention becomes one ``Attention`` operator, the embeddings and
+    their LayerNorm one ``EmbedLayerNormalization``, residual adds with LayerNorm
+    ``SkipLayerNormalization`` and bias + GELU ``BiasGelu``; dynamic int8 quantization
+    then quantizes the fused attention as ``QAttention``. Returns the count of each fused
+    operator; raises ModelError when no attention was fused (the graph's attention does
+    not match the patterns ONNX Runtime knows, so nothing would be gained).
+    """
+    require_onnx_stack()
+    optimizer = require_module(
+        "onnxruntime.transformers.optimizer", what="attention fusion", install=ONNX_EXTRA
+    )
+    onnx = require_module("onnx", what="attention fusion", install=ONNX_EXTRA)
+    graph = Path(graph)
+    try:
+        with _quiet():
+            fused = optimizer.optimize_model(
+                str(graph),
+                model_type="bert",
+                num_heads=num_heads,
+                hidden_size=hidden_size,
+                opt_level=0,  # the optimizer's own fusions only; the session adds the rest
+                use_gpu=False,
+            )
+    except Exception as exc:
+        raise ModelError(f"attention fusion of {graph} failed: {_first_line(exc)}") from exc
+    counts = {
+        name: int(count)
+        for name, count in fused.get_fused_operator_statistics().items()
+        if count and name in FUSED_OPERATORS
+    }
+    if not counts.get("Attention"):
+        raise ModelError(
+            f"attention fusion of {graph}: ONNX Runtime fused no attention "
+            f"(fused {counts or 'nothing'}), the graph's attention has an unknown pattern"
+        )
+    if not any(o.domain == "com.microsoft" for o in fused.model.opset_import):
+        # the fused operators live in ONNX Runtime's domain; the quantizer's shape
+        # inference needs it declared
+        fused.model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    if external:
+        onnx.save(
+            fused.model, str(graph), save_as_external_data=True, location=graph.name + ".data"
+        )
+    else:
+        onnx.save(fused.model, str(graph))
+    return counts
 
 
 def _strip_debug_info(graph: Path, *, external: bool) -> None:
@@ -241,6 +349,7 @@ def quantize_int8(
     quantization = require_module(
         "onnxruntime.quantization", what="int8 quantization", install=ONNX_EXTRA
     )
+    onnx = require_module("onnx", what="int8 quantization", install=ONNX_EXTRA)
     graph = Path(onnx_dir) / source.model_file
     kept, total = feed_forward_matmuls(graph)
     kept = kept if keep_feed_forward else []
@@ -255,6 +364,9 @@ def quantize_int8(
                 weight_type=quantization.QuantType.QInt8,
                 per_channel=per_channel,
                 nodes_to_exclude=kept,
+                # a fused graph's tensors between ONNX Runtime's own operators have no
+                # inferred type; they are all fp32
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
     except Exception as exc:
         raise ModelError(f"int8 quantization of {onnx_dir} failed: {_first_line(exc)}") from exc
@@ -265,6 +377,8 @@ def quantize_int8(
         "fp32_matmuls": len(kept),
         "matmuls": total,
     }
+    if source.quantization and source.quantization.get("fused"):
+        note["fused"] = source.quantization["fused"]  # the fp32 graph was fused first
     return source.derive(out_dir, model_file=target.name, precision="int8", quantization=note)
 
 
@@ -345,6 +459,7 @@ __all__ = [
     "convert_fp16",
     "export_onnx",
     "feed_forward_matmuls",
+    "fuse_transformer",
     "fp16_unavailable_reason",
     "quantize_int8",
     "quantize_int8_checked",

@@ -30,6 +30,7 @@ from aiflywheel.compress.onnx import (
 )
 from aiflywheel.compress.prune import prune_top_layers, recovery_settings
 from aiflywheel.data.dataset import Dataset
+from aiflywheel.errors import ModelError
 from aiflywheel.tasks.text_classification.models.onnx_classifier import OnnxClassifier
 
 if TYPE_CHECKING:
@@ -104,6 +105,39 @@ def parent_onnx(ctx: BuildContext) -> Path:
     return ctx.once("onnx", export)
 
 
+def int8_source(ctx: BuildContext, classifier, key: str) -> Path:
+    """The fp32 graph to quantize for ``classifier``: exported with attention, LayerNorm
+    and GELU fused (``compress.fuse_attention``) when the fused graph passes the export
+    check, else the plain export (the reason is reported). Made once per ``key``."""
+
+    def export() -> Path:
+        if ctx.config.fuse_attention:
+            fused = ctx.work_dir / f".fused-{key}" / "model"
+            try:
+                made = export_onnx(
+                    classifier,
+                    fused,
+                    texts=ctx.test.texts[:8],
+                    threads=ctx.config.threads,
+                    fused=True,
+                )
+            except ModelError as exc:
+                ctx.report(f"attention fusion not used: {exc}")
+            else:
+                counts = ", ".join(
+                    f"{n} {c}" for n, c in (made.quantization or {})["fused"].items()
+                )
+                ctx.report(f"fused the {key} graph ({counts}); it agrees with torch")
+                return fused
+        if key == "parent":
+            return parent_onnx(ctx)
+        plain = ctx.work_dir / f".export-{key}" / "model"
+        export_onnx(classifier, plain, texts=ctx.test.texts[:8], threads=ctx.config.threads)
+        return plain
+
+    return ctx.once(f"int8-source-{key}", export)
+
+
 def student(ctx: BuildContext):
     """The distilled student: in the ``distill`` variant's folder when that variant is
     built, else in scratch (``.distill``); trained once."""
@@ -147,7 +181,7 @@ def build_onnx(ctx: BuildContext, model_dir: Path):
 
 
 def build_int8(ctx: BuildContext, model_dir: Path):
-    exported = parent_onnx(ctx)
+    exported = int8_source(ctx, ctx.source, "parent")
     ctx.report("quantizing the ONNX graph to int8 (dynamic, ONNX Runtime)")
     return ctx.int8(exported, model_dir)
 
@@ -185,10 +219,8 @@ def build_distill(ctx: BuildContext, model_dir: Path):
 
 def build_distill_int8(ctx: BuildContext, model_dir: Path):
     trained = student(ctx)
-    student_onnx = ctx.work_dir / ".distill-export" / "model"
     ctx.report("exporting the student to ONNX and quantizing it to int8")
-    export_onnx(trained, student_onnx, texts=ctx.test.texts[:8], threads=ctx.config.threads)
-    return ctx.int8(student_onnx, model_dir)
+    return ctx.int8(int8_source(ctx, trained, "student"), model_dir)
 
 
 # -- the registry ---------------------------------------------------------------------------
@@ -230,6 +262,14 @@ VARIANTS: dict[str, Variant] = {
 }
 
 # Folders builders use as scratch under the work folder; dropped when the run commits.
-SCRATCH = (".export", ".distill", ".distill-export", ".distill-work", ".prune-work")
+SCRATCH = (
+    ".export",
+    ".export-student",
+    ".fused-parent",
+    ".fused-student",
+    ".distill",
+    ".distill-work",
+    ".prune-work",
+)
 
 __all__ = ["SCRATCH", "VARIANTS", "BuildContext", "Variant", "VariantSkipped"]

@@ -86,18 +86,28 @@ def batched_forward(
 ) -> np.ndarray:
     """Rows of ``forward(inputs)`` (a 2-D tensor per batch) for every text, in input order.
 
-    Texts run in length-sorted batches padded per batch, without gradients.
+    Texts are tokenized once (truncated at ``max_length``), grouped into token-length
+    buckets (``length_buckets``: at most ``batch_size`` each, similar lengths) and each
+    bucket is padded to its own longest text, not to the longest of the request; run
+    without gradients.
     """
     torch = torch_module()
     out: np.ndarray | None = None
     done = 0
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    encoded = tokenizer(
+        [prefix + text for text in texts],
+        truncation=True,
+        max_length=max_length,
+    )
+    columns = list(encoded.keys())
+    lengths = [len(ids) for ids in encoded["input_ids"]]
     with torch.inference_mode():
-        for batch in length_sorted_batches(texts, batch_size):
-            inputs = tokenizer(
-                [prefix + texts[i] for i in batch],
+        for batch in length_buckets(lengths, batch_size):
+            inputs = tokenizer.pad(
+                {name: [encoded[name][i] for i in batch] for name in columns},
                 padding=True,
-                truncation=True,
-                max_length=max_length,
                 return_tensors="pt",
             )
             rows = forward(inputs).float().numpy()
@@ -107,7 +117,8 @@ def batched_forward(
             done += len(batch)
             if progress is not None:
                 progress(done)
-    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+    assert out is not None
+    return out
 
 
 @contextmanager
