@@ -235,12 +235,12 @@ class Seq2SeqTranslator:
             state, best_weights = self._resume(checkpoint_dir, optimizer)
             rng.setstate(_rng_state(state.pop("rng")))
             report(f"resuming from epoch {state['epoch']} ({state['elapsed']:.0f} s trained)")
-        order = list(range(len(sources)))
         started = time.perf_counter() - state["elapsed"]
         whole = math.ceil(epochs)
         try:
             while state["epoch"] < whole:
                 self.net.train()
+                order = list(range(len(sources)))  # fresh each epoch: a resume draws the same
                 rng.shuffle(order)
                 share = min(1.0, epochs - state["epoch"])
                 chosen = order[: max(1, int(len(order) * share))]
@@ -306,6 +306,7 @@ class Seq2SeqTranslator:
         return self
 
     def _checkpoint(self, folder: Path, optimizer, state, best_weights, rng) -> None:
+        import torch
         from safetensors.torch import save_file
 
         folder.mkdir(parents=True, exist_ok=True)
@@ -316,6 +317,7 @@ class Seq2SeqTranslator:
         for pid, entry in opt["state"].items():
             for key, value in entry.items():
                 tensors[f"opt.{pid}.{key}"] = value.reshape(-1) if value.dim() == 0 else value
+        tensors["rng.torch"] = torch.get_rng_state()  # dropout masks continue as they would
         tmp = folder / "checkpoint.safetensors.tmp"
         save_file(tensors, str(tmp))
         tmp.replace(folder / "checkpoint.safetensors")
@@ -335,6 +337,7 @@ class Seq2SeqTranslator:
         )
 
     def _resume(self, folder: Path, optimizer) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        import torch
         from safetensors.torch import load_file
 
         state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
@@ -350,6 +353,8 @@ class Seq2SeqTranslator:
                     value.reshape(()) if f"{pid}.{name}" in scalars else value
                 )
         optimizer.load_state_dict({"state": opt_state, "param_groups": state.pop("param_groups")})
+        if "rng.torch" in tensors:
+            torch.set_rng_state(tensors["rng.torch"])
         return state, best
 
     # -- decoding ---------------------------------------------------------------
