@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from aiflywheel.core.registry import get_task
+from aiflywheel.core.versions import load
 from aiflywheel.recipe import load_recipe
 from aiflywheel.serve.app import create_app
 from aiflywheel.serve.config import ServeConfig
@@ -71,6 +72,13 @@ def test_edited_outputs_promote_v2_and_rollback_returns_v1(running) -> None:
     assert body["version"] == 1 and isinstance(body["output"], str)
     assert len(body["alternatives"]) <= 2 and all("score" in a for a in body["alternatives"])
 
+    # A batch file's rows go through the same predictor (`flywheel predict --input`).
+    task = get_task("text_to_text")
+    predictor = load(FEATURE, 1, store=store).predictor
+    rows = task.predict_batch(predictor, ["abc", "a" * 201], recipe={})
+    assert rows[0].output["output"] == body["output"] and rows[0].error is None
+    assert rows[1].output is None and "max_source_chars 200" in rows[1].error
+
     # Bad requests answer 422 in one line.
     cases = [
         ({"text": "   "}, "text: empty"),
@@ -88,13 +96,15 @@ def test_edited_outputs_promote_v2_and_rollback_returns_v1(running) -> None:
     assert classify.status_code == 422 and "/v1/transform" in classify.text
 
     # Users send strings with letters v1 never saw (g, h) and correct every output.
-    users = strings("gh" + "abc", 40, seed=5, longest=3)
-    users = [s for s in users if set(s) & set("gh")][:30]
-    batch = http.post(
-        "/v1/transform", json={"feature": FEATURE, "texts": users}, headers=keys["client"]
-    )
-    assert batch.status_code == 200, batch.text
-    predictions = batch.json()["predictions"]
+    users = strings("ghab", 60, seed=5, longest=3)
+    users = [s for s in users if set(s) & set("gh")][:40]
+    predictions = []
+    for part in (users[:20], users[20:]):
+        batch = http.post(
+            "/v1/transform", json={"feature": FEATURE, "texts": part}, headers=keys["client"]
+        )
+        assert batch.status_code == 200, batch.text
+        predictions += batch.json()["predictions"]
     wrong = 0
     for prediction, source in zip(predictions, users, strict=True):
         answer = {"prediction_id": prediction["prediction_id"]}
