@@ -128,6 +128,7 @@ def test_edited_outputs_promote_v2_and_rollback_returns_v1(running) -> None:
     result = get_task("text_to_text").retrain(
         FEATURE, store=store, settings=get_settings(), actor="ann", report=print
     )
+    print(result.gate.reason)
     assert result.decision == "promoted", result.gate.reason
     assert result.data["held_out"] > 0 and result.data["used_for_training"] > 0
     assert result.gate.candidate["feedback"] > result.gate.champion["feedback"]
