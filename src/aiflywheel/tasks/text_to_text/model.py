@@ -30,6 +30,7 @@ from aiflywheel.tasks.text_to_text.tokens import BOS, EOS, Vocabulary, join, spl
 WEIGHTS = "model.safetensors"
 MANIFEST = "seq2seq.json"
 KIND = "lstm-attention-seq2seq"
+PROGRESS_EVERY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -250,13 +251,21 @@ class Seq2SeqTranslator:
                 rng.shuffle(batches)
                 losses = []
                 out_of_time = False
-                for batch in batches:
+                shown = time.perf_counter()
+                for number, batch in enumerate(batches, start=1):
                     optimizer.zero_grad()
                     loss = self._loss([sources[i] for i in batch], [targets[i] for i in batch])
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
                     optimizer.step()
                     losses.append(float(loss.detach()))
+                    if time.perf_counter() - shown > PROGRESS_EVERY_S:  # long epochs show progress
+                        shown = time.perf_counter()
+                        report(
+                            f"  step {number}/{len(batches)} of epoch {state['epoch'] + 1}, "
+                            f"loss {sum(losses[-50:]) / len(losses[-50:]):.3f} "
+                            f"({shown - started:.0f} s)"
+                        )
                     if time_budget_s is not None and time.perf_counter() - started > time_budget_s:
                         out_of_time = True
                         break
