@@ -73,6 +73,3 @@ class Vocabulary:
             if i >= len(SPECIALS):
                 out.append(self.tokens[i])
         return out
-
-    def unknown_share(self, tokens: Sequence[str]) -> float:
-        return sum(t not in self.index for t in tokens) / max(1, len(tokens))
