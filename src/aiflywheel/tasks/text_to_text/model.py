@@ -404,8 +404,10 @@ class Seq2SeqTranslator:
         done = torch.zeros(n, dtype=torch.bool)
         ids: list[list[int]] = [[] for _ in range(n)]
         total = torch.zeros(n)
-        for _ in range(max_tokens):
+        for position in range(max_tokens):
             logp, feed, state = self.net.step(token, feed, state, memory, mask)
+            if position == 0:  # no training target is empty: an output has one token at least
+                logp[:, v.index[EOS]] = float("-inf")
             best, token = logp.max(dim=-1)
             for i in range(n):
                 if not done[i]:
@@ -428,7 +430,7 @@ class Seq2SeqTranslator:
         memory, mask, state = self.net.encode(self._encode_source([text]))
         beams = [(0.0, [v.index[BOS]], memory.new_zeros(1, self.hidden), state)]
         finished: list[tuple[float, list[int]]] = []
-        for _ in range(max_tokens):
+        for position in range(max_tokens):
             if not beams:
                 break
             k = len(beams)
@@ -439,6 +441,8 @@ class Seq2SeqTranslator:
             logp, feed, (h, c) = self.net.step(
                 token, feed, (h, c), memory.expand(k, -1, -1), mask.expand(k, -1)
             )
+            if position == 0:  # no training target is empty: an output has one token at least
+                logp[:, eos] = float("-inf")
             scores = torch.tensor([b[0] for b in beams]).unsqueeze(1) + logp
             top, where = scores.view(-1).topk(min(size * 2, scores.numel()))
             candidates = []
