@@ -57,7 +57,8 @@ def test_init_schema_and_validate(tmp_path: Path, capsys) -> None:
     _assert_one_line_error(
         code,
         err,
-        "unknown template 'nope'; known: csv, en-reviews, help-center, images, zh-reviews",
+        "unknown template 'nope'; known: csv, en-reviews, help-center, images, text-to-text, "
+        "zh-reviews",
     )
     code, out, _ = _run(["init", "--list"], capsys)
     assert "zh-reviews" in out and "en-reviews" in out

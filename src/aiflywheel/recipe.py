@@ -24,6 +24,7 @@ from aiflywheel.core.registry import DEFAULT_TASK, TASKS, check_task_name, get_t
 from aiflywheel.errors import RecipeError
 from aiflywheel.tasks.assistant.config import AssistantConfig
 from aiflywheel.tasks.image_classification.config import AugmentConfig, ImageConfig
+from aiflywheel.tasks.text_to_text.config import TextToTextConfig
 
 PII_TYPE_NAMES = ("email", "phone", "cn_id", "bank_card", "ip", "url_secret")
 PiiType = Literal["email", "phone", "cn_id", "bank_card", "ip", "url_secret"]
@@ -554,7 +555,7 @@ class Recipe(_Strict):
         DEFAULT_TASK,
         description=f"Task kind, one of: {', '.join(TASKS)}. Each task says which sections "
         "it needs (text_classification: data; assistant: assistant; image_classification: "
-        "image).",
+        "image; text_to_text: text_to_text).",
         json_schema_extra={"enum": list(TASKS)},
     )
     description: str = Field("", description="What the feature is for, in a sentence.")
@@ -597,6 +598,12 @@ class Recipe(_Strict):
         None,
         description="The image classifier (task image_classification): its source, input "
         "size, model and limits; fields live in aiflywheel.tasks.image_classification.config.",
+    )
+
+    text_to_text: TextToTextConfig | None = Field(
+        None,
+        description="Source -> target pairs and the LSTM encoder-decoder (task text_to_text); "
+        "fields live in aiflywheel.tasks.text_to_text.config.",
     )
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)

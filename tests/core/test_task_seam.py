@@ -42,7 +42,7 @@ def test_an_unknown_task_is_one_line_listing_the_registered_ones() -> None:
     message = str(caught.value)
     assert "\n" not in message
     assert (
-        "task must be one of text_classification, assistant, image_classification; "
+        "task must be one of text_classification, assistant, image_classification, text_to_text; "
         "got 'sentiment'" in message
     )
 
