@@ -9,14 +9,14 @@ Layout of an index folder::
         embeddings.npy     float32 (chunks, dim), unit rows
         bm25.npz           BM25 term counts (scipy sparse, no pickles)
         bm25.json          BM25 parameters and the segment's vocabulary
-        vectors.hnsw       the HNSW graph over the base rows (large indexes only)
-        vectors-labels.npy the graph's label -> base row map (-1: removed)
+        vectors.faiss      the IVF vector index over the base rows (large indexes only)
+        vectors-labels.npy its label -> base row map (-1: removed)
     gen-000004/            a later segment: only the chunks added by one change
 
 Small changes are append-only: adding chunks writes one new segment folder with just
 those chunks, removing chunks records their rows in the manifest (``deleted``), and
-the HNSW graph takes the new vectors in memory (and on the next load) instead of being
-rebuilt. Adding one FAQ entry to a 100,000-chunk index therefore writes a few KB and
+the vector index takes the new vectors in memory (and on the next load) instead of
+being rebuilt. Adding one FAQ entry to a 100,000-chunk index therefore writes a few KB and
 the manifest, not the whole index. A change is written whole (a new base segment)
 when it re-embeds everything, when ``update`` changes the knowledge-base files, or
 once there are more than ``MAX_SEGMENTS`` segments or a tenth of the rows are deleted.
@@ -27,7 +27,7 @@ leaves the previous index readable; the folders of the previous manifest are kep
 readers that opened it just before the switch, older ones are deleted.
 
 Dense search is exact below ``vector_search.ANN_MIN_CHUNKS`` chunks or without
-hnswlib installed (the ``ann`` extra), and walks the HNSW graph above.
+faiss installed (the ``ann`` extra), and scans the nearest lists of an IVF index above.
 
 ``KnowledgeIndex.update`` compares chunk ids (a hash of all of a chunk's fields, see
 ``chunking.chunk_id``) and embeds only chunks it has not seen; with a different encoder
@@ -61,14 +61,14 @@ from aiflywheel.tasks.assistant.encoders import TextEncoder
 from aiflywheel.tasks.assistant.knowledge_base import KnowledgeBase
 from aiflywheel.tasks.assistant.retrieval import FusionSettings, HybridRetriever, index_text
 from aiflywheel.tasks.assistant.types import Chunk, RetrievalHit
-from aiflywheel.tasks.assistant.vector_search import HnswSearch
+from aiflywheel.tasks.assistant.vector_search import IvfSearch
 
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)  # format 1: one generation folder, no segments
 MANIFEST = "manifest.json"
 MAX_SEGMENTS = 32
 MAX_DELETED_SHARE = 0.1
-GRAPH = "vectors.hnsw"
+GRAPH = "vectors.faiss"
 GRAPH_LABELS = "vectors-labels.npy"
 EMBED_BATCH = 64
 
@@ -140,7 +140,7 @@ class _State:
     segment_of: np.ndarray | None = None
     row_in_segment: np.ndarray | None = None
     segments: tuple[tuple[str, int], ...] = ()  # (folder name, rows written)
-    vectors: HnswSearch | None = None
+    vectors: IvfSearch | None = None
 
     def unwritten(self) -> np.ndarray:
         """Rows not stored in any segment yet."""
@@ -154,10 +154,10 @@ def _wants_graph(rows: int) -> bool:
 
 
 def _with_vectors(state: _State) -> _State:
-    """``state`` with an HNSW graph over its rows when its size calls for one (and
-    hnswlib is installed), else exact search."""
+    """``state`` with an IVF vector index over its rows when its size calls for one (and
+    faiss is installed), else exact search."""
     if state.vectors is None and _wants_graph(len(state.chunks)):
-        return dataclasses.replace(state, vectors=HnswSearch.build(state.embeddings))
+        return dataclasses.replace(state, vectors=IvfSearch.build(state.embeddings))
     return state
 
 
@@ -200,8 +200,8 @@ class KnowledgeIndex:
 
     @property
     def dense_search(self) -> str:
-        """How dense candidates are found: ``hnsw`` (approximate) or ``exact``."""
-        return "hnsw" if self._state.vectors is not None else "exact"
+        """How dense candidates are found: ``ivf`` (approximate) or ``exact``."""
+        return "ivf" if self._state.vectors is not None else "exact"
 
     @property
     def segments(self) -> list[str]:
@@ -295,11 +295,11 @@ class KnowledgeIndex:
         directory: Path,
         *,
         fusion: FusionSettings | None = None,
-        vectors: HnswSearch | None = None,
+        vectors: IvfSearch | None = None,
     ) -> KnowledgeIndex:
         """Write an index from parts computed elsewhere (row i of ``embeddings`` and BM25
         document i belong to ``chunks[i]``), e.g. embeddings computed on another machine;
-        ``vectors``: an HNSW graph over exactly these rows, built elsewhere (else one is
+        ``vectors``: an IVF index over exactly these rows, built elsewhere (else one is
         built here when the index is large enough)."""
         chunks = list(chunks)
         if not (len(chunks) == embeddings.shape[0] == len(bm25)):
@@ -524,13 +524,14 @@ class KnowledgeIndex:
     def _commit(self, state: _State, *, whole: bool = False) -> None:
         """Persist ``state`` (whole, or as a new segment and deleted rows), then make it
         current with a fresh retriever (keeping the cached query vectors). When writing
-        fails, rows the change removed from a shared HNSW graph are restored."""
+        fails, the shared vector index is put back as it was."""
         try:
             state = self._write(state, whole=whole or self._needs_whole(state))
         except BaseException:
             old = self._state
-            if state.vectors is not None and old.vectors is not None:
-                old.vectors.restore()
+            shared = state.vectors is not None and old.vectors is not None
+            if shared and state.vectors.index is old.vectors.index:
+                old.vectors.restore(old.embeddings, state.vectors)
             raise
         old = self._retriever
         self._state = state
@@ -595,7 +596,7 @@ class KnowledgeIndex:
             "chunks": len(state.chunks),
             "faq_chunks": faq,
             "doc_chunks": len(state.chunks) - faq,
-            "dense_search": "hnsw" if state.vectors is not None else "exact",
+            "dense_search": "ivf" if state.vectors is not None else "exact",
             "runtime_chunks": sorted(state.runtime_ids),
             "bm25": {
                 "k1": state.bm25.k1,
@@ -696,13 +697,13 @@ def _merged_bm25(parts: Sequence[Bm25Index], keep: np.ndarray) -> Bm25Index:
 
 def _load_graph(
     base: Path, base_rows: int, embeddings: np.ndarray, keep: np.ndarray
-) -> HnswSearch | None:
-    """The base segment's HNSW graph, with the later segments' rows inserted and the
-    deleted rows marked; ``None`` when the base has no graph (one is built instead)."""
+) -> IvfSearch | None:
+    """The base segment's vector index, with the later segments' rows added and the
+    deleted rows taken out; ``None`` when the base has none (one is built instead)."""
     if not (base / GRAPH).is_file() or not (base / GRAPH_LABELS).is_file():
         return None
     labels = np.load(base / GRAPH_LABELS, allow_pickle=False)
-    graph = HnswSearch.load(base / GRAPH, labels, embeddings.shape[1])
+    graph = IvfSearch.load(base / GRAPH, labels, embeddings.shape[1])
     if labels.size and labels.max() >= base_rows:
         raise DataError(f"vector index in {base} maps labels past its {base_rows} rows")
     later = embeddings[base_rows:]

@@ -21,7 +21,7 @@ stays between 0.906 and 0.925 for weights 0.1 to 0.4.
 
 Each retriever finds its candidates without scoring every chunk: BM25 with max-score
 pruning over its posting lists (``Bm25Index.top``), the dense side with the
-``vectors`` search (exact, or an HNSW graph at scale, see ``vector_search``); the fused
+``vectors`` search (exact, or an IVF index at scale, see ``vector_search``); the fused
 scores are then computed exactly for the candidates alone.
 
 Every hit carries both raw scores whatever the mode: ``dense_score`` is the cosine of
@@ -149,7 +149,7 @@ class HybridRetriever:
     ) -> None:
         """Assemble a retriever over already built parts (checked for matching sizes).
         ``vectors`` finds the dense candidates (default: exact search over
-        ``embeddings``; an ``HnswSearch`` over the same rows at scale)."""
+        ``embeddings``; an ``IvfSearch`` over the same rows at scale)."""
         if len(bm25) != len(chunks):
             raise ModelError(f"BM25 index has {len(bm25)} documents for {len(chunks)} chunks")
         if embeddings is not None and embeddings.shape[0] != len(chunks):
