@@ -305,6 +305,7 @@ def main() -> None:
     parser.add_argument("--add-entry", action="store_true", help="also time adding an entry")
     parser.add_argument("--compare-ann", action="store_true", help="faiss, usearch, hnswlib")
     parser.add_argument("--prepare", action="store_true", help="only build the cache")
+    parser.add_argument("--skip-queries", action="store_true", help="no latency, recall")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     settings = get_settings()
@@ -366,6 +367,9 @@ def main() -> None:
         f"index: {len(chunks)} chunks ({len(real)} help center with real e5 vectors, "
         f"{len(filler)} filler with synthetic e5-like vectors)"
     )
+    if args.skip_queries:
+        time_add_entry(chunks, embeddings, bm25, encoder, graph)
+        return
     ann = HybridRetriever(chunks, bm25, embeddings, encoder, query_cache=0, vectors=graph)
     exact = HybridRetriever(chunks, bm25, embeddings, encoder, query_cache=0)
     print(
@@ -383,28 +387,33 @@ def main() -> None:
         "dense only (IVF)": [],
         "dense only (exact)": [],
     }
+    cpu_timings: dict[str, list[float]] = {name: [] for name in timings}
     dense_recall, hybrid_recall = [], []
     cpu = cpu_seconds()
+    clock = time.process_time  # CPU time: what a quiet core would take
     for query in queries:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), clock()
         vector = encoder.encode_queries([query])[0]
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), clock()
         hits = ann.search(query, 5, query_vector=vector)
-        t2 = time.perf_counter()
-        timings["encode query (e5-small)"].append(t1 - t0)
-        timings["hybrid incl. encoding"].append(t2 - t0)
-        timings["hybrid excl. encoding"].append(t2 - t1)
-        t3 = time.perf_counter()
+        t2, c2 = time.perf_counter(), clock()
         ann.search(query, 5, mode="bm25", query_vector=vector)
-        t4 = time.perf_counter()
+        t3, c3 = time.perf_counter(), clock()
         dense = ann.search(query, 5, mode="dense", query_vector=vector)
-        t5 = time.perf_counter()
+        t4, c4 = time.perf_counter(), clock()
         truth_dense = exact.search(query, 5, mode="dense", query_vector=vector)
-        t6 = time.perf_counter()
+        t5, c5 = time.perf_counter(), clock()
         truth = exact.search(query, 5, query_vector=vector)
-        timings["bm25 only"].append(t4 - t3)
-        timings["dense only (IVF)"].append(t5 - t4)
-        timings["dense only (exact)"].append(t6 - t5)
+        for name, (w, c) in {
+            "encode query (e5-small)": (t1 - t0, c1 - c0),
+            "hybrid incl. encoding": (t2 - t0, c2 - c0),
+            "hybrid excl. encoding": (t2 - t1, c2 - c1),
+            "bm25 only": (t3 - t2, c3 - c2),
+            "dense only (IVF)": (t4 - t3, c4 - c3),
+            "dense only (exact)": (t5 - t4, c5 - c4),
+        }.items():
+            timings[name].append(w)
+            cpu_timings[name].append(c)
         ids = {h.chunk.id for h in truth_dense}
         dense_recall.append(len(ids & {h.chunk.id for h in dense}) / max(1, len(ids)))
         ids = {h.chunk.id for h in truth}
@@ -419,10 +428,16 @@ def main() -> None:
     )
     for name, values in timings.items():
         print(f"  {name:26s} {percentiles(values)}")
+    print("CPU time per query (process time, 1 thread: about the wall time on a quiet core):")
+    for name, values in cpu_timings.items():
+        print(f"  {name:26s} {percentiles(values)}")
     print(f"  CPU time of the whole query loop: {cpu:.1f} s for {len(queries)} queries")
     p50 = statistics.median(timings["hybrid incl. encoding"]) * 1000
+    cpu_p50 = statistics.median(cpu_timings["hybrid incl. encoding"]) * 1000
     verdict = "met" if p50 <= 50 else "MISSED"
-    print(f"target: hybrid incl. encoding <= 50 ms per query (p50): {verdict}")
+    print(f"target: hybrid incl. encoding <= 50 ms per query (p50): {verdict} on the wall clock")
+    verdict = "met" if cpu_p50 <= 50 else "MISSED"
+    print(f"target: hybrid incl. encoding <= 50 ms per query (p50): {verdict} in CPU time")
     print(
         f"recall@5 against exact search: dense {statistics.mean(dense_recall):.3f}, "
         f"hybrid {statistics.mean(hybrid_recall):.3f} (target >= 0.98)"

@@ -113,6 +113,14 @@ def test_bm25_top_matches_scoring_every_document() -> None:
         some = rng.sample(range(len(docs)), 30)
         assert np.allclose(index.scores_for(query, some), scores[some], atol=1e-5)
     assert index.top(["nothing-like-this"], 5)[0].size == 0
+    # one reweight for a removal and an addition: the same as building it again
+    changed = index.changed([3, 10], [["refund", "parcel"], ["tibet"]])
+    again = Bm25Index.build(
+        [d for i, d in enumerate(docs) if i not in (3, 10)] + [["refund", "parcel"], ["tibet"]]
+    )
+    for query in (["refund"], ["tibet", "parcel"], ["card", "points", "member"]):
+        assert np.allclose(changed.scores(query), again.scores(query), atol=1e-5)
+    assert len(index) == 400  # not modified
     assert index.postings == sum(len(set(d)) for d in docs)
 
 

@@ -347,6 +347,30 @@ class Bm25Index:
         self._reweight()
         return list(range(first, len(self)))
 
+    def changed(self, drop: Sequence[int], token_lists: Sequence[Sequence[str]]) -> Bm25Index:
+        """A new index without documents ``drop`` and with ``token_lists`` appended
+        (this one is not modified); the weights are recomputed once."""
+        other = Bm25Index(k1=self.k1, b=self.b)
+        other.vocabulary = dict(self.vocabulary)
+        other.tokenizer_version = self.tokenizer_version
+        counts = self._counts
+        if len(drop):
+            keep = np.ones(len(self), dtype=bool)
+            keep[np.asarray(list(drop), dtype=np.int64)] = False
+            counts = counts[keep]
+        if len(token_lists):
+            sparse = _sparse()
+            new = other._count_rows(token_lists)
+            if counts.shape[1] < new.shape[1]:
+                counts = sparse.csr_matrix(
+                    (counts.data, counts.indices, counts.indptr),
+                    shape=(counts.shape[0], new.shape[1]),
+                )
+            counts = sparse.vstack([counts, new], format="csr", dtype=np.float32)
+        other._counts = counts if counts is not self._counts else counts.copy()
+        other._reweight()
+        return other
+
     def remove(self, numbers: Sequence[int]) -> None:
         """Drop documents by number; the others are renumbered in order."""
         drop = np.zeros(len(self), dtype=bool)

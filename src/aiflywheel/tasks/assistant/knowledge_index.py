@@ -490,17 +490,14 @@ class KnowledgeIndex:
         mask = np.ones(len(old.chunks), dtype=bool)
         mask[drop] = False
         chunks = [c for c, kept in zip(old.chunks, mask, strict=True) if kept]
-        embeddings = old.embeddings[mask]
-        bm25 = old.bm25.copy()
-        if drop:
-            bm25.remove(drop)
+        embeddings = old.embeddings[mask] if drop else old.embeddings
+        bm25 = old.bm25.changed(drop, [bm25_tokens(index_text(c)) for c in new])
         segment_of, row_in_segment = old.segment_of, old.row_in_segment
         if segment_of is None or row_in_segment is None:
             segment_of = np.full(len(old.chunks), len(old.segments), dtype=np.int64)
             row_in_segment = np.arange(len(old.chunks), dtype=np.int64)
         segment_of, row_in_segment = segment_of[mask], row_in_segment[mask]
         if new:
-            bm25.add([bm25_tokens(index_text(c)) for c in new])
             chunks += new
             embeddings = np.vstack([embeddings, vectors]).astype(np.float32, copy=False)
             segment_of = np.concatenate(
