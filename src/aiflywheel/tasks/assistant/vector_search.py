@@ -164,7 +164,10 @@ class IvfSearch:
             return np.zeros(0, dtype=np.int64)
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         params = _faiss().SearchParametersIVF(nprobe=min(IVF_NPROBE, self.index.nlist))
-        _, labels = self.index.search(query, k, params=params)
+        # faiss's inverted lists are not safe to read while another thread changes them
+        # (a knowledge-base entry added through the API): searches wait for a change
+        with self._lock:
+            _, labels = self.index.search(query, k, params=params)
         labels = labels[0]
         known = labels[(labels >= 0) & (labels < len(self.row_of_label))]  # newer: skipped
         rows = self.row_of_label[known]
