@@ -4,18 +4,20 @@
 ``IndexIVFFlat``, the ``ann`` extra) groups the rows under about sqrt(rows) k-means
 centroids (at most 1,024) and scans only the 32 lists nearest the query.
 
-Chosen by measurement (``benchmarks/retrieval.py --compare-ann``) over hnswlib, faiss's
-HNSW and usearch. At 100,000 synthetic e5-like vectors (build on 2 shared cores, search
-on 1) every candidate reached recall@5 >= 0.98 against exact search below 3 ms per
-query: hnswlib 0.75 ms at 0.991 (M 16, ef 100), faiss HNSWFlat 1.38 ms at 0.993,
-usearch f32 2.84 ms at 0.993 (at i8 it lost recall: 0.962 after exact re-ranking), faiss
-IVFFlat 0.83 ms at 0.988 (nprobe 16 of 1,264 lists). What separated them was the build:
-IVF 59 s against 88 s (hnswlib), 122 s (faiss HNSW) and 213 s (usearch), and it grows
-linearly, where a graph's insertions slow down as it grows. On the shared 2-core machine
-a hnswlib graph over 1,000,000 vectors had not finished after 12 minutes (2 min 17 s of
-CPU: the machine was loaded about 18-fold), so its build could not be measured at all;
-an IVF index adds and removes rows in place as a graph does (faiss's HNSW cannot
-remove).
+Chosen by measurement over hnswlib, faiss's HNSW and usearch (a prototype of
+``benchmarks/retrieval.py --compare-ann``, same vectors, 200 queries that were FAQ
+query vectors plus noise; the benchmark's mode itself was not run yet). At 100,000
+synthetic e5-like vectors (build on 2 shared cores, search on 1) every candidate
+reached recall@5 >= 0.98 against exact search below 3 ms per query: hnswlib 0.75 ms
+at 0.991 (M 16, ef 100), faiss HNSWFlat 1.38 ms at 0.993, usearch f32 2.84 ms at
+0.993 (at i8 it lost recall: 0.962 after exact re-ranking), faiss IVFFlat 0.83 ms at
+0.988 (nprobe 16 of 1,264 lists). What separated them was the build: IVF 59 s
+against 88 s (hnswlib), 122 s (faiss HNSW) and 213 s (usearch), and it grows
+linearly, where a graph's insertions slow down as it grows. On the shared 2-core
+machine a hnswlib graph over 1,000,000 vectors had not finished after 12 minutes
+(2 min 17 s of CPU: the machine was loaded about 18-fold), so its build could not be
+measured at all; an IVF index adds and removes rows in place as a graph does (faiss's
+HNSW cannot remove).
 
 Both give the ``k`` best row numbers for a unit query vector; the caller recomputes
 exact cosines from the stored embeddings for the rows it keeps, so an approximate
