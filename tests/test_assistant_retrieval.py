@@ -424,7 +424,7 @@ def test_load_errors(tmp_path: Path) -> None:
         KnowledgeIndex.load(tmp_path / "idx", encoder)
     manifest["format"] = 99
     manifest_path.write_text(json.dumps(manifest))
-    with pytest.raises(DataError, match="has format 99, expected 1"):
+    with pytest.raises(DataError, match="has format 99, expected 2"):
         KnowledgeIndex.load(tmp_path / "idx", encoder)
 
 

@@ -42,8 +42,11 @@ class LoadedModel:
     def _needs(self, method: str) -> Any:
         found = getattr(self.predictor, method, None)
         if not callable(found):
+            offers = "ask" if callable(getattr(self.predictor, "ask", None)) else "predict"
             raise ModelError(
-                f"{self.feature} is a {self.task} feature; its versions have no .{method}()"
+                f"{self.feature} is a {self.task} feature; its versions have no .{method}() "
+                f"(aiflywheel.load gives .ask() for assistants, .predict() for classifiers; "
+                f"this one has .{offers}())"
             )
         return found
 
@@ -52,7 +55,8 @@ class LoadedModel:
         return self._needs("predict")(texts)
 
     def ask(self, question: str, history: Sequence[dict] = ()) -> Any:
-        """An answer with citations, or a handoff (assistants)."""
+        """An answer with citations, or a handoff (assistants): an ``AssistantAnswer``
+        (answer, citations, handoff, reason, answer_type, confidence, language)."""
         return self._needs("ask")(question, history)
 
     def explain(self, text: str, label: str | None = None) -> list[tuple[str, float]]:

@@ -280,6 +280,30 @@ class Bm25Index:
         index.add(token_lists)
         return index
 
+    @classmethod
+    def from_counts(
+        cls, counts: Any, terms: Sequence[str], *, k1: float = 1.2, b: float = 0.75
+    ) -> Bm25Index:
+        """An index over a documents x terms count matrix (column j counts ``terms[j]``)."""
+        counts = _sparse().csr_matrix(counts, dtype=np.float32)
+        if counts.shape[1] != len(terms):
+            raise DataError(f"BM25 counts have {counts.shape[1]} columns for {len(terms)} terms")
+        index = cls(k1=k1, b=b)
+        index.vocabulary = {term: i for i, term in enumerate(terms)}
+        index._counts = counts
+        index._reweight()
+        return index
+
+    @property
+    def counts(self) -> Any:
+        """The documents x terms count matrix (CSR; do not modify)."""
+        return self._counts
+
+    @property
+    def postings(self) -> int:
+        """(document, term) pairs with a count: the size of the inverted index."""
+        return int(self._counts.nnz)
+
     def copy(self) -> Bm25Index:
         """An independent copy (changing one leaves the other as it was)."""
         other = Bm25Index(k1=self.k1, b=self.b)
@@ -323,6 +347,30 @@ class Bm25Index:
         self._reweight()
         return list(range(first, len(self)))
 
+    def changed(self, drop: Sequence[int], token_lists: Sequence[Sequence[str]]) -> Bm25Index:
+        """A new index without documents ``drop`` and with ``token_lists`` appended
+        (this one is not modified); the weights are recomputed once."""
+        other = Bm25Index(k1=self.k1, b=self.b)
+        other.vocabulary = dict(self.vocabulary)
+        other.tokenizer_version = self.tokenizer_version
+        counts = self._counts
+        if len(drop):
+            keep = np.ones(len(self), dtype=bool)
+            keep[np.asarray(list(drop), dtype=np.int64)] = False
+            counts = counts[keep]
+        if len(token_lists):
+            sparse = _sparse()
+            new = other._count_rows(token_lists)
+            if counts.shape[1] < new.shape[1]:
+                counts = sparse.csr_matrix(
+                    (counts.data, counts.indices, counts.indptr),
+                    shape=(counts.shape[0], new.shape[1]),
+                )
+            counts = sparse.vstack([counts, new], format="csr", dtype=np.float32)
+        other._counts = counts if counts is not self._counts else counts.copy()
+        other._reweight()
+        return other
+
     def remove(self, numbers: Sequence[int]) -> None:
         """Drop documents by number; the others are renumbered in order."""
         drop = np.zeros(len(self), dtype=bool)
@@ -347,7 +395,15 @@ class Bm25Index:
         weights.data = (self._idf[weights.indices] * tf * (self.k1 + 1.0) / (tf + norm)).astype(
             np.float32
         )
-        self._weights = weights.tocsc()
+        weights = weights.tocsc()
+        weights.sort_indices()
+        self._weights = weights
+        # each term's highest contribution: the bound top-k pruning skips documents by
+        col_max = np.zeros(weights.shape[1], dtype=np.float32)
+        filled = np.flatnonzero(np.diff(weights.indptr))
+        if filled.size:
+            col_max[filled] = np.maximum.reduceat(weights.data, weights.indptr[filled])
+        self._col_max = col_max
 
     # ------------------------------------------------------------ querying
 
@@ -382,11 +438,75 @@ class Bm25Index:
         )
 
     def scores_for(self, query_tokens: Sequence[str], numbers: Sequence[int]) -> np.ndarray:
-        """BM25 scores of the given documents only."""
+        """BM25 scores of the given documents only: each query term's posting list is
+        searched for them (binary search), so the cost does not grow with the index."""
         numbers = np.asarray(list(numbers), dtype=np.int64)
+        out = np.zeros(numbers.size, dtype=np.float32)
         if numbers.size == 0:
-            return np.zeros(0, dtype=np.float32)
-        return self.scores(query_tokens)[numbers]
+            return out
+        cols, weights = self._query_vector(query_tokens)
+        for col, weight in zip(cols, weights, strict=True):
+            self._add_term(out, numbers, int(col), float(weight))
+        return out
+
+    def _posting(self, col: int) -> tuple[np.ndarray, np.ndarray]:
+        """(document numbers, ascending; their weights) of one term."""
+        start, end = self._weights.indptr[col], self._weights.indptr[col + 1]
+        return self._weights.indices[start:end], self._weights.data[start:end]
+
+    def _add_term(self, out: np.ndarray, numbers: np.ndarray, col: int, weight: float) -> None:
+        """Add one term's contribution to the scores ``out`` of documents ``numbers``."""
+        docs, values = self._posting(col)
+        if docs.size == 0:
+            return
+        at = np.minimum(np.searchsorted(docs, numbers), docs.size - 1)
+        found = docs[at] == numbers
+        out[found] += weight * values[at[found]]
+
+    def top(self, query_tokens: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best (document numbers, scores) with a score above 0, best first,
+        ties by number: the same as ranking ``scores`` but without scoring every document.
+
+        Max-score pruning over the posting lists: terms are taken in order of their
+        highest possible contribution; once the contributions still possible from the
+        terms not taken sum to less than the k-th best score so far, no document outside
+        those already found can reach the top k, and the remaining terms only add to the
+        documents found (looked up in their posting lists). Common, low-weight terms
+        (long posting lists) are thus rarely read in full.
+        """
+        empty = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        cols, weights = self._query_vector(query_tokens)
+        if cols.size == 0 or len(self) == 0 or k <= 0:
+            return empty
+        bounds = weights * self._col_max[cols]
+        order = np.argsort(-bounds, kind="stable")
+        left = float(bounds.sum())
+        docs = np.zeros(0, dtype=np.int64)
+        scores = np.zeros(0, dtype=np.float32)
+        taken = 0
+        while taken < order.size:
+            col, weight = int(cols[order[taken]]), float(weights[order[taken]])
+            left -= float(bounds[order[taken]])
+            taken += 1
+            posting, values = self._posting(col)
+            docs = np.concatenate([docs, posting.astype(np.int64)])
+            scores = np.concatenate([scores, weight * values])
+            docs, inverse = np.unique(docs, return_inverse=True)
+            scores = np.bincount(inverse, weights=scores, minlength=docs.size).astype(np.float32)
+            if docs.size >= k:
+                kth = float(np.partition(scores, docs.size - k)[docs.size - k])
+                if left < kth:
+                    break
+        for i in order[taken:]:
+            self._add_term(scores, docs, int(cols[i]), float(weights[i]))
+        keep = scores > 0
+        docs, scores = docs[keep], scores[keep]
+        if docs.size > k:
+            kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
+            part = np.flatnonzero(scores >= kth)
+            docs, scores = docs[part], scores[part]
+        best = np.lexsort((docs, -scores))[:k]
+        return docs[best], scores[best]
 
     # ------------------------------------------------------------ persistence
 

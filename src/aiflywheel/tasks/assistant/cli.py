@@ -165,31 +165,114 @@ def eval_command(
     console.print(f"report: [bold]{target / 'report.html'}[/bold]")
 
 
+NO_TICKET_TEXT = {
+    "zh": "这个问题需要人工客服来处理。未创建工单：加上 --ticket 再问一次即可创建，"
+    "或通过 API（POST /v1/chat/completions）提问。",
+    "en": "This question needs a person from the support team. No ticket was opened: ask "
+    "again with --ticket to open one, or ask through the API (POST /v1/chat/completions), "
+    "which opens one.",
+}
+
+
+def _log_handoff(store, loaded, session_id: str, question: str, reply) -> int | None:
+    """Record the turn and open its ticket, as the API does for a handoff (``log_turn``)."""
+    import uuid
+
+    from aiflywheel.tasks.assistant.records import TurnRecord, log_turn
+
+    return log_turn(
+        store,
+        TurnRecord(
+            prediction_id=uuid.uuid4().hex,
+            feature=loaded.feature,
+            version=loaded.version,
+            session_id=session_id,
+            question=question,
+            answer=reply.text,
+            kind=reply.kind,
+            handoff=reply.handoff,
+            reason=reply.reason,
+            confidence=reply.confidence,
+            latency_ms=1000 * reply.seconds,
+            details={
+                "citations": [c.to_json()["citation"] for c in reply.citations],
+                "supported": reply.supported,
+                "channel": "cli",
+            },
+        ),
+    )
+
+
 def ask_command(
     ref: Annotated[str, typer.Argument(help="Assistant FEATURE or FEATURE:VERSION.")],
     questions: Annotated[list[str], typer.Argument(help="One or more questions, in order.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print each answer as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per question.")
+    ] = False,
+    conversation: Annotated[
+        bool,
+        typer.Option(
+            "--conversation",
+            help="The questions are turns of one conversation (later ones see earlier "
+            "ones); without it each question is asked on its own.",
+        ),
+    ] = False,
+    ticket: Annotated[
+        bool,
+        typer.Option(
+            "--ticket",
+            help="Open a handoff ticket (as the API does) for each question handed off to "
+            "a person; without it nothing is stored.",
+        ),
+    ] = False,
 ) -> None:
-    """Ask an assistant from the terminal (a conversation: later questions see earlier ones).
-    Nothing is logged; use the API for real traffic."""
-    _, loaded = _loaded(ref)
+    """Ask an assistant from the terminal. Each question is its own conversation unless
+    --conversation is given. Nothing is stored unless --ticket is given, which records a
+    handed-off question and opens its ticket like POST /v1/chat/completions."""
+    import uuid
+
+    store, loaded = _loaded(ref)
     history: list[dict] = []
+    session_id = "cli-" + uuid.uuid4().hex[:16]
     for question in questions:
+        if not conversation:
+            history, session_id = [], "cli-" + uuid.uuid4().hex[:16]
         reply = loaded.assistant.answer(question, history)
+        ticket_id = None
+        if reply.handoff and ticket:
+            ticket_id = _log_handoff(store, loaded, session_id, question, reply)
+        text = reply.text
+        if reply.handoff and ticket_id is None:
+            text = NO_TICKET_TEXT["zh" if reply.language == "zh" else "en"]
         history += [
             {"role": "user", "content": question},
-            {"role": "assistant", "content": reply.text},
+            {"role": "assistant", "content": text},
         ]
         if as_json:
-            console.print_json(
-                json.dumps({"question": question, "answer": reply.text, **reply.extension()})
-            )
+            extension = reply.extension()
+            record = {
+                "question": question,
+                "answer": text,
+                "answer_type": reply.kind,
+                "handoff": reply.handoff,
+                "reason": reply.reason,
+                "ticket_id": ticket_id,
+                "citations": extension["citations"],
+                "confidence": extension["confidence"],
+                "language": reply.language,
+            }
+            if conversation:
+                record["session_id"] = session_id
+            # one object per line: ``flywheel ask --json ... | jq`` reads them one by one
+            console.print(json.dumps(record, ensure_ascii=False), highlight=False, soft_wrap=True)
             continue
         console.print(f"[bold]> {escape(question)}[/bold]", highlight=False)
-        console.print(escape(reply.text), highlight=False)
+        console.print(escape(text), highlight=False)
         tag = f"{reply.kind}, confidence {reply.confidence:.3f}"
         if reply.reason:
             tag += f", {reply.reason}"
+        if ticket_id is not None:
+            tag += f", ticket {ticket_id} opened"
         console.print(f"[dim]({escape(tag)})[/dim]")
         for c in reply.citations:
             console.print(f"[dim]  [{c.n}] {escape(c.source)}#{escape(c.anchor)}[/dim]")

@@ -227,9 +227,16 @@ class ExtractiveGenerator:
         language: str,
         history: Sequence[dict] = (),
     ) -> Iterator[str]:
-        """The same answer as ``generate``, one quoted sentence at a time."""
+        """The same answer as ``generate``, in pieces of a clause or a few words
+        (``streaming.stream_pieces``), like a generated answer's tokens."""
+        from aiflywheel.tasks.assistant.streaming import stream_pieces
+
         start = time.perf_counter()
-        pieces = self._pieces(question, passages, language)
+        pieces = [
+            piece
+            for sentence in self._pieces(question, passages, language)
+            for piece in stream_pieces(sentence)
+        ]
 
         def finish(text: str) -> Generation:
             return answer_generation(text, len(passages), generator=self.name, started=start)

@@ -19,6 +19,11 @@ fusion with ``bm25_weight`` 0.3 gives hit@5 0.925 and hit@1 0.654 there, and hit
 stays between 0.906 and 0.925 for weights 0.1 to 0.4.
 ``flywheel eval`` prints the three modes side by side.
 
+Each retriever finds its candidates without scoring every chunk: BM25 with max-score
+pruning over its posting lists (``Bm25Index.top``), the dense side with the
+``vectors`` search (exact, or an IVF index at scale, see ``vector_search``); the fused
+scores are then computed exactly for the candidates alone.
+
 Every hit carries both raw scores whatever the mode: ``dense_score`` is the cosine of
 query and chunk (computed for BM25-only candidates too) and ``bm25_score`` is 0.0 when
 no query term matched, so the answer policy can calibrate its thresholds on them.
@@ -41,6 +46,7 @@ from aiflywheel.errors import ModelError
 from aiflywheel.tasks.assistant.bm25 import Bm25Index, bm25_tokens
 from aiflywheel.tasks.assistant.encoders import TextEncoder
 from aiflywheel.tasks.assistant.types import Chunk, RetrievalHit
+from aiflywheel.tasks.assistant.vector_search import ExactSearch, VectorSearch, top_rows
 
 SearchMode = Literal["hybrid", "bm25", "dense"]
 Fusion = Literal["relative", "rrf"]
@@ -117,17 +123,7 @@ def relative_score_fusion(
     return [(int(picked[i]), float(fused[i])) for i in order]
 
 
-def _top(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` highest scores, best first, ties by index (also at the
-    cut: of equal scores at the k-th place, the lowest indices are kept)."""
-    if scores.size == 0 or k <= 0:
-        return np.zeros(0, dtype=np.int64)
-    if scores.size > k:
-        kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
-        part = np.flatnonzero(scores >= kth)
-    else:
-        part = np.arange(scores.size)
-    return part[np.lexsort((part, -scores[part]))][:k]
+_top = top_rows  # kept for callers of the old name
 
 
 class HybridRetriever:
@@ -149,8 +145,11 @@ class HybridRetriever:
         fusion: Fusion = DEFAULT_FUSION,
         bm25_weight: float = DEFAULT_BM25_WEIGHT,
         query_cache: int = 256,
+        vectors: VectorSearch | None = None,
     ) -> None:
-        """Assemble a retriever over already built parts (checked for matching sizes)."""
+        """Assemble a retriever over already built parts (checked for matching sizes).
+        ``vectors`` finds the dense candidates (default: exact search over
+        ``embeddings``; an ``IvfSearch`` over the same rows at scale)."""
         if len(bm25) != len(chunks):
             raise ModelError(f"BM25 index has {len(bm25)} documents for {len(chunks)} chunks")
         if embeddings is not None and embeddings.shape[0] != len(chunks):
@@ -174,6 +173,9 @@ class HybridRetriever:
         self.chunks = list(chunks)
         self.bm25 = bm25
         self.embeddings = embeddings
+        self.vectors: VectorSearch | None = None
+        if embeddings is not None:
+            self.vectors = vectors if vectors is not None else ExactSearch(embeddings)
         self.encoder = encoder
         self.rrf_k = rrf_k
         self.fusion = fusion
@@ -232,7 +234,7 @@ class HybridRetriever:
             raise ModelError(f"mode {mode!r} needs an encoder and embeddings; use mode='bm25'")
         candidates = max(candidates, k)
 
-        bm25_all = self.bm25.scores(bm25_tokens(query))
+        tokens = bm25_tokens(query)
         vector = None
         if self.has_dense:
             vector = query_vector if query_vector is not None else self.encode_query(query)
@@ -240,43 +242,42 @@ class HybridRetriever:
 
         bm25_ranked: list[int] = []
         dense_ranked: list[int] = []
-        dense_all: np.ndarray | None = None
         if mode != "dense":
-            top = _top(bm25_all, candidates)
-            bm25_ranked = [int(i) for i in top if bm25_all[i] > 0]
+            bm25_ranked = [int(i) for i in self.bm25.top(tokens, candidates)[0]]
         if mode != "bm25":
-            dense_all = self.embeddings @ vector
-            dense_ranked = [int(i) for i in _top(dense_all, candidates)]
+            dense_ranked = [int(i) for i in self.vectors.search(vector, candidates)]
+
+        # both raw scores of every candidate, exact (an approximate vector index only
+        # chooses the dense candidates)
+        union = np.asarray(sorted(set(bm25_ranked) | set(dense_ranked)), dtype=np.int64)
+        position = {int(item): n for n, item in enumerate(union)}
+        bm25_scores = self.bm25.scores_for(tokens, union)
+        cosines = None if vector is None else self.embeddings[union] @ vector
 
         if mode == "hybrid" and self.fusion == "rrf":
             fused = reciprocal_rank_fusion([bm25_ranked, dense_ranked], k=self.rrf_k)[:k]
         elif mode == "hybrid":
-            assert dense_all is not None
-            fused = relative_score_fusion(
-                bm25_ranked + dense_ranked, dense_all, bm25_all, bm25_weight=self.bm25_weight
+            assert cosines is not None
+            local = relative_score_fusion(
+                range(union.size), cosines, bm25_scores, bm25_weight=self.bm25_weight
             )[:k]
+            fused = [(int(union[n]), score) for n, score in local]
         elif mode == "bm25":
-            fused = [(i, float(bm25_all[i])) for i in bm25_ranked[:k]]
+            fused = [(i, float(bm25_scores[position[i]])) for i in bm25_ranked[:k]]
         else:
-            fused = [(i, float(dense_all[i])) for i in dense_ranked[:k]]
+            assert cosines is not None
+            fused = [(i, float(cosines[position[i]])) for i in dense_ranked[:k]]
 
         bm25_rank = {item: r for r, item in enumerate(bm25_ranked, start=1)}
         dense_rank = {item: r for r, item in enumerate(dense_ranked, start=1)}
-        picked = np.asarray([item for item, _ in fused], dtype=np.int64)
-        if vector is None:
-            cosines = None
-        elif dense_all is not None:
-            cosines = dense_all[picked]
-        else:
-            cosines = self.embeddings[picked] @ vector
         return [
             RetrievalHit(
                 chunk=self.chunks[item],
                 score=float(score),
                 bm25_rank=bm25_rank.get(item),
                 dense_rank=dense_rank.get(item),
-                bm25_score=float(bm25_all[item]),
-                dense_score=None if cosines is None else float(cosines[n]),
+                bm25_score=float(bm25_scores[position[item]]),
+                dense_score=None if cosines is None else float(cosines[position[item]]),
             )
-            for n, (item, score) in enumerate(fused)
+            for item, score in fused
         ]

@@ -19,6 +19,10 @@ The answer is a normal ``chat.completion`` (or, with ``stream: true``, server-se
                      "citation": "faq.jsonl#ship-01-en", "title": "...", "text": "..."}],
       "supported": true, "unsupported_sentences": [], "generator": "extractive"}
 
+In a stream, answers no model writes token by token (a curated FAQ answer, quoted
+passage sentences, a handoff) arrive in pieces of a clause or a few words
+(``streaming.stream_pieces``); their concatenation is the answer.
+
 In a stream the post-check runs after the deltas went out: when it replaced the
 streamed text (an LLM answer not supported by the passages, or an "I don't know" turned
 into a handoff), the last chunk's ``flywheel`` has ``replaced_streamed_text: true`` and
@@ -327,6 +331,7 @@ def _error_event(exc: BaseException) -> str:
 
 async def _stream(state, model, hosted, question, history, session_id, completion_id, created):
     from aiflywheel.tasks.assistant.policy import AssistantReply
+    from aiflywheel.tasks.assistant.streaming import stream_pieces
 
     assistant = hosted.loaded.assistant
     yield _chunk(completion_id, created, model, {"role": "assistant", "content": ""})
@@ -346,7 +351,9 @@ async def _stream(state, model, hosted, question, history, session_id, completio
                     flywheel=extension,
                 )
             elif item:
-                yield _chunk(completion_id, created, model, {"content": item})
+                # a curated or quoted answer comes whole: streamed in clause-sized pieces
+                for piece in stream_pieces(item):
+                    yield _chunk(completion_id, created, model, {"content": piece})
     except Exception as exc:
         yield _error_event(exc)
     yield "data: [DONE]\n\n"

@@ -25,7 +25,7 @@ from aiflywheel.tasks.assistant.config import AssistantConfig
 from aiflywheel.tasks.assistant.generators import GeneratorSettings, make_generator
 from aiflywheel.tasks.assistant.knowledge_base import faq_entry_chunk
 from aiflywheel.tasks.assistant.knowledge_index import KnowledgeIndex
-from aiflywheel.tasks.assistant.policy import Assistant, Thresholds
+from aiflywheel.tasks.assistant.policy import Assistant, AssistantReply, Citation, Thresholds
 from aiflywheel.tasks.assistant.records import add_kb_entry, get_turn, kb_entries
 from aiflywheel.tasks.assistant.types import Chunk
 
@@ -85,6 +85,40 @@ def put_live_chunks(index: KnowledgeIndex, chunks: list[Chunk]) -> None:
     index.add_chunks(chunks)
 
 
+@dataclass(frozen=True)
+class AssistantAnswer:
+    """What ``aiflywheel.load(FEATURE).ask(...)`` returns: the answer to show, the
+    passages it cites, and whether (and why) it hands the question to a person.
+
+    Nothing is stored: a handoff from the Python API opens no ticket (POST
+    /v1/chat/completions or ``flywheel ask --ticket`` do)."""
+
+    answer: str
+    citations: list[Citation]
+    handoff: bool
+    reason: str | None
+    answer_type: str  # faq | generated | handoff | refusal
+    confidence: float
+    language: str
+
+    @property
+    def sources(self) -> list[str]:
+        """``source#anchor`` of each cited passage, in citation order."""
+        return [c.to_json()["citation"] for c in self.citations]
+
+    @classmethod
+    def of(cls, reply: AssistantReply) -> AssistantAnswer:
+        return cls(
+            answer=reply.text,
+            citations=list(reply.citations),
+            handoff=reply.handoff,
+            reason=reply.reason,
+            answer_type=reply.kind,
+            confidence=float(reply.confidence),
+            language=reply.language,
+        )
+
+
 @dataclass
 class LoadedAssistant:
     feature: str
@@ -93,9 +127,14 @@ class LoadedAssistant:
     config: AssistantConfig
     model_dir: Path
 
-    def ask(self, message: str, history: Sequence[dict] = ()):
-        """The assistant's reply (answer, citations or handoff) to one message."""
-        return self.assistant.answer(message, history)
+    def ask(self, message: str, history: Sequence[dict] = ()) -> AssistantAnswer:
+        """The answer (with citations) or handoff for ``message``; ``history`` is the
+        conversation so far as ``{"role": "user" | "assistant", "content": ...}`` dicts."""
+        return AssistantAnswer.of(self.reply(message, history))
+
+    def reply(self, message: str, history: Sequence[dict] = ()) -> AssistantReply:
+        """The policy's full reply (retrieval hits, details) to one message."""
+        return self.assistant.answer(message, list(history))
 
     def warm(self) -> None:
         """Load the encoder's and the generator's weights now (not on the first question)."""
@@ -192,6 +231,7 @@ def entry_from_feedback(store: Store, feedback_id: int, feature: str) -> tuple[s
 
 __all__ = [
     "LIVE_SOURCE",
+    "AssistantAnswer",
     "LoadedAssistant",
     "add_entry",
     "assistant_from_parts",
