@@ -248,8 +248,26 @@ def test_auto_fits_finetune_epochs_in_the_budget_by_counted_steps(
     assert 1 <= epochs < 2  # of the 2 the recipe asks for
     assert epochs * plan["epoch_estimate_seconds"] <= plan["budget_seconds"]
     log = [
-        json.loads(line)
-        for line in (result.run_dir / "train_log.jsonl").read_text().splitlines()
+        json.loads(line) for line in (result.run_dir / "train_log.jsonl").read_text().splitlines()
     ]
     counted = max(entry["step"] for entry in log)
     assert counted <= int(np.ceil(epochs * steps_per_epoch))
+
+
+def test_split_column_keeps_the_data_s_own_splits() -> None:
+    from aiflywheel.data.dataset import Dataset, Record
+    from aiflywheel.data.split import split_dataset
+    from aiflywheel.errors import SplitError
+    from aiflywheel.recipe import SplitConfig
+
+    names = ["train"] * 6 + ["dev"] * 2 + ["test"] * 2
+    rows = Dataset(
+        Record(f"r{i}", f"text number {i}", "ab"[i % 2], {"part": name})
+        for i, name in enumerate(names)
+    )
+    result = split_dataset(rows, SplitConfig(column="part"), seed=0)
+    assert [len(result.parts[n]) for n in ("train", "val", "test")] == [6, 2, 2]
+    assert [r.id for r in result.parts["val"]] == ["r6", "r7"]
+    bad = Dataset([*rows, Record("x", "another text", "a", {"part": "holdout"})])
+    with pytest.raises(SplitError, match="row x has 'holdout'; expected one of train, val, dev"):
+        split_dataset(bad, SplitConfig(column="part"), seed=0)

@@ -208,6 +208,11 @@ class SplitConfig(_Strict):
         le=20,
         description="Also write k-fold cross-validation indices over train+val; null for none.",
     )
+    column: str | None = Field(
+        None,
+        description="A metadata column holding each row's own split (train, val or dev, "
+        "test), for data that comes split; the fractions are then not used.",
+    )
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> SplitConfig:

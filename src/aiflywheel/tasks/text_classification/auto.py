@@ -131,15 +131,20 @@ def cached_step_seconds(model, frozen: int, batch_size: int, length: int) -> flo
 
 
 def plan_length(
-    token_lengths: Sequence[int], rate: float, seconds: float, ceiling: int
+    token_lengths: Sequence[int],
+    rate: float,
+    seconds_left: float,
+    ceiling: int,
+    reserve: Callable[[int], float],
 ) -> tuple[int, float]:
-    """The longest ``max_length`` (at most ``ceiling``) whose encoding fits ``seconds``
-    at ``rate`` tokens/s, and that encoding's estimated seconds."""
+    """The longest ``max_length`` (at most ``ceiling``) whose encoding takes at most
+    ``ENCODE_SHARE`` of what is left after ``reserve(length)`` seconds, at ``rate``
+    tokens/s; else the shortest choice. Returns it and its encoding's estimated seconds."""
     lengths = np.asarray(token_lengths)
     choices = [ceiling] + [c for c in LENGTH_CHOICES if c < ceiling]
     for length in choices:
         estimate = float(np.minimum(lengths, length).sum()) / rate
-        if estimate <= seconds:
+        if estimate <= ENCODE_SHARE * (seconds_left - reserve(length)):
             return length, estimate
     length = choices[-1]
     return length, float(np.minimum(lengths, length).sum()) / rate
