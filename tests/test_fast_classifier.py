@@ -201,6 +201,7 @@ def test_auto_tries_candidates_in_order_and_serves_the_best(
     for row in table:
         assert f"{row['method']} {row['val_macro_f1']:.4f}" in result.method_reason
     assert result.method_reason in lines
+    assert "How auto chose" in (result.run_dir / "report.html").read_text(encoding="utf-8")
     if result.method == "tfidf":
         assert "no candidate beat the TF-IDF baseline" in result.metrics["verdict"]
     model = load("tiny-news")
