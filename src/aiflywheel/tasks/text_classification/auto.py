@@ -207,19 +207,21 @@ def run_auto(
     token_lengths = [len(ids) for ids in tokenizer([prefix + x for x in texts])["input_ids"]]
     rate = tokens_per_second(model, tokenizer, train.texts, prefix, max_length)
     seconds_per_token = 1 / rate
-    mean_tokens = float(np.mean(np.minimum(token_lengths, max_length)))
-    # The final evaluation encodes the test rows, the explained mistakes' variants and
-    # the round-trip sample twice: kept in reserve whatever is chosen.
-    explain = recipe.evaluate.explain_mistakes * min(EXPLAIN_TOKENS, int(mean_tokens))
-    reserve = (test_rows + explain + 128) * mean_tokens * seconds_per_token + 15
-    encode_room = max(0.0, (left() - reserve) * ENCODE_SHARE)
+
+    def reserve_at(length: int) -> float:
+        # The final evaluation encodes the test rows, the explained mistakes' variants
+        # and the round-trip sample twice: kept in reserve whatever is chosen.
+        mean = float(np.mean(np.minimum(token_lengths, length)))
+        explain = recipe.evaluate.explain_mistakes * min(EXPLAIN_TOKENS, int(mean))
+        return (test_rows + explain + 128) * mean * seconds_per_token + 15
+
     if length_fixed:
-        length, encode_estimate = (
-            max_length,
-            float(np.minimum(token_lengths, max_length).sum() / rate),
-        )
+        length = max_length
+        encode_estimate = float(np.minimum(token_lengths, length).sum() / rate)
     else:
-        length, encode_estimate = plan_length(token_lengths, rate, encode_room, max_length)
+        length, encode_estimate = plan_length(token_lengths, rate, left(), max_length, reserve_at)
+    reserve = reserve_at(length)
+    mean_tokens = float(np.mean(np.minimum(token_lengths, length)))
     plan.update(
         tokens_per_second=round(rate, 1),
         reserve_seconds=round(reserve, 1),
