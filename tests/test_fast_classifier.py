@@ -272,3 +272,18 @@ def test_split_column_keeps_the_data_s_own_splits() -> None:
     bad = Dataset([*rows, Record("x", "another text", "a", {"part": "holdout"})])
     with pytest.raises(SplitError, match="row x has 'holdout'; expected one of train, val, dev"):
         split_dataset(bad, SplitConfig(column="part"), seed=0)
+
+
+def test_auto_serves_the_baseline_and_says_why_when_the_budget_is_spent(
+    world: Path, tmp_path: Path
+) -> None:
+    recipe = load_recipe(_recipe(world, tmp_path, 0.001))  # 0.06 s: gone before the encoder
+    result = train_feature(recipe, store=open_store(), settings=get_settings())
+    assert result.method == "tfidf"
+    table = result.metrics["auto"]["candidates"]
+    assert [row["method"] for row in table] == ["tfidf", "head", "stacked", "finetune"]
+    assert all(
+        row["note"].startswith("skipped: the data check and the baseline used") for row in table[1:]
+    )
+    assert "no candidate beat the TF-IDF baseline" in result.metrics["verdict"]
+    assert load("tiny-news").predict(["股票 market profit"])[0].label == "finance"

@@ -40,7 +40,7 @@ LENGTH_CHOICES = (256, 192, 128, 96, 64, 48, 32)
 ENCODE_SHARE = 0.45  # of the budget left, at most, for the one encoding pass
 EXPLAIN_TOKENS = 128  # explain_prediction scores at most this many tokens per mistake
 TRAINED_TOP_LAYERS = 4  # auto trains the top 4 layers when the recipe freezes none
-CALIBRATION_TEXTS = 32
+CALIBRATION_TEXTS = 16
 
 
 @dataclass
@@ -192,6 +192,11 @@ def run_auto(
         )
     ]
     plan: dict[str, Any] = {"budget_seconds": budget}
+    if left() <= 0:
+        spent = f"skipped: the data check and the baseline used the {budget / 60:g} min budget"
+        for method in ("head", "stacked", "finetune"):
+            candidates.append(Candidate(method, None, 0.0, spent))
+        return _decide(candidates, max_length, plan, report)
 
     tokenizer = load_tokenizer(resolved.source)
     probe = FinetunedClassifier(recipe.model.name, resolved.source, prefix=resolved.query_prefix)
