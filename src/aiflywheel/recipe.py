@@ -209,6 +209,11 @@ class SplitConfig(_Strict):
         le=20,
         description="Also write k-fold cross-validation indices over train+val; null for none.",
     )
+    column: str | None = Field(
+        None,
+        description="A metadata column holding each row's own split (train, val or dev, "
+        "test), for data that comes split; the fractions are then not used.",
+    )
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> SplitConfig:
@@ -240,11 +245,14 @@ class ModelConfig(_Strict):
         description="A catalog alias (see `flywheel models catalog`: minilm, e5-small), a local "
         "transformers folder, or a Hugging Face id (fetched only with FLYWHEEL_ALLOW_DOWNLOAD=1).",
     )
-    method: Literal["auto", "head", "finetune", "lora"] = Field(
+    method: Literal["auto", "head", "stacked", "finetune", "lora"] = Field(
         "auto",
         description="'head': frozen encoder features + logistic regression (fast on CPU); "
-        "'finetune': full fine-tuning with the HF Trainer; 'lora': PEFT LoRA adapters; "
-        "'auto': chosen from the hardware and the data size (the reason is logged).",
+        "'stacked': out-of-fold TF-IDF log-probabilities + encoder features -> logistic "
+        "regression; 'finetune': fine-tuning with the HF Trainer (frozen bottom layers "
+        "cached); 'lora': PEFT LoRA adapters; 'auto': on CPU tries tfidf, head, stacked "
+        "and top-layer finetune within train.time_budget_minutes and keeps the best on "
+        "validation (the table is logged); with a GPU, finetune.",
     )
     max_length: int | None = Field(
         None,
@@ -292,9 +300,15 @@ class TrainConfig(_Strict):
     lora_alpha: int = Field(16, ge=1, description="LoRA scaling alpha.")
     lora_dropout: float = Field(0.1, ge=0, lt=1, description="LoRA dropout.")
     time_budget_minutes: float = Field(
-        20.0,
+        10.0,
         gt=0,
-        description="For method 'auto': fine-tune only if the estimated time fits this budget.",
+        description="For method 'auto' on CPU: minutes for the whole run (from data check to "
+        "evaluation); candidates that do not fit on measured throughput are skipped.",
+    )
+    cache_frozen_layers: bool = Field(
+        True,
+        description="With freeze_layers (and frozen embeddings), compute the frozen bottom "
+        "layers once per text and cache them on disk, so each epoch runs only the top layers.",
     )
     threads: int | None = Field(
         None, ge=1, description="CPU threads for torch; null uses every core."

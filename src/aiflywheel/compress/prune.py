@@ -156,6 +156,7 @@ def recovery_settings(recipe: Recipe, parent_method: str):
         class_weights=t.class_weights,
         freeze_embeddings=t.freeze_embeddings,
         freeze_layers=t.freeze_layers,
+        cache_frozen_layers=t.cache_frozen_layers,
         seed=recipe.seed,
     )
 

@@ -133,7 +133,13 @@ def build_data_report(
                 "train": recipe.split.train,
                 "val": recipe.split.val,
                 "test": recipe.split.test,
+            }
+            if not recipe.split.column
+            else {
+                name: round(len(split.parts[name]) / max(1, len(dataset)), 4)
+                for name in ("train", "val", "test")
             },
+            "column": recipe.split.column,
             "seed": recipe.seed,
             "stratified": recipe.split.stratify,
             "group_by": recipe.split.group_by,

@@ -50,8 +50,11 @@ def split_dataset(dataset: Dataset, config: SplitConfig, *, seed: int) -> SplitR
             "punctuation)"
         )
     rng = np.random.default_rng(seed)
-    assignment = _assign_units(units, dataset.records, fractions, config.stratify, rng)
-    _fill_empty_parts(assignment, units, wanted)
+    if config.column:
+        assignment = _given_splits(dataset.records, config.column)
+    else:
+        assignment = _assign_units(units, dataset.records, fractions, config.stratify, rng)
+        _fill_empty_parts(assignment, units, wanted)
 
     parts = {name: Dataset(dataset.records[i] for i in sorted(assignment[name])) for name in SPLITS}
     folds = None
@@ -66,6 +69,27 @@ def split_dataset(dataset: Dataset, config: SplitConfig, *, seed: int) -> SplitR
     return SplitResult(
         parts=parts, folds=folds, leakage=leakage, groups=groups, version=_version(parts, folds)
     )
+
+
+GIVEN_SPLIT_NAMES = {"train": "train", "val": "val", "dev": "val", "validation": "val",
+                     "test": "test"}  # fmt: skip
+
+
+def _given_splits(records: list[Record], column: str) -> dict[str, list[int]]:
+    """Rows assigned by their own ``column`` value (split.column)."""
+    assignment: dict[str, list[int]] = {name: [] for name in SPLITS}
+    for index, record in enumerate(records):
+        value = str(record.meta.get(column, "")).strip().lower()
+        if value not in GIVEN_SPLIT_NAMES:
+            raise SplitError(
+                f"split.column {column!r}: row {record.id} has {value!r}; expected one of "
+                "train, val, dev, test (add the column to data.columns.meta)"
+            )
+        assignment[GIVEN_SPLIT_NAMES[value]].append(index)
+    empty = [name for name in ("train", "test") if not assignment[name]]
+    if empty:
+        raise SplitError(f"split.column {column!r}: no row says {' or '.join(empty)}")
+    return assignment
 
 
 def leakage_check(parts: dict[str, Dataset], group_by: str | None = None) -> dict[str, int]:

@@ -131,11 +131,22 @@ class LossTrainer(transformers.Trainer):
     model does not take (``extra``) are passed to the loss, not to the model. Batches
     without them (validation) fall back to ``eval_loss`` (plain cross-entropy)."""
 
-    def __init__(self, *args, loss: Loss, eval_loss: Loss | None = None, **kwargs):
+    def __init__(self, *args, loss: Loss, eval_loss: Loss | None = None, sampler=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.sampler = sampler
         self.loss = loss
         self.eval_loss = eval_loss or cross_entropy()
         self.extra_columns: tuple[str, ...] = ()
+
+    def _get_train_sampler(self, train_dataset=None):
+        return self.sampler or super()._get_train_sampler(train_dataset)
+
+    def _get_eval_sampler(self, eval_dataset):
+        if self.sampler is None:
+            return super()._get_eval_sampler(eval_dataset)
+        # Rows without input_ids (cached hidden states): validate in length order.
+        lengths = [len(eval_dataset[i]["inputs_embeds"]) for i in range(len(eval_dataset))]
+        return sorted(range(len(eval_dataset)), key=lengths.__getitem__)
 
     def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
         labels = inputs.pop("labels")
@@ -157,19 +168,25 @@ def new_trainer(
     tokenizer,
     loss: Loss,
     callbacks: list | None = None,
+    collator: Callable | None = None,
+    sampler=None,
 ) -> tuple[LossTrainer, InterruptCallback]:
     """A ``LossTrainer`` over ``train_set`` (validated on ``val_set``) with dynamic padding
-    and macro-F1 evaluation; also returns its ``InterruptCallback`` for ``run``."""
+    and macro-F1 evaluation; also returns its ``InterruptCallback`` for ``run``.
+
+    ``collator`` replaces the tokenizer's padding collator and ``sampler`` the Trainer's
+    length-grouped sampler (cached hidden states carry no ``input_ids`` to measure)."""
     stopper = InterruptCallback()
     trainer = LossTrainer(
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=val_set,
-        data_collator=transformers.DataCollatorWithPadding(tokenizer),
+        data_collator=collator or transformers.DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_macro_f1,
         callbacks=[*(callbacks or []), stopper],
         loss=loss,
+        sampler=sampler,
     )
     trainer.extra_columns = tuple(train_set.extra)
     return trainer, stopper

@@ -192,6 +192,7 @@ def _view(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "calibration": _calibration(model_m, base_m, names),
         "slices": _slices(as_dict(metrics.get("slices"))),
         "cv": _cross_validation(metrics.get("cross_validation")),
+        "auto": _auto(metrics.get("auto")),
         "mistakes": _mistakes(as_list(metrics.get("mistakes"))),
         "tool_version": tool_version(),
     }
@@ -542,6 +543,25 @@ def _cross_validation(cv: object) -> dict[str, Any] | None:
         "mean": _score(entry.get("macro_f1_mean")),
         "std": _score(entry.get("macro_f1_std")),
         "folds": folds,
+    }
+
+
+def _auto(entry: object) -> dict[str, Any] | None:
+    """What method auto tried: each candidate's validation macro-F1, seconds and note."""
+    entry = as_dict(entry)
+    if not entry:
+        return None
+    return {
+        "chosen": str(entry.get("chosen") or ""),
+        "candidates": [
+            {
+                "method": str(c.get("method") or ""),
+                "f1": _score(c.get("val_macro_f1")),
+                "seconds": _seconds(c.get("seconds")),
+                "note": str(c.get("note") or ""),
+            }
+            for c in map(as_dict, as_list(entry.get("candidates")))
+        ],
     }
 
 

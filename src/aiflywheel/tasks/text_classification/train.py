@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 import tempfile
 import time
@@ -45,6 +44,7 @@ from aiflywheel.tasks.text_classification.models.roundtrip import reload_verifie
 from aiflywheel.training import distributed
 
 Report = Callable[[str], None]
+FROZEN_CACHE = "frozen_cache"  # models.layer_cache.CACHE_DIR (not imported: it needs torch)
 
 
 @dataclass
@@ -97,10 +97,9 @@ def work_key(recipe: Recipe, extra: str = "") -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
-def choose_method(
-    recipe: Recipe, resolved: ResolvedModel, n_train: int, max_length: int, report: Report
-) -> tuple[str, str]:
-    """The method to use and why; ``auto`` measures one training step on this machine."""
+def choose_method(recipe: Recipe) -> tuple[str, str]:
+    """The method to use and why; ``auto`` on CPU is decided later by ``auto.run_auto``
+    (candidates tried within the budget), with a GPU it fine-tunes."""
     method = recipe.model.method
     if method != "auto":
         return method, f"method {method} set in the recipe"
@@ -108,77 +107,10 @@ def choose_method(
 
     if torch.cuda.is_available():
         return "finetune", "auto: a GPU is available, so the encoder is fine-tuned"
-    seconds = measure_step_seconds(
-        resolved.source, recipe.train.batch_size, max_length, recipe.train.freeze_layers
+    return "auto", (
+        f"auto: no GPU; trying tfidf, head, stacked and cached top-layer finetune within "
+        f"{recipe.train.time_budget_minutes:g} min"
     )
-    steps = math.ceil(
-        min(n_train, recipe.train.max_train_samples or n_train) / recipe.train.batch_size
-    )
-    minutes = seconds * steps * recipe.train.epochs / 60
-    budget = recipe.train.time_budget_minutes
-    detail = (
-        f"no GPU; one training step of {recipe.model.name} takes {seconds:.2f} s here "
-        f"(median of {STEP_TIMING_STEPS} after a warm-up), so fine-tuning {steps} steps x "
-        f"{recipe.train.epochs:g} epochs needs ~{minutes:.0f} min"
-    )
-    if minutes <= budget:
-        return "finetune", f"auto: {detail}, within the {budget:g} min budget -> finetune"
-    return "head", (
-        f"auto: {detail}, over the {budget:g} min budget -> head (frozen encoder + logistic "
-        f"regression). Faster ways to fine-tune: {'; '.join(faster_options(recipe, max_length))}"
-    )
-
-
-def faster_options(recipe: Recipe, max_length: int) -> list[str]:
-    """The recipe settings that would make fine-tuning fit, as the user would write them."""
-    t = recipe.train
-    options = []
-    if t.freeze_layers == 0:
-        options.append("train.freeze_layers: 8 (train only the top layers)")
-    if t.max_train_samples is None:
-        options.append("train.max_train_samples: 2000")
-    if max_length > 64:
-        options.append(f"model.max_length: 64 (now {max_length})")
-    if t.epochs > 1:
-        options.append("train.epochs: 1")
-    options.append("model.method: finetune (ignore the budget)")
-    options.append(f"train.time_budget_minutes above {t.time_budget_minutes:g}")
-    return options
-
-
-STEP_TIMING_STEPS = 3
-
-
-def measure_step_seconds(
-    source: str, batch_size: int, max_length: int, freeze_layers: int
-) -> float:
-    """Wall time of one forward+backward pass at this batch size and length.
-
-    One warm-up step (allocations, lazy init) is not counted; the median of the next
-    ``STEP_TIMING_STEPS`` is returned (a single timed step swung 6x on a busy machine).
-    """
-    import torch
-
-    from aiflywheel.tasks.text_classification.models.finetuned import (
-        FinetunedClassifier,
-        FinetuneSettings,
-    )
-
-    probe = FinetunedClassifier(
-        "probe", source, settings=FinetuneSettings(freeze_layers=freeze_layers)
-    )
-    probe.labels = ["a", "b"]
-    model = probe._new_model()
-    length = min(max_length, getattr(model.config, "max_position_embeddings", max_length))
-    ids = torch.randint(5, max(6, min(1000, model.config.vocab_size)), (batch_size, length))
-    labels = torch.zeros(batch_size, dtype=torch.long)
-    timings = []
-    for _ in range(1 + STEP_TIMING_STEPS):
-        started = time.perf_counter()
-        model(input_ids=ids, labels=labels).loss.backward()
-        model.zero_grad(set_to_none=True)
-        timings.append(time.perf_counter() - started)
-    return float(np.median(timings[1:]))
 
 
 def _sample(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
@@ -189,6 +121,16 @@ def _sample(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
 
 
 def _build_model(recipe: Recipe, method: str, resolved: ResolvedModel):
+    if method == "stacked":
+        from aiflywheel.tasks.text_classification.models.stacked import StackedClassifier
+
+        return StackedClassifier(
+            recipe.model.name,
+            resolved.source,
+            prefix=resolved.query_prefix,
+            max_length=recipe.model.max_length,
+            seed=recipe.seed,
+        )
     if method == "head":
         from aiflywheel.tasks.text_classification.models.encoder_head import EncoderHeadClassifier
 
@@ -218,6 +160,7 @@ def _build_model(recipe: Recipe, method: str, resolved: ResolvedModel):
         class_weights=t.class_weights,
         freeze_embeddings=t.freeze_embeddings,
         freeze_layers=t.freeze_layers,
+        cache_frozen_layers=t.cache_frozen_layers,
         lora_r=t.lora_r,
         lora_alpha=t.lora_alpha,
         lora_dropout=t.lora_dropout,
@@ -245,6 +188,8 @@ def _fit(model, method: str, train: Dataset, val: Dataset, work_dir: Path) -> No
                 val_labels=val.labels,
                 progress=lambda done: bar.update(done - bar.n),
             )
+    elif method == "stacked":
+        model.fit(train.texts, train.labels, val_texts=val.texts, val_labels=val.labels)
     else:
         model.fit(
             train.texts,
@@ -279,6 +224,8 @@ def train_feature(
         torch_threads,
     )
 
+    run_started = time.perf_counter()  # auto's time budget counts from here
+
     store.upsert_feature(
         recipe.feature, recipe.task, recipe.description, recipe.model_dump(mode="json")
     )
@@ -289,6 +236,7 @@ def train_feature(
         kind,
         work_name=f".{kind}-{work_key(recipe, key_extra)}",
         resumable=True,
+        scratch=(FROZEN_CACHE,),  # a training-time device only: dropped on success
     ) as run:
         work_dir, final_dir = run.work_dir, run.final_dir
         resuming = run.resuming
@@ -320,7 +268,7 @@ def train_feature(
             max_length = recipe.model.max_length or choose_max_length(
                 load_tokenizer(resolved.source), train.texts, resolved.query_prefix
             )
-            method, reason = choose_method(recipe, resolved, len(train), max_length, report)
+            method, reason = choose_method(recipe)
             report(reason)
 
             # The baseline always sees the whole training split: it is cheap, and a model
@@ -336,18 +284,46 @@ def train_feature(
             )
             report(f"baseline {baseline.name}: {baseline_seconds:.1f} s")
 
-            model = _build_model(recipe, method, resolved)
-            if hasattr(model, "max_length") and model.max_length is None:
-                model.max_length = max_length
-            group = distributed.current()
-            on = f", {group.world_size} processes" if group and method != "head" else ""
-            report(
-                f"training {recipe.model.name}/{method} on {len(train):,} rows "
-                f"(max_length {max_length}{on})"
-            )
-            started = time.perf_counter()
-            _fit(model, method, train, val, work_dir)
-            model_seconds = time.perf_counter() - started
+            auto = None
+            if method == "auto":
+                from aiflywheel.tasks.text_classification.auto import run_auto
+
+                auto = run_auto(
+                    recipe,
+                    resolved,
+                    train=train,
+                    val=val,
+                    test_rows=len(test),
+                    baseline=baseline,
+                    baseline_seconds=baseline_seconds,
+                    baseline_fits_train=len(train) == len(full_train),
+                    max_length=max_length,
+                    length_fixed=recipe.model.max_length is not None,
+                    work_dir=work_dir,
+                    started=run_started,
+                    report=report,
+                )
+                method, model, reason, max_length = (
+                    auto.method,
+                    auto.model,
+                    auto.reason,
+                    auto.max_length,
+                )
+                report(reason)
+                model_seconds = next(c.seconds for c in auto.candidates if c.method == method)
+            else:
+                model = _build_model(recipe, method, resolved)
+                if hasattr(model, "max_length") and model.max_length is None:
+                    model.max_length = max_length
+                group = distributed.current()
+                on = f", {group.world_size} processes" if group and method != "head" else ""
+                report(
+                    f"training {recipe.model.name}/{method} on {len(train):,} rows "
+                    f"(max_length {max_length}{on})"
+                )
+                started = time.perf_counter()
+                _fit(model, method, train, val, work_dir)
+                model_seconds = time.perf_counter() - started
             model.save(work_dir / "model")
             # Evaluate the model as loaded from disk: that is the one that will serve.
             model = reload_verified(
@@ -356,7 +332,9 @@ def train_feature(
             report(f"model trained in {model_seconds:.1f} s; evaluating on {len(test):,} test rows")
 
             cv = None
-            if recipe.evaluate.cross_validation:
+            if recipe.evaluate.cross_validation and method == "tfidf":
+                report("cross-validation skipped: auto chose the baseline itself")
+            elif recipe.evaluate.cross_validation:
                 cv = _cross_validation(recipe, method, resolved, work_dir, parts, report)
             metrics = evaluate_against_baseline(
                 model,
@@ -364,13 +342,20 @@ def train_feature(
                 test,
                 recipe.evaluate,
                 feature=recipe.feature,
-                model_name=f"{recipe.model.name}/{method}",
+                model_name=baseline.name if method == "tfidf" else f"{recipe.model.name}/{method}",
                 model_seconds=model_seconds,
                 baseline_seconds=baseline_seconds,
                 seed=recipe.seed,
                 cross_validation=cv,
             )
         metrics["method_reason"] = reason
+        if auto is not None:
+            metrics["auto"] = {"chosen": method, "candidates": auto.table(), "plan": auto.plan}
+            if method == "tfidf":
+                metrics["verdict"] = (
+                    f"{reason}; on the test split it scores macro-F1 "
+                    f"{metrics['model']['metrics']['macro_f1']:.3f}"
+                )
         metrics["dataset_version"] = data.dataset_version
         metrics["train_rows"] = len(train)
         metrics["baseline"]["train_rows"] = len(full_train)
@@ -425,7 +410,8 @@ def _register(
             recipe=recipe.model_dump(mode="json"),
         ).version
 
-    model_version = add("model", recipe.model.name, method, summarize(metrics))
+    base_model = "tfidf" if method == "tfidf" else recipe.model.name
+    model_version = add("model", base_model, method, summarize(metrics))
     metrics["version"] = f"v{model_version}"
     if not baseline_wins(metrics):
         return model_version, None

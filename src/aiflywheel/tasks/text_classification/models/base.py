@@ -135,6 +135,10 @@ def load_classifier(directory: str | Path):
         from aiflywheel.tasks.text_classification.models.encoder_head import EncoderHeadClassifier
 
         return EncoderHeadClassifier.load(directory)
+    if kind == "stacked":
+        from aiflywheel.tasks.text_classification.models.stacked import StackedClassifier
+
+        return StackedClassifier.load(directory)
     if kind == "finetuned":
         from aiflywheel.tasks.text_classification.models.finetuned import FinetunedClassifier
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from aiflywheel.errors import ModelError, require_module
+from aiflywheel.tasks.text_classification.models import layer_cache
 from aiflywheel.tasks.text_classification.models.base import (
     ClassifierBase,
     check_texts,
@@ -31,6 +32,7 @@ from aiflywheel.tasks.text_classification.models.encoding import (
     torch_module,
     transformers_module,
 )
+from aiflywheel.training import distributed
 from aiflywheel.training import trainer as training
 from aiflywheel.training.distributed import on_every_rank
 
@@ -60,6 +62,17 @@ class FinetuneSettings:
     lora_alpha: int = 16
     lora_dropout: float = 0.1
     seed: int = 0
+    cache_frozen_layers: bool = True
+
+    @property
+    def caches_frozen_layers(self) -> bool:
+        """Whether training caches the frozen bottom layers' outputs (see ``layer_cache``)."""
+        return (
+            self.cache_frozen_layers
+            and self.method == "finetune"
+            and self.freeze_embeddings
+            and self.freeze_layers > 0
+        )
 
 
 class FinetunedClassifier(ClassifierBase):
@@ -116,10 +129,17 @@ class FinetunedClassifier(ClassifierBase):
         if self.max_length is None:
             self.max_length = choose_max_length(tokenizer, texts, self.prefix)
         model = self._new_model()
-        train_set = self._tokenize(tokenizer, texts, y)
-        val_set = self._tokenize(tokenizer, val_texts, y_val)
-
         work_dir = Path(work_dir)
+        cached = s.caches_frozen_layers and distributed.current() is None
+        if cached:
+            train_set, val_set = (
+                layer_cache.CachedRows(self.frozen_cache(model, tokenizer, t, work_dir), labels)
+                for t, labels in ((texts, y), (val_texts, y_val))
+            )
+        else:
+            train_set = self._tokenize(tokenizer, texts, y)
+            val_set = self._tokenize(tokenizer, val_texts, y_val)
+
         checkpoints = work_dir / "checkpoints"
         steps_per_epoch = math.ceil(len(texts) / s.batch_size)
         total_steps = max(1, math.ceil(steps_per_epoch * s.epochs))
@@ -144,16 +164,35 @@ class FinetunedClassifier(ClassifierBase):
             weights = torch.tensor(
                 len(y) / (len(self.labels) * np.maximum(counts, 1)), dtype=torch.float32
             )
-        trainer, stopper = training.new_trainer(
-            model,
-            args,
-            train_set=train_set,
-            val_set=val_set,
-            tokenizer=tokenizer,
-            loss=training.cross_entropy(weights),
-            callbacks=callbacks,
-        )
-        self.resumed_from = training.run(trainer, stopper, checkpoints)
+        if cached:
+            # Only the top layers run (on the cached hidden states); they are the full
+            # model's own modules, so the full model holds what they learned afterwards.
+            with layer_cache.top_layers_view(model, s.freeze_layers):
+                trainer, stopper = training.new_trainer(
+                    model,
+                    args,
+                    train_set=train_set,
+                    val_set=val_set,
+                    tokenizer=tokenizer,
+                    loss=training.cross_entropy(weights),
+                    callbacks=callbacks,
+                    collator=layer_cache.pad_cached,
+                    sampler=layer_cache.BucketSampler(
+                        train_set.cache.lengths, s.batch_size, s.seed
+                    ),
+                )
+                self.resumed_from = training.run(trainer, stopper, checkpoints)
+        else:
+            trainer, stopper = training.new_trainer(
+                model,
+                args,
+                train_set=train_set,
+                val_set=val_set,
+                tokenizer=tokenizer,
+                loss=training.cross_entropy(weights),
+                callbacks=callbacks,
+            )
+            self.resumed_from = training.run(trainer, stopper, checkpoints)
         self.best_val_macro_f1 = trainer.state.best_metric
         self.steps = trainer.state.global_step
         model = trainer.model
@@ -163,6 +202,27 @@ class FinetunedClassifier(ClassifierBase):
         self._model = model
         self._tokenizer = tokenizer
         return self
+
+    def frozen_cache(self, model, tokenizer, texts: Sequence[str], work_dir: Path):
+        """The cached outputs of the frozen layers for ``texts`` (computed on first use)."""
+        s = self.settings
+        key = layer_cache.cache_key(
+            self.source, s.freeze_layers, self.max_length, self.prefix, texts
+        )
+        directory = Path(work_dir) / layer_cache.CACHE_DIR
+        cache = layer_cache.open_cache(directory, key)
+        if cache is None:
+            cache, _ = layer_cache.encode_frozen(
+                model,
+                tokenizer,
+                texts,
+                layer=s.freeze_layers,
+                prefix=self.prefix,
+                max_length=self.max_length,
+                directory=directory,
+                key=key,
+            )
+        return cache
 
     def _new_model(self):
         try:
