@@ -273,7 +273,7 @@ RUN_RECIPE = """\
 feature: tiny-sentiment
 seed: 3
 data: {{source: {world}/reviews.csv, columns: {{text: text, label: label}}}}
-model: {{name: {world}/tiny-bert, method: finetune}}
+model: {{name: {world}/tiny-bert, method: {method}}}
 train: {{epochs: 2, batch_size: 16, learning_rate: 0.003, freeze_embeddings: false,
         pretrain: {{mlm: {{texts: unlabeled.txt, max_steps: 20, heldout_texts: 10,
                           learning_rate: 0.002}}}}}}
@@ -282,9 +282,9 @@ gate: {{min_macro_f1_gain: {gain}, require_significance: false}}
 """
 
 
-@pytest.mark.parametrize("gain", [-100.0, 100.0])
+@pytest.mark.parametrize(("gain", "method"), [(-100.0, "head"), (100.0, "finetune")])
 def test_a_run_trains_with_and_without_and_registers_the_gates_choice(
-    world: Path, gain: float
+    world: Path, gain: float, method: str
 ) -> None:
     from aiflywheel.core.versions import load
     from aiflywheel.settings import get_settings
@@ -293,7 +293,7 @@ def test_a_run_trains_with_and_without_and_registers_the_gates_choice(
     from aiflywheel.tasks.text_classification.train import train_feature
 
     path = world / f"recipe-{gain:+.0f}.yaml"
-    path.write_text(RUN_RECIPE.format(world=world, gain=gain), encoding="utf-8")
+    path.write_text(RUN_RECIPE.format(world=world, gain=gain, method=method), encoding="utf-8")
     recipe = load_recipe(path)
     store = open_store()
     result = train_feature(recipe, store=store, settings=get_settings())
@@ -301,7 +301,7 @@ def test_a_run_trains_with_and_without_and_registers_the_gates_choice(
     details = result.metrics["pretrain"]
     expected = WITH if gain < 0 else WITHOUT  # a gain of -100 points always passes
     assert details["preferred"] == expected
-    assert details["with"]["name"].endswith("+mlm/finetune")
+    assert details["with"]["name"].endswith(f"+mlm/{method}")
     lo, hi = details["comparison"]["ci"]
     assert lo <= details["comparison"]["diff"] <= hi
     assert details["mlm"]["steps"] == 20
@@ -323,6 +323,10 @@ def test_a_run_trains_with_and_without_and_registers_the_gates_choice(
     assert (result.run_dir / "pretrain" / "other_model" / "classifier.json").is_file()
     assert "Domain pre-training" in (result.run_dir / "report.html").read_text(encoding="utf-8")
     assert load(recipe.feature, result.version, store=store).predict(["很好 great"])
+    if method == "head":  # a head keeps a copy of the adapted encoder it was trained on
+        manifest = json.loads((result.run_dir / "model" / "classifier.json").read_text())
+        assert manifest["bundled_encoder"] and manifest["source"] == "encoder"
+        assert (result.run_dir / "model" / "encoder" / "model.safetensors").is_file()
 
     # The MLM texts never hold a validation or test text.
     from aiflywheel.data.dataset import Dataset

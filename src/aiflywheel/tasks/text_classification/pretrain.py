@@ -159,6 +159,8 @@ def with_and_without(
     model = _build_model(recipe, method, adapted)
     if hasattr(model, "max_length"):
         model.max_length = max_length
+    if hasattr(model, "bundle_encoder"):  # a head refers to its encoder: keep a copy with it
+        model.bundle_encoder = True
     fit_dir = folder / "finetune"
     fit_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
