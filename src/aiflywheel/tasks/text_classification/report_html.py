@@ -193,6 +193,7 @@ def _view(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "slices": _slices(as_dict(metrics.get("slices"))),
         "cv": _cross_validation(metrics.get("cross_validation")),
         "auto": _auto(metrics.get("auto")),
+        "pretrain": _pretrain(metrics.get("pretrain")),
         "mistakes": _mistakes(as_list(metrics.get("mistakes"))),
         "tool_version": tool_version(),
     }
@@ -562,6 +563,43 @@ def _auto(entry: object) -> dict[str, Any] | None:
             }
             for c in map(as_dict, as_list(entry.get("candidates")))
         ],
+    }
+
+
+def _pretrain(details: object) -> dict[str, Any] | None:
+    """With and without domain pre-training on the test rows, the paired CI, the MLM run."""
+    entry = as_dict(details)
+    if not entry:
+        return None
+    mlm, texts = as_dict(entry.get("mlm")), as_dict(entry.get("texts"))
+    comparison = as_dict(entry.get("comparison"))
+
+    def side(key: str) -> dict[str, str]:
+        figures = as_dict(entry.get(key))
+        return {
+            "name": str(figures.get("name") or key),
+            "macro_f1": _score(figures.get("macro_f1")),
+            "ci": _interval(figures.get("macro_f1_ci")),
+            "accuracy": _score(figures.get("accuracy")),
+            "seconds": _seconds(figures.get("train_seconds")),
+            "preferred": entry.get("preferred") == f"{key}-pretrain",
+        }
+
+    return {
+        "reason": str(entry.get("reason") or ""),
+        "rows": [side("with"), side("without")],
+        "gain": _points(comparison.get("diff")),
+        "gain_ci": _interval(comparison.get("ci"), _points),
+        "p_value": _p_value(comparison),
+        "loss_before": _float(mlm.get("heldout_loss_before")),
+        "loss_after": _float(mlm.get("heldout_loss_after")),
+        "ppl_before": _num(mlm.get("perplexity_before")),
+        "ppl_after": _num(mlm.get("perplexity_after")),
+        "steps": _num(mlm.get("steps")),
+        "minutes": _seconds(mlm.get("seconds")),
+        "head_init": str(mlm.get("head_init") or ""),
+        "texts": {k: _num(v) for k, v in texts.items()},
+        "source": str(entry.get("source") or ""),
     }
 
 

@@ -55,7 +55,7 @@ class TextClassificationTask:
     summary = "a text in, one label out (reviews, tickets, news): fine-tuned encoders vs TF-IDF"
     conversational = False
     min_labels = 2
-    owns_sections: tuple[str, ...] = ()
+    owns_sections: tuple[str, ...] = ("train.pretrain",)
     prediction_payload = Classification
     feedback_payload = ClassificationFeedback
     batch_input = "text"

@@ -11,6 +11,8 @@ checkpoints, and the same command resumes there. On success the folder is rename
       model/                   the trained classifier (safetensors + tokenizer + config)
       train_log.jsonl          loss, learning rate, validation metrics per log step
       metrics.json report.html evaluation against the baseline on the frozen test split
+      pretrain/                with train.pretrain: the MLM-adapted encoder, the model trained
+                               from it and the one the gate did not prefer (``pretrain.py``)
 """
 
 from __future__ import annotations
@@ -348,6 +350,27 @@ def train_feature(
                 seed=recipe.seed,
                 cross_validation=cv,
             )
+            pretrain = None
+            if recipe.train.pretrain is not None and method == "tfidf":
+                report("domain pre-training skipped: auto chose the TF-IDF baseline (no encoder)")
+            elif recipe.train.pretrain is not None:
+                from aiflywheel.tasks.text_classification.pretrain import with_and_without
+
+                pretrain = with_and_without(
+                    recipe,
+                    resolved,
+                    method,
+                    max_length,
+                    work_dir,
+                    parts,
+                    train,
+                    baseline,
+                    metrics,
+                    model,
+                    model_seconds,
+                    report,
+                )
+                metrics = {**pretrain.metrics, "pretrain": pretrain.details}
         metrics["method_reason"] = reason
         if auto is not None:
             metrics["auto"] = {"chosen": method, "candidates": auto.table(), "plan": auto.plan}
@@ -364,6 +387,16 @@ def train_feature(
         model_version, baseline_version = _register(
             store, recipe, run.run_id, final_dir, version.id, method, baseline.name, metrics, report
         )
+        if pretrain is not None:
+            store.record_audit(
+                recipe.feature,
+                action="pretrain",
+                actor=kind,
+                decision=pretrain.preferred,
+                reason=pretrain.reason,
+                to_version=model_version,
+                details={"run_id": run.run_id, **pretrain.details},
+            )
         write_evaluation(metrics, final_dir)
         run.succeed(
             summary={
@@ -410,7 +443,9 @@ def _register(
             recipe=recipe.model_dump(mode="json"),
         ).version
 
-    base_model = "tfidf" if method == "tfidf" else recipe.model.name
+    pretrained = metrics.get("pretrain", {}).get("preferred") == "with-pretrain"
+    base_model = recipe.model.name + ("+mlm" if pretrained else "")
+    base_model = "tfidf" if method == "tfidf" else base_model
     model_version = add("model", base_model, method, summarize(metrics))
     metrics["version"] = f"v{model_version}"
     if not baseline_wins(metrics):
@@ -437,6 +472,20 @@ def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
         "test_rows": metrics["test_rows"],
         "train_seconds": model["train_seconds"],
         "verdict": metrics["verdict"],
+        **_pretrain_summary(metrics.get("pretrain")),
+    }
+
+
+def _pretrain_summary(details: dict[str, Any] | None) -> dict[str, Any]:
+    if not details:
+        return {}
+    return {
+        "pretrain": {
+            "preferred": details["preferred"],
+            "gain_ci": details["comparison"]["ci"],
+            "with_macro_f1": details["with"]["macro_f1"],
+            "without_macro_f1": details["without"]["macro_f1"],
+        }
     }
 
 

@@ -49,6 +49,9 @@ class EncoderHeadClassifier(ClassifierBase):
         self.seed = seed
         self.labels: list[str] = []
         self.C: float | None = None
+        # Save a copy of the encoder with the head (an adapted encoder that lives in a run,
+        # not in the catalogue); a bundled model loads its own copy, never the alias.
+        self.bundle_encoder = False
         self._encoder: TextEncoder | None = None
 
     @property
@@ -142,10 +145,23 @@ class EncoderHeadClassifier(ClassifierBase):
                 "intercept": self.intercept_.astype(np.float32),
             },
         )
+        source = self.source
+        if self.bundle_encoder:
+            import shutil
+
+            bundled = directory / "encoder"
+            if Path(self.source).resolve() != bundled.resolve():
+                partial = directory / "encoder.partial"
+                shutil.rmtree(partial, ignore_errors=True)
+                shutil.copytree(self.source, partial)
+                shutil.rmtree(bundled, ignore_errors=True)
+                partial.rename(bundled)
+            source = "encoder"
         self._write_manifest(
             directory,
             model_name=self.model_name,
-            source=self.source,
+            source=source,
+            bundled_encoder=self.bundle_encoder,
             prefix=self.prefix,
             max_length=self.max_length,
             C=self.C,
@@ -161,7 +177,9 @@ class EncoderHeadClassifier(ClassifierBase):
         directory = Path(directory)
         manifest = read_manifest(directory)
         source = manifest["source"]
-        if manifest["model_name"] in CATALOG:  # re-resolve: caches can move between machines
+        if manifest.get("bundled_encoder"):
+            source = str(directory / "encoder")
+        elif manifest["model_name"] in CATALOG:  # re-resolve: caches can move between machines
             source = resolve_model(manifest["model_name"]).source
         model = cls(
             manifest["model_name"],
@@ -170,6 +188,7 @@ class EncoderHeadClassifier(ClassifierBase):
             max_length=manifest["max_length"],
             class_weights=manifest["class_weights"],
         )
+        model.bundle_encoder = bool(manifest.get("bundled_encoder"))
         model.labels = list(manifest["labels"])
         model.C = manifest["C"]
         weights = load_file(str(directory / "head.safetensors"))
