@@ -3,16 +3,25 @@
 For each user message, in order:
 
 1. An empty message, or one longer than ``max_message_chars``: ``DataError`` (the API
-   answers 422 naming the limit).
+   answers 422 naming the limit). A history longer than ``max_history_chars`` is trimmed
+   from the oldest turn (said in ``details["history_trimmed"]`` and in ``reason``).
+   Then (``conversation``): a Japanese or Korean message is handed off (the help center
+   answers in Chinese and English); a message with nothing to answer (only emoji or
+   punctuation, only a phone number or e-mail) gets a ``clarify`` reply asking for the
+   question; small talk (greetings, thanks, "are you a bot?") a short ``small_talk`` reply.
+   Neither is a handoff, so neither opens a ticket.
 2. A request for a person (``intents.asks_for_person``): handoff, reason
    ``asked for a person``.
 3. A message that tries to override the assistant's instructions
    (``intents.prompt_injection``): a refusal in the user's language, nothing retrieved
    or generated, flagged in the answer's details. It is not a handoff: nothing a person
-   needs to do.
-4. Hybrid retrieval of the message (with the previous user message when the new one is
-   short, so "and to Taiwan?" keeps its context). The confidence is the best cosine
-   similarity between the message and a retrieved chunk.
+   needs to do. When the message also asks a real question
+   (``conversation.question_after_injection``), that question is answered and the
+   instruction ignored (``details["ignored_injection"]``).
+4. Hybrid retrieval of the standalone question (``conversation.standalone_question``: a
+   follow-up such as "新疆也可以吗？" is put after the previous user message, so it keeps
+   the conversation's topic; recorded in ``details["standalone_question"]``). The
+   confidence is the best cosine similarity between the message and a retrieved chunk.
 5. Confidence below ``thresholds.handoff_below``: handoff, reason ``low retrieval
    confidence``.
 6. A FAQ entry among the top hits whose similarity reaches ``thresholds.faq_at_least``
@@ -21,7 +30,10 @@ For each user message, in order:
    first), citing them as [n]. The grounding post-check marks sentences that the cited
    passages do not support; an LLM answer with unsupported sentences is replaced by the
    extractive answer (recorded in the details), so what reaches the user is always
-   supported by retrieved text.
+   supported by retrieved text. When the question names an entity the knowledge base
+   treats specially (``conditions``: a place, tier or payment method) and the answer does
+   not mention it while a retrieved passage does, the answer comes from that passage
+   (``details["entity_passage"]``), so it never states the general rule for it.
 8. When the answer that would be sent (after the post-check and any fallback) is the
    generator's "I don't know" sentence (``prompts.DONT_KNOW``, what the extractive
    generator says when no passage sentence answers the question), the reply is a
@@ -42,6 +54,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiflywheel.errors import DataError
+from aiflywheel.tasks.assistant.conditions import EntityLexicon, entity_passage, missing_entities
+from aiflywheel.tasks.assistant.conversation import (
+    NOTHING_TO_ANSWER_TEXT,
+    nothing_to_answer,
+    question_after_injection,
+    small_talk,
+    small_talk_reply,
+    standalone_question,
+    third_language,
+    trim_history,
+)
 from aiflywheel.tasks.assistant.generators import AnswerGenerator, answer_generation, cited_passages
 from aiflywheel.tasks.assistant.grounding import check_support, strip_citations
 from aiflywheel.tasks.assistant.intents import asks_for_person, prompt_injection
@@ -53,6 +76,8 @@ HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 SHORT_FOLLOW_UP_CHARS = 12
 NO_ANSWER_REASON = "the retrieved passages do not answer the question"
 PERSON_REASON = "asked for a person"
+THIRD_LANGUAGE_REASON = "written in a language the help center does not answer in"
+LANGUAGE_NAMES = {"ja": "Japanese", "ko": "Korean"}
 
 HANDOFF_TEXT = {
     "zh": "这个问题我需要请人工客服来处理。我已为您转接并创建了工单，客服同事会尽快回复您。",
@@ -139,7 +164,7 @@ class AssistantReply:
     """One answer and everything the API, the log and the evaluation need about it."""
 
     text: str
-    kind: str  # faq | generated | handoff | refusal
+    kind: str  # faq | generated | handoff | refusal | small_talk | clarify
     language: str
     confidence: float
     handoff: bool = False
@@ -186,6 +211,17 @@ class Assistant:
     max_message_chars: int = 4000
     mode: str = "hybrid"
     fallback: AnswerGenerator | None = None
+    max_history_chars: int = 4000
+    _lexicon: EntityLexicon | None = field(default=None, init=False, repr=False, compare=False)
+    _lexicon_size: int = field(default=-1, init=False, repr=False, compare=False)
+
+    @property
+    def lexicon(self) -> EntityLexicon:
+        """The knowledge base's entity lexicon (``conditions``), rebuilt when the index grows."""
+        if self._lexicon is None or self._lexicon_size != len(self.index.chunks):
+            self._lexicon = EntityLexicon.from_chunks(self.index.chunks)
+            self._lexicon_size = len(self.index.chunks)
+        return self._lexicon
 
     # -- the decision -----------------------------------------------------------------
     def check_message(self, message: str) -> str:
@@ -224,20 +260,91 @@ class Assistant:
         """Everything up to generation: a finished reply (handoff, refusal, FAQ) or what
         to compose from."""
         text = self.check_message(message)
+        history, dropped = trim_history(history, self.max_history_chars)
+        notes: dict[str, Any] = {}
+        if dropped:
+            notes["history_trimmed"] = (
+                f"history trimmed: the {dropped} oldest turn(s) dropped to fit "
+                f"{self.max_history_chars} characters"
+            )
+        reply = self._before_retrieval(text, notes)
+        if reply is not None:
+            return reply
         language = reply_language(text)
-        if asks_for_person(text):
-            return self._handoff(language, PERSON_REASON, 1.0, [])
         injection = prompt_injection(text)
         if injection is not None:
-            return AssistantReply(
-                text=REFUSAL_TEXT[language],
-                kind="refusal",
-                language=language,
-                confidence=0.0,
-                reason=f"prompt injection: {injection}",
-                details={"flagged": "prompt_injection"},
+            rest = question_after_injection(text, prompt_injection)
+            if rest is None:
+                return self._with_notes(
+                    AssistantReply(
+                        text=REFUSAL_TEXT[language],
+                        kind="refusal",
+                        language=language,
+                        confidence=0.0,
+                        reason=f"prompt injection: {injection}",
+                        details={"flagged": "prompt_injection"},
+                    ),
+                    notes,
+                )
+            notes["ignored_injection"] = injection
+            text = rest
+        if asks_for_person(text):
+            return self._with_notes(self._handoff(language, PERSON_REASON, 1.0, []), notes)
+        standalone = standalone_question(text, history)
+        if standalone != text:
+            notes["standalone_question"] = standalone
+        text = standalone
+        decided = self._retrieve_and_decide(text, language)
+        if isinstance(decided, AssistantReply):
+            return self._with_notes(decided, notes)
+        decided.notes = notes
+        return decided
+
+    def _before_retrieval(self, text: str, notes: dict[str, Any]) -> AssistantReply | None:
+        """A third language, nothing to answer, small talk (see ``conversation``)."""
+        foreign = third_language(text)
+        if foreign is not None:
+            name = LANGUAGE_NAMES[foreign]
+            reply = self._handoff("en", f"{THIRD_LANGUAGE_REASON} ({name})", 0.0, [])
+            reply.text = f"{HANDOFF_TEXT['zh']}\n{HANDOFF_TEXT['en']}"
+            return self._with_notes(reply, notes)
+        language = reply_language(text)
+        empty = nothing_to_answer(text)
+        if empty is not None:
+            return self._with_notes(
+                AssistantReply(
+                    text=NOTHING_TO_ANSWER_TEXT[empty][language],
+                    kind="clarify",
+                    language=language,
+                    confidence=0.0,
+                    reason="only personal data" if empty == "pii" else "no question in the message",
+                ),
+                notes,
             )
-        hits = self.search(self.retrieval_query(text, history))
+        chat = small_talk(text)
+        if chat is not None:
+            return self._with_notes(
+                AssistantReply(
+                    text=small_talk_reply(chat, language),
+                    kind="small_talk",
+                    language=language,
+                    confidence=1.0,
+                    reason=f"small talk ({chat})",
+                ),
+                notes,
+            )
+        return None
+
+    @staticmethod
+    def _with_notes(reply: AssistantReply, notes: dict[str, Any]) -> AssistantReply:
+        reply.details = {**notes, **reply.details}
+        trimmed = notes.get("history_trimmed")
+        if trimmed:
+            reply.reason = f"{reply.reason}; {trimmed}" if reply.reason else trimmed
+        return reply
+
+    def _retrieve_and_decide(self, text: str, language: str) -> AssistantReply | _Compose:
+        hits = self.search(text)
         confidence = self.confidence(hits)
         if not hits or confidence < self.thresholds.handoff_below:
             return self._handoff(
@@ -248,7 +355,7 @@ class Assistant:
                 hits,
             )
         faq = self._confident_faq(hits, language)
-        if faq is not None:
+        if faq is not None and not missing_entities(self.lexicon, text, faq.chunk.answer):
             chunk = faq.chunk
             return AssistantReply(
                 text=f"{chunk.answer} [1]",
@@ -333,10 +440,23 @@ class Assistant:
             reply.generator = used.generator or self.generator.name
             reply.generation = used
             reply.details = {**details, "generated_text": used.text}
-            return reply
+            return self._with_notes(reply, decided.notes)
+        text = used.text
+        missing = missing_entities(self.lexicon, decided.question, strip_citations(text))
+        found = entity_passage(missing, [h.chunk for h in decided.hits], language=decided.language)
+        if found is not None:
+            if found.chunk not in passages:
+                passages = [*passages, found.chunk]
+            n = passages.index(found.chunk) + 1
+            zh = decided.language == "zh"
+            text = f"{found.text}[{n}]" if zh else f"{found.text} [{n}]"
+            used_cited = [n]
+            check = check_support(text, passages, used_cited)
+            details["entity_passage"] = {"entities": missing, "citation": found.chunk.citation}
+        details = {**decided.notes, **details}
         shown = sorted(set(used_cited)) or list(range(1, len(passages) + 1))
-        return AssistantReply(
-            text=used.text,
+        reply = AssistantReply(
+            text=text,
             kind="generated",
             language=decided.language,
             confidence=decided.confidence,
@@ -348,6 +468,10 @@ class Assistant:
             generation=used,
             details=details,
         )
+        trimmed = decided.notes.get("history_trimmed")
+        if trimmed:
+            reply.reason = trimmed
+        return reply
 
     # -- pieces -----------------------------------------------------------------------
     def _handoff(
@@ -390,6 +514,7 @@ class _Compose:
     confidence: float
     hits: list[RetrievalHit]
     passages: list[Chunk]
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 __all__ = [
@@ -400,6 +525,7 @@ __all__ = [
     "REFUSAL_TEXT",
     "NO_ANSWER_REASON",
     "PERSON_REASON",
+    "THIRD_LANGUAGE_REASON",
     "Thresholds",
     "is_dont_know",
     "reply_language",
