@@ -319,3 +319,42 @@ def test_the_evaluator_asks_follow_ups_with_history_and_counts_excluded_entities
     assert answers["excluded_entity_asserted"] == 0 and answers["excluded_entity_questions"] == 1
     assert set(result["by_language"]) == {"zh", "en", ""}
     assert result["by_kind"]["follow_up"]["answerable_correct"]["share"] == 1.0
+
+
+def test_the_glossary_comes_from_aligned_pairs_and_normalizes_mixed_questions() -> None:
+    from aiflywheel.tasks.assistant.glossary import Glossary, aligned_pairs
+
+    def entry(n: int, zh: tuple[str, str], en: tuple[str, str]) -> list[Chunk]:
+        return [
+            faq_entry_chunk(*zh, source="faq.jsonl", entry_id=f"e-{n}-zh", language="zh"),
+            faq_entry_chunk(*en, source="faq.jsonl", entry_id=f"e-{n}-en", language="en"),
+        ]
+
+    chunks = [
+        *entry(
+            1,
+            ("退款多久到账？", "退款 5 天内到账。"),
+            ("When is my refund paid?", "A refund arrives in 5 days."),
+        ),
+        *entry(
+            2,
+            ("退款到哪里？", "退款原路退回。"),
+            ("Where does a refund go?", "A refund goes to your card."),
+        ),
+        *entry(
+            3,
+            ("优惠券能叠加吗？", "优惠券不能叠加。"),
+            ("Can coupons stack?", "Coupons cannot stack."),
+        ),
+        *entry(
+            4,
+            ("优惠券过期了？", "过期优惠券不退。"),
+            ("My coupon expired?", "Expired coupons are not returned."),
+        ),
+    ]
+    assert len(aligned_pairs(chunks)) == 4
+    glossary = Glossary.from_chunks(chunks)
+    assert glossary.en_to_zh["refund"] == "退款" and glossary.zh_to_en["优惠券"] == "coupon"
+    assert glossary.normalize("refund 什么时候到？") == "refund 什么时候到？ 退款"
+    assert glossary.normalize("When is my 退款 paid?").endswith(" refund")
+    assert glossary.normalize("退款什么时候到？") == "退款什么时候到？"  # one language: as is

@@ -345,6 +345,28 @@ def _precision_recall(predicted: Sequence[bool], truth: Sequence[bool]) -> tuple
     return precision, recall
 
 
+def _best_cut(rows: Sequence[tuple], target_recall: float) -> tuple[float, float, float]:
+    """(cut, precision, recall): among the cuts whose handoff recall reaches
+    ``target_recall``, the one with the best precision (ties: the lowest); when none
+    does, the best F1."""
+    truth = [q.handoff for q, *_ in rows]
+    scores = sorted({round(c, 6) for _, _, c, *_ in rows})
+    cuts = [0.0] + [(a + b) / 2 for a, b in zip(scores, scores[1:], strict=False)] + [1.01]
+    best: tuple[tuple, float, float, float] | None = None
+    for cut in cuts:
+        predicted = [
+            person or (not refused and (no_answer or c < cut))
+            for _, _, c, person, no_answer, refused in rows
+        ]
+        precision, recall = _precision_recall(predicted, truth)
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        key = (recall >= target_recall, precision if recall >= target_recall else f1, -cut)
+        if best is None or key > best[0]:
+            best = (key, cut, precision, recall)
+    assert best is not None
+    return best[1], best[2], best[3]
+
+
 def calibrate_thresholds(
     assistant: Assistant,
     questions: Sequence[EvalQuestion],
@@ -382,23 +404,8 @@ def calibrate_thresholds(
         no_answer = reply.handoff and (reply.reason or "").startswith(NO_ANSWER_REASON)
         refused = reply.kind in NOT_ANSWERS and not reply.handoff
         rows.append((q, reply.hits, reply.confidence, person, no_answer, refused))
-    truth = [q.handoff for q, *_ in rows]
-    scores = sorted({round(c, 6) for _, _, c, *_ in rows})
-    cuts = [0.0] + [(a + b) / 2 for a, b in zip(scores, scores[1:], strict=False)] + [1.01]
-    best: tuple[tuple, float, float, float] | None = None
+    handoff_below, precision, recall = _best_cut(rows, target_recall)
     notes: list[str] = []
-    for cut in cuts:
-        predicted = [
-            person or (not refused and (no_answer or c < cut))
-            for _, _, c, person, no_answer, refused in rows
-        ]
-        precision, recall = _precision_recall(predicted, truth)
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        key = (recall >= target_recall, precision if recall >= target_recall else f1, -cut)
-        if best is None or key > best[0]:
-            best = (key, cut, precision, recall)
-    assert best is not None
-    _, handoff_below, precision, recall = best
     if recall < target_recall:
         notes.append(
             f"no cut reaches handoff recall {target_recall:.2f} on the calibration questions; "

@@ -20,7 +20,10 @@ For each user message, in order:
    instruction ignored (``details["ignored_injection"]``).
 4. Hybrid retrieval of the standalone question (``conversation.standalone_question``: a
    follow-up such as "新疆也可以吗？" is put after the previous user message, so it keeps
-   the conversation's topic; recorded in ``details["standalone_question"]``). The
+   the conversation's topic; recorded in ``details["standalone_question"]``), with the
+   translations of its other-language words appended when it mixes zh and en
+   (``glossary``, learned from the knowledge base's aligned pairs;
+   ``details["normalized_question"]``). The
    confidence is the best cosine similarity between the message and a retrieved chunk.
 5. Confidence below ``thresholds.handoff_below``: handoff, reason ``low retrieval
    confidence``.
@@ -66,6 +69,7 @@ from aiflywheel.tasks.assistant.conversation import (
     trim_history,
 )
 from aiflywheel.tasks.assistant.generators import AnswerGenerator, answer_generation, cited_passages
+from aiflywheel.tasks.assistant.glossary import Glossary
 from aiflywheel.tasks.assistant.grounding import check_support, strip_citations
 from aiflywheel.tasks.assistant.intents import asks_for_person, prompt_injection
 from aiflywheel.tasks.assistant.knowledge_index import KnowledgeIndex
@@ -214,14 +218,25 @@ class Assistant:
     max_history_chars: int = 4000
     _lexicon: EntityLexicon | None = field(default=None, init=False, repr=False, compare=False)
     _lexicon_size: int = field(default=-1, init=False, repr=False, compare=False)
+    _glossary: Glossary | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def lexicon(self) -> EntityLexicon:
-        """The knowledge base's entity lexicon (``conditions``), rebuilt when the index grows."""
+        """The knowledge base's entity lexicon (``conditions``), rebuilt when the index
+        changes size (the glossary with it)."""
         if self._lexicon is None or self._lexicon_size != len(self.index.chunks):
             self._lexicon = EntityLexicon.from_chunks(self.index.chunks)
+            self._glossary = Glossary.from_chunks(self.index.chunks)
             self._lexicon_size = len(self.index.chunks)
         return self._lexicon
+
+    @property
+    def glossary(self) -> Glossary:
+        """The zh/en glossary learned from the knowledge base's aligned pairs (``glossary``)."""
+        if self._glossary is None or self._lexicon_size != len(self.index.chunks):
+            _ = self.lexicon
+        assert self._glossary is not None
+        return self._glossary
 
     # -- the decision -----------------------------------------------------------------
     def check_message(self, message: str) -> str:
@@ -294,6 +309,10 @@ class Assistant:
         if standalone != text:
             notes["standalone_question"] = standalone
         text = standalone
+        normalized = self.glossary.normalize(text)
+        if normalized != text:
+            notes["normalized_question"] = normalized
+        text = normalized
         decided = self._retrieve_and_decide(text, language)
         if isinstance(decided, AssistantReply):
             return self._with_notes(decided, notes)
