@@ -42,6 +42,7 @@ from aiflywheel.tasks.assistant.policy import (
     Assistant,
     Thresholds,
 )
+from aiflywheel.tasks.assistant.report_html import render_assistant_report
 from aiflywheel.tasks.assistant.types import Chunk
 
 
@@ -319,6 +320,11 @@ def test_the_evaluator_asks_follow_ups_with_history_and_counts_excluded_entities
     assert answers["excluded_entity_asserted"] == 0 and answers["excluded_entity_questions"] == 1
     assert set(result["by_language"]) == {"zh", "en", ""}
     assert result["by_kind"]["follow_up"]["answerable_correct"]["share"] == 1.0
+    rows = result.pop("rows")
+    thresholds = make_assistant(index).thresholds.to_json()
+    page = render_assistant_report({"evaluation": result, "thresholds": thresholds}, rows)
+    assert "follow-ups correct" in page and "100.0% (1/1)" in page
+    assert "0 / 1" in page  # excluded-entity assertions out of the questions naming one
 
 
 def test_the_glossary_comes_from_aligned_pairs_and_normalizes_mixed_questions() -> None:

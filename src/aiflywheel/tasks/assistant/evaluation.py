@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from aiflywheel.errors import DataError
+from aiflywheel.tasks.assistant.conversation import standalone_question
 from aiflywheel.tasks.assistant.knowledge_index import KnowledgeIndex
 from aiflywheel.tasks.assistant.policy import (
     NO_ANSWER_REASON,
@@ -456,19 +457,19 @@ def compare_retrieval(
     index: KnowledgeIndex, questions: Sequence[EvalQuestion], *, candidates: int = 50
 ) -> dict[str, dict[str, float]]:
     """hit@1, hit@5 and MRR of BM25 only, dense only and hybrid on the answerable questions
-    (each query encoded once)."""
+    (each query encoded once; a follow-up as its standalone question)."""
     retriever = index.retriever()
     ranks: dict[str, list[int | None]] = {mode: [] for mode in MODES}
     for q in questions:
         if not q.answerable:
             continue
-        vector = retriever.encode_query(q.question) if retriever.has_dense else None
+        # a follow-up is searched as the standalone question the assistant searches
+        query = standalone_question(q.question, [{"role": "user", "content": h} for h in q.history])
+        vector = retriever.encode_query(query) if retriever.has_dense else None
         for mode in MODES:
             if mode != "bm25" and vector is None:
                 continue
-            hits = retriever.search(
-                q.question, 5, mode=mode, candidates=candidates, query_vector=vector
-            )
+            hits = retriever.search(query, 5, mode=mode, candidates=candidates, query_vector=vector)
             ranks[mode].append(hit_rank(hits, q.expected))
     return {mode: retrieval_scores(r) for mode, r in ranks.items() if r}
 
