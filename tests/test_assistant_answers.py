@@ -16,7 +16,12 @@ from tests.assistant_parts import HashingEncoder
 
 from aiflywheel.errors import DataError
 from aiflywheel.tasks.assistant.chunking import make_chunk
-from aiflywheel.tasks.assistant.conditions import EntityLexicon, entity_passage, missing_entities
+from aiflywheel.tasks.assistant.conditions import (
+    EntityLexicon,
+    entity_passage,
+    missing_entities,
+    titled_passage,
+)
 from aiflywheel.tasks.assistant.conversation import (
     is_follow_up,
     nothing_to_answer,
@@ -141,6 +146,20 @@ def test_entity_passage_picks_the_passage_that_names_the_entity() -> None:
     assert found is not None and found.chunk is HK_ZH and found.position == 3
     assert "45" in found.text and "599" in found.text
     assert entity_passage(["lhasa"], CORPUS, language="en") is None
+
+
+def test_an_answer_naming_the_entity_in_passing_yields_to_the_passage_about_it() -> None:
+    where = doc(
+        "Where we ship",
+        "We deliver to mainland China, Hong Kong and Macau.",
+        "where-we-ship",
+        "en",
+        "docs/shipping.en.md",
+    )
+    found = titled_passage(["hong kong"], [where, HK_EN], [where], language="en")
+    assert found is not None and found.chunk is HK_EN and "¥45" in found.text
+    # the answer already comes from the passage about it: nothing to change
+    assert titled_passage(["hong kong"], [where, HK_EN], [HK_EN], language="en") is None
 
 
 def test_a_zh_question_about_hong_kong_gets_the_hong_kong_fee_not_the_mainland_one(

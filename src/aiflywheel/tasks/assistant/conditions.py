@@ -13,6 +13,10 @@ a rule makes an exception for, and is left out.
 does mention them, the answer must come from that passage: the whole passage when it is
 short, else its sentences that name the entities. When no retrieved passage mentions
 them, the passages do not treat them specially and the answer stands.
+
+``titled_passage``: when the answer's passage names the entity only in passing ("we
+deliver to ... Hong Kong ...") and a retrieved passage is about it (its heading or FAQ
+question names it: "Hong Kong, Macau and Taiwan"), the answer comes from that passage.
 """
 
 from __future__ import annotations
@@ -187,10 +191,42 @@ def entity_passage(
     return None
 
 
+def _heading(chunk: Chunk) -> str:
+    return chunk.text if chunk.kind == "faq" else chunk.title
+
+
+def titled_passage(
+    names: Sequence[str],
+    candidates: Sequence[Chunk],
+    answered_from: Sequence[Chunk],
+    *,
+    language: str,
+) -> EntityPassage | None:
+    """A candidate about the question's entities (its heading or FAQ question names one
+    of them, in the answer's language) when the passages the answer comes from are not
+    (their headings name none): the answer should come from it. ``None`` otherwise."""
+    usable = [n for n in names if n.isascii() != (language == "zh")]
+    if not usable or any(_mentions(_heading(c).lower(), n) for c in answered_from for n in usable):
+        return None
+    for position, chunk in enumerate(candidates, start=1):
+        if language and chunk.language and chunk.language != language:
+            continue
+        heading = _heading(chunk).lower()
+        about = [n for n in usable if _mentions(heading, n)]
+        if about:
+            body = _body(chunk)
+            if len(body) <= WHOLE_PASSAGE_CHARS:
+                return EntityPassage(position, chunk, body.strip())
+            found = entity_passage(about, [chunk], language=language)
+            return EntityPassage(position, chunk, found.text) if found else None
+    return None
+
+
 __all__ = [
     "EntityLexicon",
     "EntityPassage",
     "WHOLE_PASSAGE_CHARS",
     "entity_passage",
     "missing_entities",
+    "titled_passage",
 ]

@@ -36,7 +36,9 @@ For each user message, in order:
    supported by retrieved text. When the question names an entity the knowledge base
    treats specially (``conditions``: a place, tier or payment method) and the answer does
    not mention it while a retrieved passage does, the answer comes from that passage
-   (``details["entity_passage"]``), so it never states the general rule for it.
+   (``details["entity_passage"]``), so it never states the general rule for it; so it does
+   when the answer's passage names the entity only in passing and a retrieved passage is
+   about it (names it in its heading or FAQ question).
 8. When the answer that would be sent (after the post-check and any fallback) is the
    generator's "I don't know" sentence (``prompts.DONT_KNOW``, what the extractive
    generator says when no passage sentence answers the question), the reply is a
@@ -57,7 +59,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiflywheel.errors import DataError
-from aiflywheel.tasks.assistant.conditions import EntityLexicon, entity_passage, missing_entities
+from aiflywheel.tasks.assistant.conditions import (
+    EntityLexicon,
+    entity_passage,
+    missing_entities,
+    titled_passage,
+)
 from aiflywheel.tasks.assistant.conversation import (
     NOTHING_TO_ANSWER_TEXT,
     nothing_to_answer,
@@ -462,7 +469,13 @@ class Assistant:
             return self._with_notes(reply, decided.notes)
         text = used.text
         missing = missing_entities(self.lexicon, decided.question, strip_citations(text))
-        found = entity_passage(missing, [h.chunk for h in decided.hits], language=decided.language)
+        candidates = [h.chunk for h in decided.hits]
+        found = entity_passage(missing, candidates, language=decided.language)
+        if found is None:
+            named = self.lexicon.find(decided.question)
+            cited_chunks = [passages[n - 1] for n in used_cited if 0 < n <= len(passages)]
+            found = titled_passage(named, candidates, cited_chunks, language=decided.language)
+            missing = named if found is not None else missing
         if found is not None:
             if found.chunk not in passages:
                 passages = [*passages, found.chunk]
