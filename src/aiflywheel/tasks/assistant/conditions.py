@@ -110,7 +110,7 @@ class EntityLexicon:
         """The lexicon's names that ``text`` mentions (longest first, none inside another)."""
         low = text.lower()
         found: list[str] = []
-        for name in sorted(self.names, key=len, reverse=True):
+        for name in sorted(self.names, key=lambda n: (-len(n), n)):
             if _mentions(low, name) and not any(name in f for f in found):
                 found.append(name)
         return found

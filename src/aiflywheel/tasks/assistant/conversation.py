@@ -260,7 +260,7 @@ def is_follow_up(text: str) -> bool:
             return True
         return bool(_FOLLOW_EN.search(norm))
     content = [w for w in _EN_CONTENT.findall(norm) if w not in _EN_STOP]
-    return bool(_FOLLOW_EN.search(norm)) or len(content) <= 2
+    return bool(_FOLLOW_EN.search(norm)) or len(content) <= 1
 
 
 def standalone_question(text: str, history: Sequence[dict]) -> str:

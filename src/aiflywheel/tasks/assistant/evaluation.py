@@ -53,7 +53,7 @@ from aiflywheel.tasks.assistant.policy import (
 from aiflywheel.tasks.assistant.types import RetrievalHit
 
 # Reply kinds that are not an answer to the question.
-NOT_ANSWERS = frozenset({"handoff", "refusal", "small_talk"})
+NOT_ANSWERS = frozenset({"handoff", "refusal", "small_talk", "clarify"})
 
 MODES = ("bm25", "dense", "hybrid")
 KINDS_NEEDING_HANDOFF = ("out_of_scope", "person_request")

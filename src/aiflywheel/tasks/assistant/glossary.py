@@ -94,7 +94,7 @@ class Glossary:
                     both[(e, z)] = both.get((e, z), 0) + 1
         best_en: dict[str, tuple[float, str]] = {}
         best_zh: dict[str, tuple[float, str]] = {}
-        for (e, z), n in both.items():
+        for (e, z), n in sorted(both.items()):  # sorted: ties break the same way every run
             if n < min_pairs:
                 continue
             dice = 2 * n / (en_df[e] + zh_df[z])

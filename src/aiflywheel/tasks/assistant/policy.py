@@ -84,7 +84,6 @@ from aiflywheel.tasks.assistant.prompts import DONT_KNOW
 from aiflywheel.tasks.assistant.types import Chunk, Generation, RetrievalHit
 
 HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
-SHORT_FOLLOW_UP_CHARS = 12
 NO_ANSWER_REASON = "the retrieved passages do not answer the question"
 PERSON_REASON = "asked for a person"
 THIRD_LANGUAGE_REASON = "written in a language the help center does not answer in"
@@ -257,12 +256,9 @@ class Assistant:
         return text
 
     def retrieval_query(self, text: str, history: Sequence[dict]) -> str:
-        """The message, with the previous user message in front when it is a short
-        follow-up (few words), so retrieval keeps the conversation's topic."""
-        previous = [m["content"] for m in history if m.get("role") == "user" and m.get("content")]
-        if previous and len(text) <= SHORT_FOLLOW_UP_CHARS:
-            return f"{previous[-1]} {text}"
-        return text
+        """The message made standalone (``conversation.standalone_question``): after the
+        previous user message when it is a follow-up, so retrieval keeps the topic."""
+        return standalone_question(text, history)
 
     def search(self, query: str) -> list[RetrievalHit]:
         return self.index.search(query, self.top_k, mode=self.mode, candidates=self.candidates)
@@ -312,7 +308,7 @@ class Assistant:
             text = rest
         if asks_for_person(text):
             return self._with_notes(self._handoff(language, PERSON_REASON, 1.0, []), notes)
-        standalone = standalone_question(text, history)
+        standalone = self.retrieval_query(text, history)
         if standalone != text:
             notes["standalone_question"] = standalone
         text = standalone
