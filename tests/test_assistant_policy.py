@@ -310,10 +310,7 @@ def test_is_dont_know_recognizes_only_the_dont_know_sentence() -> None:
 
 def test_an_extractive_i_dont_know_becomes_an_honest_handoff(index: KnowledgeIndex) -> None:
     question = "Shipping fees for my weather balloon hobby club tomorrow?"
-    # no whole passage given when no sentence covers the question (it covers "shipping fees"
-    # only, enough for the default generator to give the best-ranked short passage whole)
-    extractive = ExtractiveGenerator(whole_passage_chars=0)
-    assistant = make_assistant(index, handoff_below=0.05, generator=extractive)
+    assistant = make_assistant(index, handoff_below=0.05)
     reply = assistant.answer(question)
     assert reply.confidence >= 0.05  # retrieval was confident enough: not a low-confidence handoff
     assert (reply.kind, reply.handoff, reply.reason) == ("handoff", True, NO_ANSWER_REASON)
@@ -399,9 +396,7 @@ CALIBRATION_SET = [
 
 
 def test_calibration_counts_i_dont_know_handoffs(index: KnowledgeIndex) -> None:
-    # sentences only: with whole short passages o1's partial cover would answer it
-    extractive = ExtractiveGenerator(whole_passage_chars=0)
-    assistant = make_assistant(index, handoff_below=0.0, generator=extractive)
+    assistant = make_assistant(index, handoff_below=0.0)
     confidence = {q.id: assistant.answer(q.question).confidence for q in CALIBRATION_SET}
     # a confidence cut alone cannot hand off o1 without handing off a4 as well ...
     assert confidence["o1"] > confidence["a4"]

@@ -194,6 +194,8 @@ _FOLLOW_EN = re.compile(
 _FOLLOW_ZH = re.compile(
     r"也|呢[?？]?$|^那|^还有|^如果|这个|那个|这样|那样|它|同样|一样|还能|还可以|^再"
 )
+# A message this short is a fragment that leans on the conversation ("order page?").
+SHORT_CHARS = 12
 _EN_CONTENT = re.compile(r"[a-z][a-z'-]+")
 _EN_STOP = frozenset(
     [
@@ -260,7 +262,7 @@ def is_follow_up(text: str) -> bool:
             return True
         return bool(_FOLLOW_EN.search(norm))
     content = [w for w in _EN_CONTENT.findall(norm) if w not in _EN_STOP]
-    return bool(_FOLLOW_EN.search(norm)) or len(content) <= 1
+    return bool(_FOLLOW_EN.search(norm)) or len(content) <= 1 or len(norm) <= SHORT_CHARS
 
 
 def standalone_question(text: str, history: Sequence[dict]) -> str:

@@ -44,9 +44,6 @@ from aiflywheel.tasks.assistant.types import Chunk, Generation
 
 # A sentence must cover at least this weighted share of the question to be quoted.
 MIN_SCORE = 0.2
-# When no sentence reaches MIN_SCORE but one covers this share of it, the best-ranked short
-# passage is given whole (it answers a paraphrase whose words the sentences do not share).
-FALLBACK_SHARE = 0.5
 # Verbs that carry no topic in help-center questions ("how long does it take"), on top of
 # the grounding stop words; forms as the tokenizers produce them (bm25 stems).
 QUESTION_VERBS = frozenset(
@@ -206,27 +203,17 @@ class ExtractiveGenerator:
 
     def _pieces(self, question: str, passages: Sequence[Chunk], language: str) -> list[str]:
         lang = prompt_language(language)
-        scored = self.candidates(question, passages, language)
-        chosen = self.select(scored)
-        some_cover = any(c.score >= MIN_SCORE * FALLBACK_SHARE for c in scored)
-        if chosen:
-            number = max(chosen, key=lambda c: c.score).passage
-        else:
-            # no sentence covers the question: the best-ranked passage in the answer's
-            # language when it is short enough to give whole, else "I don't know"
-            same = [n for n, c in enumerate(passages, 1) if _chunk_language(c) == lang]
-            number = (same or [0])[0] if some_cover else 0
-        chunk = passages[number - 1] if number else None
-        body = (
-            " ".join((chunk.answer if chunk.kind == "faq" else chunk.text).split()) if chunk else ""
-        )
+        chosen = self.select(self.candidates(question, passages, language))
+        if not chosen:
+            return [DONT_KNOW[lang]]
+        number = max(chosen, key=lambda c: c.score).passage
+        chunk = passages[number - 1]
+        body = " ".join((chunk.answer if chunk.kind == "faq" else chunk.text).split())
         if body and len(body) <= self.whole_passage_chars:
             zh = text_language(body) == "zh"
             pieces = [p for p in _SENTENCE_PIECE_RE.findall(body) if p]
             pieces[-1] += f"[{number}]" if zh else f" [{number}]"
             return pieces
-        if not chosen:
-            return [DONT_KNOW[lang]]
         pieces = []
         for i, cand in enumerate(chosen):
             zh = text_language(cand.text) == "zh"
