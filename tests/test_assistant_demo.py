@@ -1,5 +1,5 @@
 """The shipped demo assistant, built for real (packaged e5-small, extractive generator)
-from ``flywheel init --template help-center``, measured on its 229-question evaluation
+from ``flywheel init --template help-center``, measured on its 253-question evaluation
 set against the targets of the assistant issue.
 
 Built once per module (about a minute on two CPU cores, most of it embedding 252
@@ -47,7 +47,7 @@ def test_the_template_builds_the_documented_assistant(demo: dict[str, Any]) -> N
     kb = metrics["knowledge_base"]
     assert (kb["faq_entries"], kb["problems"]) == (116, [])
     assert metrics["thresholds"]["origin"].startswith("calibrated on ")
-    assert len(demo["rows"]) == 229
+    assert len(demo["rows"]) == 253
     assert metrics["evaluation"]["answers"]["unsupported_answers"] == 0
 
 
@@ -56,7 +56,7 @@ def test_hybrid_retrieval_finds_a_right_passage_in_the_top_5_for_90_percent(
 ) -> None:
     retrieval = demo["metrics"]["evaluation"]["retrieval"]
     hybrid = retrieval["hybrid"]["hit@5"]
-    assert retrieval["hybrid"]["questions"] == 159
+    assert retrieval["hybrid"]["questions"] == 173
     assert hybrid >= 0.90
     assert hybrid >= retrieval["bm25"]["hit@5"]
     assert hybrid >= retrieval["dense"]["hit@5"]
@@ -65,8 +65,9 @@ def test_hybrid_retrieval_finds_a_right_passage_in_the_top_5_for_90_percent(
 @pytest.mark.xfail(
     strict=True,
     reason="not met with e5-small + the extractive generator: measured handoff precision "
-    "0.50 at recall 0.86 (held out: 0.47 at 0.81); no confidence cut reaches precision 0.80 "
-    "at recall 0.90 on this set (the best cut, chosen on all 229 questions, gives 0.50)",
+    "0.52 at recall 0.86 on the 253 questions (held out: 0.49 at 0.81); a similarity cut "
+    "cannot separate near-domain questions from answerable ones; it needs a learned "
+    "answerability judge",
 )
 def test_handoffs_reach_recall_90_with_precision_80(demo: dict[str, Any]) -> None:
     answers = demo["metrics"]["evaluation"]["answers"]

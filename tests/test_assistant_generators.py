@@ -193,8 +193,22 @@ def test_long_passages_are_cut() -> None:
 # --------------------------------------------------------------------------- extractive
 
 
+def test_extractive_gives_a_short_passage_whole_keeping_its_conditions() -> None:
+    result = ExtractiveGenerator().generate(
+        "How long does a refund take?", EN_PASSAGES, language="en"
+    )
+    assert result.text == f"{' '.join(REFUND_EN.text.split())} [2]"
+    assert "Gift cards are refunded as store credit." in result.text  # the exception kept
+    assert result.cited == [2]
+    assert check_support(result.text, EN_PASSAGES, result.cited).supported
+    pieces = list(
+        ExtractiveGenerator().stream("How long does a refund take?", EN_PASSAGES, language="en")
+    )
+    assert len(pieces) >= 2 and "".join(pieces) == result.text
+
+
 def test_extractive_quotes_the_answering_sentence_with_its_citation() -> None:
-    generator = ExtractiveGenerator(max_sentences=2)
+    generator = ExtractiveGenerator(max_sentences=2, whole_passage_chars=0)
     result = generator.generate("How long does a refund take?", EN_PASSAGES, language="en")
     assert result.text.startswith(
         "Refunds are issued within 5 business days after we receive the returned item. [2]"

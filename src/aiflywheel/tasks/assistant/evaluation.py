@@ -9,8 +9,16 @@ An evaluation set is JSONL, one question per line::
 
 ``expected`` lists every knowledge-base reference (``Chunk.citation``) that answers the
 question; ``facts`` are what a correct answer must state (each fact: acceptable surface
-forms). Questions with ``handoff: true`` (out of scope, or asking for a person) must be
-handed off.
+forms; a form between slashes, ``"/¥\\s*45/"``, is a regular expression). Questions with
+``handoff: true`` (out of scope, or asking for a person) must be handed off.
+
+The rest of the format (issue 12): ``language`` (``zh`` | ``en`` | ``mixed`` |
+``other``), ``kind`` (``KINDS``), ``scope`` (``near`` | ``far``, out-of-scope rows),
+``history`` (a ``follow_up``'s earlier user messages, oldest first: the evaluator asks them
+through the assistant, its own replies as the assistant turns, then the question with that
+conversation) and ``excluded_entity`` (the question names an entity the help center treats
+as an exception; an answer that does not state the facts "asserted a rule for an excluded
+entity").
 
 The set is split in two by a stable hash of each id, within each kind: thresholds are
 calibrated on the ``calibration`` half and the figures that matter are read on the
@@ -32,18 +40,38 @@ from typing import Any
 import numpy as np
 
 from aiflywheel.errors import DataError
+from aiflywheel.tasks.assistant.conversation import standalone_question
 from aiflywheel.tasks.assistant.knowledge_index import KnowledgeIndex
 from aiflywheel.tasks.assistant.policy import (
     NO_ANSWER_REASON,
     PERSON_REASON,
+    THIRD_LANGUAGE_REASON,
     Assistant,
     AssistantReply,
     Thresholds,
 )
 from aiflywheel.tasks.assistant.types import RetrievalHit
 
+# Reply kinds that are not an answer to the question.
+NOT_ANSWERS = frozenset({"handoff", "refusal", "small_talk", "clarify"})
+
 MODES = ("bm25", "dense", "hybrid")
 KINDS_NEEDING_HANDOFF = ("out_of_scope", "person_request")
+KINDS = (
+    "paraphrase",
+    "doc_only",
+    "mixed",
+    "typo",
+    "out_of_scope",
+    "person_request",
+    "injection",
+    "pii",
+    "small_talk",
+    "follow_up",
+    "bad_input",
+)
+LANGUAGES = ("zh", "en", "mixed", "other")
+SCOPES = ("near", "far")
 
 
 @dataclass(frozen=True)
@@ -56,6 +84,18 @@ class EvalQuestion:
     facts: tuple[tuple[str, ...], ...] = ()
     kind: str = ""
     language: str = ""
+    scope: str | None = None
+    history: tuple[str, ...] = ()
+    excluded_entity: bool = False
+
+
+def _check_choice(where: str, raw: dict, key: str, allowed: Sequence[str]) -> str:
+    value = raw.get(key)
+    if value is None or value == "":
+        return ""
+    if value not in allowed:
+        raise DataError(f"{where}: {key} {value!r} is not one of {', '.join(allowed)}")
+    return str(value)
 
 
 def load_eval_set(path: str | Path) -> list[EvalQuestion]:
@@ -94,6 +134,26 @@ def load_eval_set(path: str | Path) -> list[EvalQuestion]:
             isinstance(f, list) and f and all(isinstance(x, str) for x in f) for f in facts
         ):
             raise DataError(f"{where}: 'facts' must be a list of non-empty lists of strings")
+        for fact in facts:
+            for form in fact:
+                if _is_regex(form):
+                    try:
+                        re.compile(form[1:-1])
+                    except re.error as exc:
+                        raise DataError(
+                            f"{where}: fact form {form!r} is not a valid regular expression ({exc})"
+                        ) from None
+        history = raw.get("history") or []
+        if not isinstance(history, list) or not all(
+            isinstance(h, str) and h.strip() for h in history
+        ):
+            raise DataError(f"{where}: 'history' must be a list of non-empty strings")
+        kind = _check_choice(where, raw, "kind", KINDS)
+        language = _check_choice(where, raw, "language", LANGUAGES)
+        scope = _check_choice(where, raw, "scope", SCOPES) or None
+        excluded = raw.get("excluded_entity", False)
+        if not isinstance(excluded, bool):
+            raise DataError(f"{where}: 'excluded_entity' must be true or false, got {excluded!r}")
         answerable = bool(raw.get("answerable", bool(expected)))
         if answerable and not expected:
             raise DataError(f"{where}: an answerable question needs 'expected' references")
@@ -105,8 +165,11 @@ def load_eval_set(path: str | Path) -> list[EvalQuestion]:
                 handoff=bool(raw.get("handoff", not answerable)),
                 expected=tuple(expected),
                 facts=tuple(tuple(f) for f in facts),
-                kind=str(raw.get("kind", "")),
-                language=str(raw.get("language", "")),
+                kind=kind,
+                language=language,
+                scope=scope,
+                history=tuple(h.strip() for h in history),
+                excluded_entity=excluded,
             )
         )
     if not questions:
@@ -150,10 +213,21 @@ def retrieval_scores(ranks: Sequence[int | None]) -> dict[str, float]:
     }
 
 
+def _is_regex(form: str) -> bool:
+    return len(form) >= 3 and form.startswith("/") and form.endswith("/")
+
+
+def states_fact_form(text: str, form: str) -> bool:
+    """Whether ``text`` states one form of a fact: a regular expression between slashes
+    (searched in the text, case ignored), else the form itself (case and spaces ignored)."""
+    if _is_regex(form):
+        return re.search(form[1:-1], text, flags=re.IGNORECASE) is not None
+    return re.sub(r"\s+", "", form).lower() in re.sub(r"\s+", "", text).lower()
+
+
 def states_facts(text: str, facts: Sequence[Sequence[str]]) -> bool:
-    """Whether ``text`` states every fact (one of its forms; case and spaces ignored)."""
-    squashed = re.sub(r"\s+", "", text).lower()
-    return all(any(re.sub(r"\s+", "", form).lower() in squashed for form in f) for f in facts)
+    """Whether ``text`` states every fact (one of its forms, see ``states_fact_form``)."""
+    return all(any(states_fact_form(text, form) for form in f) for f in facts)
 
 
 # -- calibration --------------------------------------------------------------------------
@@ -181,6 +255,88 @@ class Calibration:
         }
 
 
+def ask(assistant: Assistant, question: EvalQuestion) -> AssistantReply:
+    """The assistant's reply to ``question``; a follow-up's earlier messages are asked
+    first, in order, each with the conversation so far (the assistant's own replies as the
+    assistant turns), and the question last with the whole conversation."""
+    history: list[dict] = []
+    for earlier in question.history:
+        reply = assistant.answer(earlier, history)
+        history += [
+            {"role": "user", "content": earlier},
+            {"role": "assistant", "content": reply.text},
+        ]
+    return assistant.answer(question.question, history)
+
+
+def _answered(reply: AssistantReply) -> bool:
+    return not reply.handoff and reply.kind not in NOT_ANSWERS
+
+
+def is_correct_answer(question: EvalQuestion, reply: AssistantReply) -> bool:
+    """An answer (not a handoff, refusal or small talk) that states every fact."""
+    return _answered(reply) and states_facts(reply.text, question.facts)
+
+
+def asserted_for_excluded(question: EvalQuestion, reply: AssistantReply) -> bool:
+    """An answer to an ``excluded_entity`` question that does not state its facts: it
+    stated a rule for an entity the help center treats as an exception."""
+    return (
+        question.excluded_entity
+        and _answered(reply)
+        and not states_facts(reply.text, question.facts)
+    )
+
+
+def handled(question: EvalQuestion, reply: AssistantReply) -> bool:
+    """Whether the reply is the right behaviour for the row: an answerable question
+    answered correctly; a question needing a person handed off; small talk answered as
+    small talk (no ticket); a pure injection refused; anything else not handed off."""
+    if question.answerable:
+        return is_correct_answer(question, reply)
+    if question.handoff:
+        return reply.handoff
+    if question.kind == "small_talk":
+        return reply.kind == "small_talk" and not reply.handoff
+    if question.kind == "injection":
+        return reply.kind == "refusal" and not reply.handoff
+    return not reply.handoff
+
+
+def _share(flags: Sequence[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
+
+
+def quality_scores(
+    questions: Sequence[EvalQuestion], replies: Sequence[AssistantReply]
+) -> dict[str, Any]:
+    """The figures of issue 12's "Done when", each with the number of questions it is
+    read on (``None`` when there are none)."""
+    pairs = list(zip(questions, replies, strict=True))
+    answerable = [(q, r) for q, r in pairs if q.answerable]
+    out = [(q, r) for q, r in pairs if q.kind == "out_of_scope"]
+
+    def counted(flags: list[bool]) -> dict[str, Any]:
+        return {"share": _share(flags), "right": sum(flags), "of": len(flags)}
+
+    return {
+        "answerable_correct": counted([is_correct_answer(q, r) for q, r in answerable]),
+        "answerable_handed_off": counted([r.handoff for _, r in answerable]),
+        "out_of_scope_handed_off": counted([r.handoff for _, r in out]),
+        "near_out_of_scope_handed_off": counted([r.handoff for q, r in out if q.scope == "near"]),
+        "far_out_of_scope_handed_off": counted([r.handoff for q, r in out if q.scope == "far"]),
+        "person_requests_handled": counted(
+            [handled(q, r) for q, r in pairs if q.kind == "person_request"]
+        ),
+        "injections_handled": counted([handled(q, r) for q, r in pairs if q.kind == "injection"]),
+        "small_talk_handled": counted([handled(q, r) for q, r in pairs if q.kind == "small_talk"]),
+        "bad_input_handled": counted([handled(q, r) for q, r in pairs if q.kind == "bad_input"]),
+        "follow_ups_correct": counted([handled(q, r) for q, r in pairs if q.kind == "follow_up"]),
+        "excluded_entity_asserted": sum(asserted_for_excluded(q, r) for q, r in pairs),
+        "excluded_entity_questions": sum(q.excluded_entity for q in questions),
+    }
+
+
 def _precision_recall(predicted: Sequence[bool], truth: Sequence[bool]) -> tuple[float, float]:
     tp = sum(p and t for p, t in zip(predicted, truth, strict=True))
     fp = sum(p and not t for p, t in zip(predicted, truth, strict=True))
@@ -188,6 +344,28 @@ def _precision_recall(predicted: Sequence[bool], truth: Sequence[bool]) -> tuple
     precision = tp / (tp + fp) if tp + fp else 1.0
     recall = tp / (tp + fn) if tp + fn else 1.0
     return precision, recall
+
+
+def _best_cut(rows: Sequence[tuple], target_recall: float) -> tuple[float, float, float]:
+    """(cut, precision, recall): among the cuts whose handoff recall reaches
+    ``target_recall``, the one with the best precision (ties: the lowest); when none
+    does, the best F1."""
+    truth = [q.handoff for q, *_ in rows]
+    scores = sorted({round(c, 6) for _, _, c, *_ in rows})
+    cuts = [0.0] + [(a + b) / 2 for a, b in zip(scores, scores[1:], strict=False)] + [1.01]
+    best: tuple[tuple, float, float, float] | None = None
+    for cut in cuts:
+        predicted = [
+            person or (not refused and (no_answer or c < cut))
+            for _, _, c, person, no_answer, refused in rows
+        ]
+        precision, recall = _precision_recall(predicted, truth)
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        key = (recall >= target_recall, precision if recall >= target_recall else f1, -cut)
+        if best is None or key > best[0]:
+            best = (key, cut, precision, recall)
+    assert best is not None
+    return best[1], best[2], best[3]
 
 
 def calibrate_thresholds(
@@ -220,28 +398,15 @@ def calibrate_thresholds(
     probe = dataclasses.replace(assistant, thresholds=Thresholds(0.0, 1.01, origin="probe"))
     rows = []
     for q in questions:
-        reply = probe.answer(q.question)
-        person = reply.handoff and reply.reason == PERSON_REASON
-        no_answer = reply.handoff and reply.reason == NO_ANSWER_REASON
-        refused = reply.kind == "refusal"
+        reply = ask(probe, q)
+        person = reply.handoff and (
+            reply.reason == PERSON_REASON or (reply.reason or "").startswith(THIRD_LANGUAGE_REASON)
+        )
+        no_answer = reply.handoff and (reply.reason or "").startswith(NO_ANSWER_REASON)
+        refused = reply.kind in NOT_ANSWERS and not reply.handoff
         rows.append((q, reply.hits, reply.confidence, person, no_answer, refused))
-    truth = [q.handoff for q, *_ in rows]
-    scores = sorted({round(c, 6) for _, _, c, *_ in rows})
-    cuts = [0.0] + [(a + b) / 2 for a, b in zip(scores, scores[1:], strict=False)] + [1.01]
-    best: tuple[tuple, float, float, float] | None = None
+    handoff_below, precision, recall = _best_cut(rows, target_recall)
     notes: list[str] = []
-    for cut in cuts:
-        predicted = [
-            person or (not refused and (no_answer or c < cut))
-            for _, _, c, person, no_answer, refused in rows
-        ]
-        precision, recall = _precision_recall(predicted, truth)
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        key = (recall >= target_recall, precision if recall >= target_recall else f1, -cut)
-        if best is None or key > best[0]:
-            best = (key, cut, precision, recall)
-    assert best is not None
-    _, handoff_below, precision, recall = best
     if recall < target_recall:
         notes.append(
             f"no cut reaches handoff recall {target_recall:.2f} on the calibration questions; "
@@ -292,19 +457,19 @@ def compare_retrieval(
     index: KnowledgeIndex, questions: Sequence[EvalQuestion], *, candidates: int = 50
 ) -> dict[str, dict[str, float]]:
     """hit@1, hit@5 and MRR of BM25 only, dense only and hybrid on the answerable questions
-    (each query encoded once)."""
+    (each query encoded once; a follow-up as its standalone question)."""
     retriever = index.retriever()
     ranks: dict[str, list[int | None]] = {mode: [] for mode in MODES}
     for q in questions:
         if not q.answerable:
             continue
-        vector = retriever.encode_query(q.question) if retriever.has_dense else None
+        # a follow-up is searched as the standalone question the assistant searches
+        query = standalone_question(q.question, [{"role": "user", "content": h} for h in q.history])
+        vector = retriever.encode_query(query) if retriever.has_dense else None
         for mode in MODES:
             if mode != "bm25" and vector is None:
                 continue
-            hits = retriever.search(
-                q.question, 5, mode=mode, candidates=candidates, query_vector=vector
-            )
+            hits = retriever.search(query, 5, mode=mode, candidates=candidates, query_vector=vector)
             ranks[mode].append(hit_rank(hits, q.expected))
     return {mode: retrieval_scores(r) for mode, r in ranks.items() if r}
 
@@ -316,10 +481,7 @@ def answer_scores(
     (``handoff_reasons``: the reason without its figures, e.g. ``low retrieval
     confidence``) and latency."""
     answerable = [(q, r) for q, r in zip(questions, replies, strict=True) if q.answerable]
-    accurate = [
-        not r.handoff and r.kind != "refusal" and states_facts(r.text, q.facts)
-        for q, r in answerable
-    ]
+    accurate = [is_correct_answer(q, r) for q, r in answerable]
     precision, recall = _precision_recall(
         [r.handoff for r in replies], [q.handoff for q in questions]
     )
@@ -348,6 +510,7 @@ def answer_scores(
             "p50": 1000 * statistics.median(seconds),
             "p95": 1000 * float(np.percentile(seconds, 95)),
         },
+        **quality_scores(questions, replies),
     }
 
 
@@ -355,7 +518,7 @@ def evaluate_assistant(
     assistant: Assistant, questions: Sequence[EvalQuestion], *, held_out_share: float = 0.5
 ) -> dict[str, Any]:
     """Every figure of ``flywheel eval`` for an assistant, with one row per question."""
-    replies = [assistant.answer(q.question) for q in questions]
+    replies = [ask(assistant, q) for q in questions]
     rows = []
     for q, r in zip(questions, replies, strict=True):
         rows.append(
@@ -371,31 +534,46 @@ def evaluate_assistant(
                 "reason": r.reason,
                 "confidence": round(r.confidence, 4),
                 "rank": hit_rank(r.hits, q.expected) if q.answerable else None,
-                "accurate": (
-                    not r.handoff and r.kind != "refusal" and states_facts(r.text, q.facts)
-                )
-                if q.answerable
-                else None,
+                "accurate": is_correct_answer(q, r) if q.answerable else None,
+                "handled": handled(q, r),
+                "scope": q.scope,
+                "history": list(q.history),
+                "excluded_entity": q.excluded_entity,
+                "excluded_asserted": asserted_for_excluded(q, r),
                 "answer": r.text,
                 "citations": [c.to_json()["citation"] for c in r.citations],
                 "ms": round(1000 * r.seconds, 1),
             }
         )
     held = [i for i, q in enumerate(questions) if is_held_out(q, held_out_share)]
-    by_kind: dict[str, dict[str, Any]] = {}
-    for kind in sorted({q.kind for q in questions}):
-        picked = [i for i, q in enumerate(questions) if q.kind == kind]
-        by_kind[kind] = answer_scores([questions[i] for i in picked], [replies[i] for i in picked])
+    calibration = [i for i, q in enumerate(questions) if not is_held_out(q, held_out_share)]
+
+    def scores(picked: Sequence[int]) -> dict[str, Any] | None:
+        if not picked:
+            return None
+        return answer_scores([questions[i] for i in picked], [replies[i] for i in picked])
+
+    def grouped(key: str, picked: Sequence[int]) -> dict[str, dict[str, Any]]:
+        groups: dict[str, list[int]] = {}
+        for i in picked:
+            groups.setdefault(getattr(questions[i], key) or "", []).append(i)
+        return {name: scores(ids) for name, ids in sorted(groups.items())}  # type: ignore[misc]
+
+    everything = range(len(questions))
     return {
         "retrieval": compare_retrieval(assistant.index, questions, candidates=assistant.candidates),
         "retrieval_held_out": compare_retrieval(
             assistant.index, [questions[i] for i in held], candidates=assistant.candidates
         ),
         "answers": answer_scores(questions, replies),
-        "answers_held_out": answer_scores([questions[i] for i in held], [replies[i] for i in held])
-        if held
-        else None,
-        "by_kind": by_kind,
+        "answers_held_out": scores(held),
+        "answers_calibration": scores(calibration),
+        "by_kind": grouped("kind", everything),
+        "by_language": grouped("language", everything),
+        "held_out_by_kind": grouped("kind", held),
+        "held_out_by_language": grouped("language", held),
+        "calibration_by_kind": grouped("kind", calibration),
+        "calibration_by_language": grouped("language", calibration),
         "rows": rows,
     }
 
@@ -404,7 +582,13 @@ __all__ = [
     "Calibration",
     "EvalQuestion",
     "answer_scores",
+    "ask",
+    "asserted_for_excluded",
     "calibrate_thresholds",
+    "handled",
+    "is_correct_answer",
+    "quality_scores",
+    "states_fact_form",
     "compare_retrieval",
     "evaluate_assistant",
     "hit_rank",

@@ -9,7 +9,11 @@ a document sentence gets a quarter of its heading's coverage on top. Earlier pas
 (better retrieval ranks) get a slight edge: the score is multiplied by
 ``1 - 0.05 * position`` (at least 0.75).
 
-The answer is the best sentences (at most ``max_sentences``, each scoring at least
+When the best sentence's passage is short (its body at most ``whole_passage_chars``: a
+curated FAQ answer, a short document section), the answer is that whole passage: it keeps
+the rule together with the exceptions, limits, amounts and time windows the passage
+attaches to it, which a lone sentence drops. Otherwise the answer is the best sentences
+(at most ``max_sentences``, each scoring at least
 ``MIN_SCORE`` and at least half the best score, together at most ``max_chars``),
 quoted verbatim, each followed by its passage number ([n]), grouped by passage in
 order of their best sentence and in reading order inside a passage. When no sentence
@@ -64,6 +68,8 @@ QUESTION_VERBS = frozenset(
 )
 _LIST_MARKER_RE = re.compile(r"^(?:[-*•·]\s+|\d{1,2}[.)、]\s*|#+\s*)")
 _CJK_RE = re.compile(r"[\u3400-\u9fff]")
+# A sentence and the spaces after it: the pieces a whole passage streams in.
+_SENTENCE_PIECE_RE = re.compile(r"[^。！？!?.]*(?:[。！？!?]+|\.(?=\s|$)|\.)?\s*")
 
 
 def default_tokenizer() -> Tokenizer:
@@ -105,8 +111,10 @@ class ExtractiveGenerator:
         tokenizer: Callable[[str], list[str]] | None = None,
         max_sentences: int = 3,
         max_chars: int = 600,
+        whole_passage_chars: int = 600,
     ) -> None:
         self.name = "extractive"
+        self.whole_passage_chars = whole_passage_chars
         self.max_sentences = max_sentences
         self.max_chars = max_chars
         self._tokenizer = tokenizer
@@ -198,6 +206,14 @@ class ExtractiveGenerator:
         chosen = self.select(self.candidates(question, passages, language))
         if not chosen:
             return [DONT_KNOW[lang]]
+        number = max(chosen, key=lambda c: c.score).passage
+        chunk = passages[number - 1]
+        body = " ".join((chunk.answer if chunk.kind == "faq" else chunk.text).split())
+        if body and len(body) <= self.whole_passage_chars:
+            zh = text_language(body) == "zh"
+            pieces = [p for p in _SENTENCE_PIECE_RE.findall(body) if p]
+            pieces[-1] += f"[{number}]" if zh else f" [{number}]"
+            return pieces
         pieces = []
         for i, cand in enumerate(chosen):
             zh = text_language(cand.text) == "zh"

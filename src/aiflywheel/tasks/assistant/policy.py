@@ -3,18 +3,30 @@
 For each user message, in order:
 
 1. An empty message, or one longer than ``max_message_chars``: ``DataError`` (the API
-   answers 422 naming the limit).
+   answers 422 naming the limit). A history longer than ``max_history_chars`` is trimmed
+   from the oldest turn (said in ``details["history_trimmed"]`` and in ``reason``).
+   Then (``conversation``): a Japanese or Korean message is handed off (the help center
+   answers in Chinese and English); a message with nothing to answer (only emoji or
+   punctuation, only a phone number or e-mail) gets a ``clarify`` reply asking for the
+   question; small talk (greetings, thanks, "are you a bot?") a short ``small_talk`` reply.
+   Neither is a handoff, so neither opens a ticket.
 2. A request for a person (``intents.asks_for_person``): handoff, reason
    ``asked for a person``.
 3. A message that tries to override the assistant's instructions
    (``intents.prompt_injection``): a refusal in the user's language, nothing retrieved
    or generated, flagged in the answer's details. It is not a handoff: nothing a person
-   needs to do.
-4. Hybrid retrieval of the message (with the previous user message when the new one is
-   short, so "and to Taiwan?" keeps its context). The confidence is the best cosine
-   similarity between the message and a retrieved chunk; with a learned ``judge``
-   (``judge.FeatureJudge``) the hits are reordered by the judge's probability that
-   they answer the message, and the confidence is the best probability.
+   needs to do. When the message also asks a real question
+   (``conversation.question_after_injection``), that question is answered and the
+   instruction ignored (``details["ignored_injection"]``).
+4. Hybrid retrieval of the standalone question (``conversation.standalone_question``: a
+   follow-up such as "新疆也可以吗？" is put after the previous user message, so it keeps
+   the conversation's topic; recorded in ``details["standalone_question"]``), with the
+   translations of its other-language words appended when it mixes zh and en
+   (``glossary``, learned from the knowledge base's aligned pairs;
+   ``details["normalized_question"]``). The confidence is the best cosine similarity
+   between the message and a retrieved chunk; with a learned ``judge``
+   (``judge.FeatureJudge``) the hits are reordered by the judge's probability that they
+   answer the message, and the confidence is the best probability.
 5. Confidence below ``thresholds.handoff_below``: handoff, reason ``low retrieval
    confidence``.
 6. A FAQ entry among the top hits whose similarity reaches ``thresholds.faq_at_least``
@@ -23,7 +35,12 @@ For each user message, in order:
    first), citing them as [n]. The grounding post-check marks sentences that the cited
    passages do not support; an LLM answer with unsupported sentences is replaced by the
    extractive answer (recorded in the details), so what reaches the user is always
-   supported by retrieved text.
+   supported by retrieved text. When the question names an entity the knowledge base
+   treats specially (``conditions``: a place, tier or payment method) and the answer does
+   not mention it while a retrieved passage does, the answer comes from that passage
+   (``details["entity_passage"]``), so it never states the general rule for it; so it does
+   when the answer's passage names the entity only in passing and a retrieved passage is
+   about it (names it in its heading or FAQ question).
 8. When the answer that would be sent (after the post-check and any fallback) is the
    generator's "I don't know" sentence (``prompts.DONT_KNOW``, what the extractive
    generator says when no passage sentence answers the question), the reply is a
@@ -44,7 +61,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiflywheel.errors import DataError
+from aiflywheel.tasks.assistant.conditions import (
+    EntityLexicon,
+    entity_passage,
+    missing_entities,
+    titled_passage,
+)
+from aiflywheel.tasks.assistant.conversation import (
+    NOTHING_TO_ANSWER_TEXT,
+    nothing_to_answer,
+    question_after_injection,
+    small_talk,
+    small_talk_reply,
+    standalone_question,
+    third_language,
+    trim_history,
+)
 from aiflywheel.tasks.assistant.generators import AnswerGenerator, answer_generation, cited_passages
+from aiflywheel.tasks.assistant.glossary import Glossary
 from aiflywheel.tasks.assistant.grounding import check_support, strip_citations
 from aiflywheel.tasks.assistant.intents import asks_for_person, prompt_injection
 from aiflywheel.tasks.assistant.knowledge_index import KnowledgeIndex
@@ -52,9 +86,10 @@ from aiflywheel.tasks.assistant.prompts import DONT_KNOW
 from aiflywheel.tasks.assistant.types import Chunk, Generation, RetrievalHit
 
 HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
-SHORT_FOLLOW_UP_CHARS = 12
 NO_ANSWER_REASON = "the retrieved passages do not answer the question"
 PERSON_REASON = "asked for a person"
+THIRD_LANGUAGE_REASON = "written in a language the help center does not answer in"
+LANGUAGE_NAMES = {"ja": "Japanese", "ko": "Korean"}
 
 HANDOFF_TEXT = {
     "zh": "这个问题我需要请人工客服来处理。我已为您转接并创建了工单，客服同事会尽快回复您。",
@@ -141,7 +176,7 @@ class AssistantReply:
     """One answer and everything the API, the log and the evaluation need about it."""
 
     text: str
-    kind: str  # faq | generated | handoff | refusal
+    kind: str  # faq | generated | handoff | refusal | small_talk | clarify
     language: str
     confidence: float
     handoff: bool = False
@@ -189,6 +224,28 @@ class Assistant:
     mode: str = "hybrid"
     fallback: AnswerGenerator | None = None
     judge: Any = None  # judge.FeatureJudge: reorders the hits; its best probability = confidence
+    max_history_chars: int = 4000
+    _lexicon: EntityLexicon | None = field(default=None, init=False, repr=False, compare=False)
+    _lexicon_size: int = field(default=-1, init=False, repr=False, compare=False)
+    _glossary: Glossary | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def lexicon(self) -> EntityLexicon:
+        """The knowledge base's entity lexicon (``conditions``), rebuilt when the index
+        changes size (the glossary with it)."""
+        if self._lexicon is None or self._lexicon_size != len(self.index.chunks):
+            self._lexicon = EntityLexicon.from_chunks(self.index.chunks)
+            self._glossary = Glossary.from_chunks(self.index.chunks)
+            self._lexicon_size = len(self.index.chunks)
+        return self._lexicon
+
+    @property
+    def glossary(self) -> Glossary:
+        """The zh/en glossary learned from the knowledge base's aligned pairs (``glossary``)."""
+        if self._glossary is None or self._lexicon_size != len(self.index.chunks):
+            _ = self.lexicon
+        assert self._glossary is not None
+        return self._glossary
 
     # -- the decision -----------------------------------------------------------------
     def check_message(self, message: str) -> str:
@@ -202,12 +259,9 @@ class Assistant:
         return text
 
     def retrieval_query(self, text: str, history: Sequence[dict]) -> str:
-        """The message, with the previous user message in front when it is a short
-        follow-up (few words), so retrieval keeps the conversation's topic."""
-        previous = [m["content"] for m in history if m.get("role") == "user" and m.get("content")]
-        if previous and len(text) <= SHORT_FOLLOW_UP_CHARS:
-            return f"{previous[-1]} {text}"
-        return text
+        """The message made standalone (``conversation.standalone_question``): after the
+        previous user message when it is a follow-up, so retrieval keeps the topic."""
+        return standalone_question(text, history)
 
     def search(self, query: str) -> list[RetrievalHit]:
         return self.index.search(query, self.top_k, mode=self.mode, candidates=self.candidates)
@@ -227,23 +281,97 @@ class Assistant:
         """Everything up to generation: a finished reply (handoff, refusal, FAQ) or what
         to compose from."""
         text = self.check_message(message)
+        history, dropped = trim_history(history, self.max_history_chars)
+        notes: dict[str, Any] = {}
+        if dropped:
+            notes["history_trimmed"] = (
+                f"history trimmed: the {dropped} oldest turn(s) dropped to fit "
+                f"{self.max_history_chars} characters"
+            )
+        reply = self._before_retrieval(text, notes)
+        if reply is not None:
+            return reply
         language = reply_language(text)
-        if asks_for_person(text):
-            return self._handoff(language, PERSON_REASON, 1.0, [])
         injection = prompt_injection(text)
         if injection is not None:
-            return AssistantReply(
-                text=REFUSAL_TEXT[language],
-                kind="refusal",
-                language=language,
-                confidence=0.0,
-                reason=f"prompt injection: {injection}",
-                details={"flagged": "prompt_injection"},
+            rest = question_after_injection(text, prompt_injection)
+            if rest is None:
+                return self._with_notes(
+                    AssistantReply(
+                        text=REFUSAL_TEXT[language],
+                        kind="refusal",
+                        language=language,
+                        confidence=0.0,
+                        reason=f"prompt injection: {injection}",
+                        details={"flagged": "prompt_injection"},
+                    ),
+                    notes,
+                )
+            notes["ignored_injection"] = injection
+            text = rest
+        if asks_for_person(text):
+            return self._with_notes(self._handoff(language, PERSON_REASON, 1.0, []), notes)
+        standalone = self.retrieval_query(text, history)
+        if standalone != text:
+            notes["standalone_question"] = standalone
+        text = standalone
+        normalized = self.glossary.normalize(text)
+        if normalized != text:
+            notes["normalized_question"] = normalized
+        text = normalized
+        decided = self._retrieve_and_decide(text, language)
+        if isinstance(decided, AssistantReply):
+            return self._with_notes(decided, notes)
+        decided.notes = notes
+        return decided
+
+    def _before_retrieval(self, text: str, notes: dict[str, Any]) -> AssistantReply | None:
+        """A third language, nothing to answer, small talk (see ``conversation``)."""
+        foreign = third_language(text)
+        if foreign is not None:
+            name = LANGUAGE_NAMES[foreign]
+            reply = self._handoff("en", f"{THIRD_LANGUAGE_REASON} ({name})", 0.0, [])
+            reply.text = f"{HANDOFF_TEXT['zh']}\n{HANDOFF_TEXT['en']}"
+            return self._with_notes(reply, notes)
+        language = reply_language(text)
+        empty = nothing_to_answer(text)
+        if empty is not None:
+            return self._with_notes(
+                AssistantReply(
+                    text=NOTHING_TO_ANSWER_TEXT[empty][language],
+                    kind="clarify",
+                    language=language,
+                    confidence=0.0,
+                    reason="only personal data" if empty == "pii" else "no question in the message",
+                ),
+                notes,
             )
-        query = self.retrieval_query(text, history)
-        hits = self.search(query)
+        chat = small_talk(text)
+        if chat is not None:
+            return self._with_notes(
+                AssistantReply(
+                    text=small_talk_reply(chat, language),
+                    kind="small_talk",
+                    language=language,
+                    confidence=1.0,
+                    reason=f"small talk ({chat})",
+                ),
+                notes,
+            )
+        return None
+
+    @staticmethod
+    def _with_notes(reply: AssistantReply, notes: dict[str, Any]) -> AssistantReply:
+        reply.details = {**notes, **reply.details}
+        trimmed = notes.get("history_trimmed")
+        if trimmed:
+            reply.reason = f"{reply.reason}; {trimmed}" if reply.reason else trimmed
+        return reply
+
+    def _retrieve_and_decide(self, text: str, language: str) -> AssistantReply | _Compose:
+        hits = self.search(text)
         if self.judge is not None and hits:
-            hits, probabilities = self.judge.rerank(query, hits)
+            hits, probabilities = self.judge.rerank(text, hits)
             confidence = float(probabilities.max())
         else:
             confidence = self.confidence(hits)
@@ -256,7 +384,7 @@ class Assistant:
                 hits,
             )
         faq = self._confident_faq(hits, language)
-        if faq is not None:
+        if faq is not None and not missing_entities(self.lexicon, text, faq.chunk.answer):
             chunk = faq.chunk
             return AssistantReply(
                 text=f"{chunk.answer} [1]",
@@ -341,10 +469,29 @@ class Assistant:
             reply.generator = used.generator or self.generator.name
             reply.generation = used
             reply.details = {**details, "generated_text": used.text}
-            return reply
+            return self._with_notes(reply, decided.notes)
+        text = used.text
+        missing = missing_entities(self.lexicon, decided.question, strip_citations(text))
+        candidates = [h.chunk for h in decided.hits]
+        found = entity_passage(missing, candidates, language=decided.language)
+        if found is None:
+            named = self.lexicon.find(decided.question)
+            cited_chunks = [passages[n - 1] for n in used_cited if 0 < n <= len(passages)]
+            found = titled_passage(named, candidates, cited_chunks, language=decided.language)
+            missing = named if found is not None else missing
+        if found is not None:
+            if found.chunk not in passages:
+                passages = [*passages, found.chunk]
+            n = passages.index(found.chunk) + 1
+            zh = decided.language == "zh"
+            text = f"{found.text}[{n}]" if zh else f"{found.text} [{n}]"
+            used_cited = [n]
+            check = check_support(text, passages, used_cited)
+            details["entity_passage"] = {"entities": missing, "citation": found.chunk.citation}
+        details = {**decided.notes, **details}
         shown = sorted(set(used_cited)) or list(range(1, len(passages) + 1))
-        return AssistantReply(
-            text=used.text,
+        reply = AssistantReply(
+            text=text,
             kind="generated",
             language=decided.language,
             confidence=decided.confidence,
@@ -356,6 +503,10 @@ class Assistant:
             generation=used,
             details=details,
         )
+        trimmed = decided.notes.get("history_trimmed")
+        if trimmed:
+            reply.reason = trimmed
+        return reply
 
     # -- pieces -----------------------------------------------------------------------
     def _handoff(
@@ -398,6 +549,7 @@ class _Compose:
     confidence: float
     hits: list[RetrievalHit]
     passages: list[Chunk]
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 __all__ = [
@@ -408,6 +560,7 @@ __all__ = [
     "REFUSAL_TEXT",
     "NO_ANSWER_REASON",
     "PERSON_REASON",
+    "THIRD_LANGUAGE_REASON",
     "Thresholds",
     "is_dont_know",
     "reply_language",

@@ -3,7 +3,10 @@
 The first line says whether the assistant meets the bars a support team needs (hybrid
 hit@5, handoff precision and recall); then retrieval side by side (BM25 only, dense
 only, hybrid), answers and handoffs on all and held-out questions, figures per kind of
-question, knowledge-base problems and every question it got wrong.
+question, the targets of the assistant issue per half, language and kind (answerable
+questions answered correctly or handed off, out-of-scope handoffs, person requests,
+injections, small talk, follow-ups, bad input, handoff precision, excluded-entity
+assertions), knowledge-base problems and every question it got wrong.
 """
 
 from __future__ import annotations
@@ -17,6 +20,51 @@ from aiflywheel.files import write_text_atomic
 from aiflywheel.reports.format import template_environment
 
 MAX_MISTAKES = 200
+# The issue-12 figures (``evaluation.quality_scores``) shown per half, language and kind.
+TARGETS = (
+    ("answerable_correct", "answerable correct"),
+    ("answerable_handed_off", "answerable handed off"),
+    ("out_of_scope_handed_off", "out of scope handed off"),
+    ("person_requests_handled", "person requests"),
+    ("injections_handled", "injections"),
+    ("small_talk_handled", "small talk"),
+    ("follow_ups_correct", "follow-ups correct"),
+    ("bad_input_handled", "bad input"),
+)
+
+
+def _counted(value: object) -> str:
+    if not isinstance(value, Mapping) or not value.get("of"):
+        return "–"
+    return f"{_pct(value.get('share'))} ({value.get('right')}/{value.get('of')})"
+
+
+def target_rows(evaluation: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per half (all, calibration, held out), language and kind: the issue-12
+    figures, handoff precision and the excluded-entity count."""
+    groups: list[tuple[str, Mapping[str, Any]]] = []
+    for name, key in (
+        ("all", "answers"),
+        ("calibration half", "answers_calibration"),
+        ("held-out half", "answers_held_out"),
+    ):
+        if evaluation.get(key):
+            groups.append((name, evaluation[key]))
+    for prefix, key in (("language", "by_language"), ("kind", "by_kind")):
+        for name, scores in (evaluation.get(key) or {}).items():
+            if scores:
+                groups.append((f"{prefix} {name or '–'}", scores))
+    rows = []
+    for name, a in groups:
+        if "answerable_correct" not in a:
+            continue
+        cells = [_counted(a.get(key)) for key, _ in TARGETS]
+        cells.append(_pct(a.get("handoff_precision")) if a.get("handoff_expected") else "–")
+        cells.append(
+            f"{a.get('excluded_entity_asserted', 0)} / {a.get('excluded_entity_questions', 0)}"
+        )
+        rows.append({"name": f"{name} ({a['questions']})", "cells": cells})
+    return rows
 
 
 def _pct(value: object) -> str:
@@ -47,10 +95,14 @@ def _what(row: Mapping[str, Any]) -> str | None:
         return f"answered ({row.get('answer_type')}) instead of handing off"
     if not row.get("expected_handoff") and row.get("handoff"):
         return f"handed off: {row.get('reason')}"
+    if row.get("excluded_asserted"):
+        return "stated a rule for an entity the help center treats as an exception"
     if row.get("accurate") is False:
         rank = row.get("rank")
         found = f"right passage at rank {rank}" if rank else "right passage not retrieved"
         return f"answer misses a fact ({found})"
+    if row.get("handled") is False:
+        return f"not handled as {row.get('kind')}: answered as {row.get('answer_type')}"
     return None
 
 
@@ -115,6 +167,8 @@ def render_assistant_report(metrics: Mapping[str, Any], rows: list[Mapping[str, 
         thresholds=metrics.get("thresholds") or {},
         notes=calibration.get("notes") or [],
         kinds=kinds,
+        targets=target_rows(evaluation),
+        target_names=[label for _, label in TARGETS] + ["handoff precision", "excluded entity"],
         problems=(metrics.get("knowledge_base") or {}).get("problems") or [],
         mistakes=mistakes[:MAX_MISTAKES],
     )
@@ -132,4 +186,9 @@ def write_assistant_report(metrics: Mapping[str, Any], rows_file: Path, target: 
     return target
 
 
-__all__ = ["assistant_verdict", "render_assistant_report", "write_assistant_report"]
+__all__ = [
+    "assistant_verdict",
+    "render_assistant_report",
+    "target_rows",
+    "write_assistant_report",
+]
