@@ -53,6 +53,19 @@ def test_learns_decodes_and_round_trips(tmp_path: Path) -> None:
         Seq2SeqTranslator.load(tmp_path)
 
 
+def test_decoding_never_emits_padding_unknown_or_start_tokens() -> None:
+    import torch
+
+    model = fit(tiny(), epochs=1)
+    vocab = model.target_vocab
+    with torch.no_grad():  # a model that prefers <unk> above every real word
+        model.net.out.bias[vocab.index["<unk>"]] = 1e4
+        model.net.out.bias[vocab.index["<pad>"]] = 1e4
+    for beam_size in (1, 3):
+        outputs = model.translate(SOURCES[:5], beam_size=beam_size)
+        assert all(t.text.strip() for t in outputs), outputs
+
+
 def test_an_interrupted_fit_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     checkpoints = tmp_path / "checkpoints"
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from aiflywheel.errors import ModelError, NotFittedError, TrainingInterrupted
 from aiflywheel.files import write_json_atomic
-from aiflywheel.tasks.text_to_text.tokens import BOS, EOS, Vocabulary, join, split
+from aiflywheel.tasks.text_to_text.tokens import BOS, EOS, PAD, UNK, Vocabulary, join, split
 
 WEIGHTS = "model.safetensors"
 MANIFEST = "seq2seq.json"
@@ -392,6 +392,12 @@ class Seq2SeqTranslator:
                 return out
             return [self._beam(t, beam_size, alternatives, max_tokens) for t in texts]
 
+    def _never_emitted(self) -> list[int]:
+        """Padding, unknown and start tokens: decoding never picks them (an ``<unk>`` would
+        print as nothing, so the next most likely real token is the better output)."""
+        assert self.target_vocab is not None
+        return [self.target_vocab.index[t] for t in (PAD, UNK, BOS)]
+
     def _greedy(self, texts: Sequence[str], max_tokens: int) -> list[Translation]:
         import torch
 
@@ -406,6 +412,7 @@ class Seq2SeqTranslator:
         total = torch.zeros(n)
         for position in range(max_tokens):
             logp, feed, state = self.net.step(token, feed, state, memory, mask)
+            logp[:, self._never_emitted()] = float("-inf")
             if position == 0:  # no training target is empty: an output has one token at least
                 logp[:, v.index[EOS]] = float("-inf")
             best, token = logp.max(dim=-1)
@@ -441,6 +448,7 @@ class Seq2SeqTranslator:
             logp, feed, (h, c) = self.net.step(
                 token, feed, (h, c), memory.expand(k, -1, -1), mask.expand(k, -1)
             )
+            logp[:, self._never_emitted()] = float("-inf")
             if position == 0:  # no training target is empty: an output has one token at least
                 logp[:, eos] = float("-inf")
             scores = torch.tensor([b[0] for b in beams]).unsqueeze(1) + logp
