@@ -12,7 +12,7 @@ The answer is a normal ``chat.completion`` (or, with ``stream: true``, server-se
     "flywheel": {
       "prediction_id": "...",        # send feedback about this answer to /v1/feedback
       "session_id": "...", "version": 3,
-      "answer_type": "faq" | "generated" | "handoff" | "refusal",
+      "answer_type": "faq" | "generated" | "handoff" | "refusal" | "small_talk" | "clarify",
       "handoff": false, "reason": null, "ticket_id": null,
       "confidence": 0.87, "language": "en",
       "citations": [{"n": 1, "source": "faq.jsonl", "anchor": "ship-01-en",
