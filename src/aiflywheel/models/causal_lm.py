@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aiflywheel.errors import ModelError, NotFittedError, require_module
+from aiflywheel.errors import ModelError, NotFittedError, TrainingInterrupted, require_module
 from aiflywheel.files import write_json_atomic
 from aiflywheel.models.generator_catalog import GENERATOR_CATALOG, generator_entry
 from aiflywheel.settings import Settings, get_settings
@@ -487,6 +487,29 @@ def _load_checkpoint(folder: Path, model: Any, optimizer: Any) -> dict[str, Any]
     return state
 
 
+class _StopOnSigint:
+    """Ctrl-C during training: finish the step, save a checkpoint, stop (main thread only)."""
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._request)
+
+    def _request(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def restore(self) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
 def _run_loop(
     model: Any,
     groups_per_epoch: Callable[[int], list[Any]],
@@ -524,40 +547,79 @@ def _run_loop(
     model.train()
     began = time.perf_counter()
     step = start_step
-    epoch = step // max(1, steps_per_epoch)
-    skip = step % max(1, steps_per_epoch)
-    while step < planned:
-        groups = groups_per_epoch(epoch)[skip:]
-        skip = 0
-        for group in groups:
-            if step >= planned:
-                break
-            loss, tokens = step_loss(group)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            log.tokens += tokens
-            log.losses.append(round(float(loss.detach()), 5))
-            if step % 10 == 0 or step == planned:
-                report(f"{what}: step {step}/{planned}, loss {log.losses[-1]:.4f}")
-            if checkpoint_dir is not None and step % settings.checkpoint_every == 0:
-                _save_checkpoint(
-                    checkpoint_dir,
-                    model,
-                    optimizer,
-                    {"what": what, "fingerprint": fingerprint, "step": step, "losses": log.losses},
-                )
-            elapsed = time.perf_counter() - began
-            if settings.time_budget_s is not None and elapsed >= settings.time_budget_s:
-                log.stopped_by = "time_budget"
-                planned = step
-                break
-        epoch += 1
-    if log.stopped_by == "done" and settings.max_steps is not None and step == settings.max_steps:
-        log.stopped_by = "max_steps"
+    stop = _StopOnSigint()
+    try:
+        epoch = step // max(1, steps_per_epoch)
+        skip = step % max(1, steps_per_epoch)
+        while step < planned:
+            groups = groups_per_epoch(epoch)[skip:]
+            skip = 0
+            for group in groups:
+                if step >= planned:
+                    break
+                loss, tokens = step_loss(group)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                log.tokens += tokens
+                log.losses.append(round(float(loss.detach()), 5))
+                if step % 10 == 0 or step == planned:
+                    report(f"{what}: step {step}/{planned}, loss {log.losses[-1]:.4f}")
+                if checkpoint_dir is not None and step % settings.checkpoint_every == 0:
+                    _save_checkpoint(
+                        checkpoint_dir,
+                        model,
+                        optimizer,
+                        {
+                            "what": what,
+                            "fingerprint": fingerprint,
+                            "step": step,
+                            "losses": log.losses,
+                        },
+                    )
+                if stop.requested:
+                    stop.restore()
+                    if checkpoint_dir is None:
+                        raise TrainingInterrupted(f"{what} interrupted at step {step}")
+                    _save_checkpoint(
+                        checkpoint_dir,
+                        model,
+                        optimizer,
+                        {
+                            "what": what,
+                            "fingerprint": fingerprint,
+                            "step": step,
+                            "losses": log.losses,
+                        },
+                    )
+                    raise TrainingInterrupted(
+                        f"{what} interrupted at step {step}; checkpoint saved in {checkpoint_dir}: "
+                        "run the same command again to resume"
+                    )
+                elapsed = time.perf_counter() - began
+                if step == start_step + 1 and settings.time_budget_s is not None:
+                    estimate = elapsed * (planned - start_step)
+                    if estimate > settings.time_budget_s:
+                        report(
+                            f"{what}: {planned} steps would take ~{estimate:.0f} s, over the "
+                            f"{settings.time_budget_s:.0f} s budget; stopping at the budget"
+                        )
+                if settings.time_budget_s is not None and elapsed >= settings.time_budget_s:
+                    log.stopped_by = "time_budget"
+                    planned = step
+                    break
+            epoch += 1
+        if (
+            log.stopped_by == "done"
+            and settings.max_steps is not None
+            and step == settings.max_steps
+        ):
+            log.stopped_by = "max_steps"
+    finally:
+        stop.restore()
     log.steps = step
     log.seconds = time.perf_counter() - began
     model.eval()
