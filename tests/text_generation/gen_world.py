@@ -20,6 +20,8 @@ TOPICS = [
     ("怎么 退款", "收到 商品 后 五 天 内 退款"),
     ("可以 改 地址 吗", "下单 一 小时 内 可以 修改"),
 ]
+# The loop test checks the wheel turns; the gate's strictness is checked on its own.
+LOOSE_GATE = "min_preference_gain: -100, max_perplexity_increase: 10, max_chrf_drop: 100"
 POLITE = ["please", "hi", "hello", "thanks", "请问", "你好"]
 
 
@@ -65,7 +67,7 @@ def recipe_text(
         "  learning_rate: 0.01\n"
         "  sampling: {n: 2, temperature: 0.8, top_p: 0.95, seed: 3, max_new_tokens: 12}\n"
         "  limits: {max_tokens: 32, max_n: 4, max_total_tokens: 64}\n"
-        f"  gate: {{{gate or 'min_preference_gain: -100, max_perplexity_increase: 10, max_chrf_drop: 100'}}}\n"
+        f"  gate: {{{gate or LOOSE_GATE}}}\n"
         f"{extra}"
         "split: {train: 0.6, val: 0.2, test: 0.2}\n"
         "train: {threads: 1}\n"

