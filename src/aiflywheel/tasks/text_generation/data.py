@@ -33,6 +33,12 @@ from aiflywheel.models.causal_lm import Example, encode
 from aiflywheel.tasks.text_generation.config import GenerationConfig
 
 PARTS = ("train", "val", "test")
+# Shipped sources: the help center's curated FAQ (Lumen Market, 116 zh/en entries written
+# for this project) as customer-service question -> reply pairs.
+DEMO_SOURCES = {
+    "demo:help-center-replies": ("aiflywheel.tasks.assistant", "help_center/faq.jsonl"),
+}
+DEMO_COLUMNS = {"question": "prompt", "answer": "response"}
 ROLES = ("system", "user", "assistant")
 
 
@@ -163,9 +169,25 @@ def _messages(value: Any, where: str) -> tuple[tuple[str, str], ...]:
     return tuple(turns)
 
 
+def demo_path(source: str) -> Path | None:
+    """The file of a ``demo:`` source, None for other sources; DataError for unknown ones."""
+    if not source.startswith("demo:"):
+        return None
+    if source not in DEMO_SOURCES:
+        raise DataError(
+            f"generation.source {source!r} is not a shipped source ({', '.join(DEMO_SOURCES)})"
+        )
+    from importlib import resources
+
+    package, name = DEMO_SOURCES[source]
+    return Path(str(resources.files(package).joinpath(name)))
+
+
 def read_rows(path: Path, config: GenerationConfig) -> tuple[list[Row], dict[str, Any]]:
     """The rows of ``path`` (checked) and counts for the data report."""
     records = _records(path, config.format)
+    if path.name == "faq.jsonl" and config.source in DEMO_SOURCES:
+        records = [{DEMO_COLUMNS.get(k, k): v for k, v in r.items()} for r in records]
     if not records:
         raise DataError(f"{path}: no rows")
     kind = _kind(records, config, path)

@@ -48,6 +48,7 @@ from aiflywheel.tasks.text_generation.data import (
     PARTS,
     Row,
     check_lengths,
+    demo_path,
     read_rows,
     read_split,
     split_rows,
@@ -120,7 +121,7 @@ def data_stage(recipe: Recipe, report: Report) -> Callable[[Path], dict[str, Any
             work_dir / "recipe.yaml",
             yaml.safe_dump(recipe.model_dump(mode="json"), allow_unicode=True, sort_keys=False),
         )
-        source = (recipe.base_dir / config.source).expanduser()
+        source = demo_path(config.source) or (recipe.base_dir / config.source).expanduser()
         rows, counts = read_rows(source, config)
         parts = split_rows(rows, val=recipe.split.val, test=recipe.split.test, seed=recipe.seed)
         for name in PARTS:
