@@ -134,3 +134,33 @@ def test_nearest_neighbour_baseline_and_metrics(tmp_path: Path) -> None:
     assert 1.0 <= lo < 2.5 < hi <= 4.0
     diff = paired_diff([1, 1, 1, 0], [0, 0, 1, 0], n_resamples=200)
     assert diff["diff"] == pytest.approx(0.5) and diff["rows"] == 4
+
+
+def test_the_gate_refuses_a_candidate_that_prefers_the_chosen_no_more_often(tiny_lms) -> None:
+    from aiflywheel.recipe import parse_recipe
+    from aiflywheel.tasks.text_generation.data import Row
+    from aiflywheel.tasks.text_generation.retrain import compare
+
+    recipe = parse_recipe(
+        {
+            "feature": "replies",
+            "task": "text_generation",
+            "generation": {
+                "source": "x.jsonl",
+                "max_length": 64,
+                "sampling": {"max_new_tokens": 4, "max_prompts": 2},
+                "gate": {"min_preference_gain": 1.0},
+            },
+            "evaluate": {"bootstrap_resamples": 100},
+        }
+    )
+    model, tokenizer, _ = load_causal_lm(str(tiny_lms["chat"]))
+    lm = TunedLM(model, tokenizer, base="tiny", chat=True, max_length=64)
+    test = [Row(f"r{i}", e, "en") for i, e in enumerate(PAIRS)]
+    pairs = [PreferencePair(PAIRS[0], "your order ships in two days", "we ship to ten countries")]
+    result = compare(lm, lm, test, pairs, recipe)
+    assert not result.passed
+    assert "preference accuracy gain failed (+0.00 points (needs at least +1 points)" in (
+        result.reason
+    )
+    assert result.champion["perplexity"] == result.candidate["perplexity"]

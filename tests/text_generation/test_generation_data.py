@@ -98,3 +98,18 @@ def test_a_row_longer_than_the_context_and_a_missing_chat_template(
         check_lengths(rows, chat_tok, chat=True, max_length=32)
     with pytest.raises(ModelError, match="has no chat template.*prompt_format: plain"):
         check_chat(plain_tok, True, "gemma3-270m")
+
+
+def test_the_template_is_a_valid_recipe_on_the_shipped_rows() -> None:
+    from importlib import resources
+
+    from aiflywheel.recipe import load_recipe
+    from aiflywheel.tasks.text_generation.data import demo_path
+
+    template = resources.files("aiflywheel.recipes") / "text-generation.yaml"
+    recipe = load_recipe(Path(str(template)))
+    assert recipe.task == "text_generation" and recipe.generation.model == "smollm2-135m"
+    rows, counts = read_rows(demo_path(recipe.generation.source), recipe.generation)
+    assert counts["rows"] == 116 and counts["languages"] == {"en": 58, "zh": 58}
+    with pytest.raises(DataError, match="not a shipped source"):
+        demo_path("demo:nothing")
