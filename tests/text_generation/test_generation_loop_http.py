@@ -134,7 +134,7 @@ def test_choices_and_edits_retrain_promote_v2_and_rollback_returns_v1(running) -
 
 
 def test_limits_answer_422_naming_them_and_streams_end_with_done(running) -> None:
-    http, _store, keys = running
+    http, store, keys = running
     http.post(f"/v1/features/{FEATURE}/promote", json=FIRST, headers=keys["admin"])
     cases = [
         ({"prompt": "hi", "n": 4, "max_tokens": 32}, "n x max_tokens = 4 x 32 = 128"),
@@ -165,3 +165,11 @@ def test_limits_answer_422_naming_them_and_streams_end_with_done(running) -> Non
     text = "".join(e["choices"][0]["text"] for e in events)
     assert text == whole["choices"][0]["text"]
     assert events[-1]["flywheel"]["prediction_id"]
+    # The prediction log keeps the prompt with PII redacted, as the recipe's pii says.
+    private = http.post(
+        "/v1/completions",
+        json={"prompt": "call me at 13812345678 about my order", "max_tokens": 2},
+        headers=keys["client"],
+    ).json()
+    logged, _feature = store.get_prediction(private["flywheel"]["prediction_id"])
+    assert "13812345678" not in logged.text and "<PHONE>" in logged.output["prompt"]

@@ -233,6 +233,36 @@ def read_rows(path: Path, config: GenerationConfig) -> tuple[list[Row], dict[str
     return rows, counts
 
 
+def redact_rows(rows: list[Row], mode: str, types: list[str]) -> tuple[list[Row], int]:
+    """Rows with PII in prompts, turns and responses replaced (``pii.mode``; ``drop_row``
+    drops a row with any hit, ``off`` keeps everything); the number of rows changed."""
+    if mode == "off":
+        return rows, 0
+    from aiflywheel.data.pii import scrub
+
+    def clean(text: str) -> tuple[str, bool]:
+        if not text:
+            return text, False
+        new, hits = scrub(text, mode="redact" if mode == "drop_row" else mode, types=types)
+        return new, bool(hits)
+
+    out, changed = [], 0
+    for row in rows:
+        prompt, a = clean(row.example.prompt)
+        response, b = clean(row.example.response)
+        turns = [(r, *clean(c)) for r, c in row.example.messages]
+        hit = a or b or any(h for _, _, h in turns)
+        if hit:
+            changed += 1
+            if mode == "drop_row":
+                continue
+        example = Example(
+            response=response, prompt=prompt, messages=tuple((r, c) for r, c, _ in turns)
+        )
+        out.append(Row(row.id, example, row.language, row.meta))
+    return out, changed
+
+
 def check_lengths(rows: list[Row], tokenizer: Any, *, chat: bool, max_length: int) -> None:
     """A ``DataError`` naming the first row longer than ``max_length`` tokens."""
     for row in rows:

@@ -123,12 +123,25 @@ async def _log(state, model, text: str, output: dict[str, Any], latency_ms: floa
     return pid
 
 
-def _output(example: Example, texts: list[str], sampling: Sampling, n: int) -> dict[str, Any]:
+def _private(model, text: str) -> str:
+    """``text`` with PII handled as the recipe's ``pii`` says, for the prediction log."""
+    if model.pii.mode == "off" or not text:
+        return text
+    from aiflywheel.data.pii import scrub
+
+    mode = "redact" if model.pii.mode == "drop_row" else model.pii.mode
+    return scrub(text, mode=mode, types=model.pii.types)[0]
+
+
+def _output(
+    model, example: Example, texts: list[str], sampling: Sampling, n: int
+) -> dict[str, Any]:
+    """What the log keeps: prompt, turns and candidates with PII redacted."""
     return {
         "label": "generated",
-        "candidates": texts,
-        "prompt": example.prompt,
-        "messages": [list(m) for m in example.messages],
+        "candidates": [_private(model, t) for t in texts],
+        "prompt": _private(model, example.prompt),
+        "messages": [[r, _private(model, c)] for r, c in example.messages],
         "sampling": {**sampling.to_json(), "n": n},
     }
 
@@ -155,7 +168,8 @@ async def _answer(state, body: _Sampled, example: Example, shown: str, chat: boo
     started = time.perf_counter()
     done = await asyncio.to_thread(predictor.complete, example, n=body.n, sampling=sampling)
     latency = round((time.perf_counter() - started) * 1000, 3)
-    pid = await _log(state, model, shown, _output(example, done.texts, sampling, body.n), latency)
+    output = _output(model, example, done.texts, sampling, body.n)
+    pid = await _log(state, model, _private(model, shown), output, latency)
     choices = []
     for i, (text, tokens) in enumerate(zip(done.texts, done.completion_tokens, strict=True)):
         finish = "length" if tokens >= sampling.max_new_tokens else "stop"
@@ -228,7 +242,8 @@ async def _stream(
         text += piece
         yield event(piece)
     latency = round((time.perf_counter() - started) * 1000, 3)
-    pid = await _log(state, model, shown, _output(example, [text], sampling, 1), latency)
+    output = _output(model, example, [text], sampling, 1)
+    pid = await _log(state, model, _private(model, shown), output, latency)
     yield event(
         None if chat else "",
         "stop",

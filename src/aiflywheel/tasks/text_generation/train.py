@@ -51,6 +51,7 @@ from aiflywheel.tasks.text_generation.data import (
     demo_path,
     read_rows,
     read_split,
+    redact_rows,
     split_rows,
     write_rows,
 )
@@ -123,6 +124,7 @@ def data_stage(recipe: Recipe, report: Report) -> Callable[[Path], dict[str, Any
         )
         source = demo_path(config.source) or (recipe.base_dir / config.source).expanduser()
         rows, counts = read_rows(source, config)
+        rows, counts["rows_with_pii"] = redact_rows(rows, recipe.pii.mode, recipe.pii.types)
         parts = split_rows(rows, val=recipe.split.val, test=recipe.split.test, seed=recipe.seed)
         for name in PARTS:
             write_rows(work_dir / "splits" / f"{name}.jsonl", parts[name])
