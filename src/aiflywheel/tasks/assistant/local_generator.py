@@ -27,24 +27,24 @@ API's ``<feature>:generator`` model serves to another assistant's ``openai`` gen
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import os
-import shutil
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiflywheel.errors import MissingExtraError, ModelError, require_module
-from aiflywheel.models.generator_catalog import GENERATOR_CATALOG, generator_entry
-from aiflywheel.settings import Settings, get_settings
+from aiflywheel.models.causal_lm import (  # the loading is shared with text_generation
+    LocalSource,
+    load_source,
+    resolve_local_model,
+)
+from aiflywheel.models.generator_catalog import GENERATOR_CATALOG
+from aiflywheel.settings import Settings
 from aiflywheel.tasks.assistant.generators import (
-    ASSISTANT_INSTALL,
     TextStream,
     answer_generation,
 )
@@ -58,9 +58,6 @@ from aiflywheel.tasks.assistant.types import Chunk, Generation
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-MARKER_FILE = "conversion.json"
-# Bump when the saved folder's layout changes, so cached conversions are rebuilt.
-CONVERTER_VERSION = 1
 LLAMA_CPP_INSTALL = "pip install llama-cpp-python==0.3.36"
 TRANSFORMERS_INSTALL = "pip install 'aiflywheel[train,assistant]'"
 # Context window asked of llama.cpp; prompts are a few passages and a question.
@@ -134,103 +131,6 @@ class RunCounts:
     completion_tokens: int = 0
 
 
-# --------------------------------------------------------------------------- sources
-
-
-@dataclass(frozen=True)
-class LocalSource:
-    """What a local model name points at: a GGUF file to convert or run, or a
-    transformers folder; ``cache_folder`` is where its fp32 conversion lives."""
-
-    name: str
-    gguf: Path | None
-    folder: Path | None
-    cache_folder: Path | None
-    cache_key: dict[str, Any]
-    locate_gguf: Callable[[], Path] | None = None
-
-    def gguf_path(self) -> Path:
-        if self.gguf is not None:
-            return self.gguf
-        if self.locate_gguf is not None:
-            return self.locate_gguf()
-        raise ModelError(f"local generator {self.name!r} is a transformers folder, not a GGUF file")
-
-
-def resolve_local_model(name: str, settings: Settings | None = None) -> LocalSource:
-    """Resolve an alias, a ``.gguf`` path or a transformers folder (nothing is loaded)."""
-    settings = settings or get_settings()
-    models_dir = settings.cache_dir / "models"
-    if name in GENERATOR_CATALOG:
-        entry = generator_entry(name)
-        return LocalSource(
-            name=name,
-            gguf=None,
-            folder=None,
-            cache_folder=models_dir / f"{name}-fp32",
-            cache_key={"alias": name, "package": entry.distribution, "version": entry.version()},
-            locate_gguf=lambda: entry.locate(settings),
-        )
-    path = Path(name).expanduser()
-    if path.is_file() and path.suffix.lower() == ".gguf":
-        stat = path.stat()
-        key = {"gguf": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-        return LocalSource(
-            name=name,
-            gguf=path,
-            folder=None,
-            cache_folder=models_dir / f"{path.stem}-{digest}-fp32",
-            cache_key=key,
-        )
-    if path.is_dir() and (path / "config.json").is_file():
-        return LocalSource(name=name, gguf=None, folder=path, cache_folder=None, cache_key={})
-    known = ", ".join(GENERATOR_CATALOG)
-    raise ModelError(
-        f"local generator model {name!r} is not a known alias ({known}), a .gguf file or a "
-        "transformers folder with config.json"
-    )
-
-
-def _cache_is_current(folder: Path, key: dict[str, Any]) -> bool:
-    try:
-        marker = json.loads((folder / MARKER_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return (
-        isinstance(marker, dict)
-        and marker.get("converter_version") == CONVERTER_VERSION
-        and marker.get("key") == key
-    )
-
-
-def _save_converted(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path, key: dict
-) -> None:
-    """Save a dequantized model as a plain transformers folder, atomically."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        # The GGUF quantizer marks the model unserializable; its weights are already fp32.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
-        marker = {"converter_version": CONVERTER_VERSION, "key": key}
-        (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2), encoding="utf-8")
-        old = None
-        if folder.exists():
-            old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 # --------------------------------------------------------------------------- backends
 
 
@@ -251,30 +151,9 @@ class TransformersRunner:
         """Load ``source``: a folder directly, a GGUF from its converted cache folder, or
         by converting it (and saving the cache). Returns the runner and how it loaded
         (``folder``, ``cache`` or ``gguf``)."""
-        require_module("torch", what="the local generator", install=TRANSFORMERS_INSTALL)
-        transformers = require_module(
-            "transformers", what="the local generator", install=TRANSFORMERS_INSTALL
-        )
-        if source.folder is not None:
-            return cls._from_folder(transformers, source.folder), "folder"
-        assert source.cache_folder is not None
-        if _cache_is_current(source.cache_folder, source.cache_key):
-            return cls._from_folder(transformers, source.cache_folder), "cache"
-        require_module("gguf", what="loading a GGUF generator", install=ASSISTANT_INSTALL)
-        require_module("accelerate", what="loading a GGUF generator", install=TRANSFORMERS_INSTALL)
-        gguf = source.gguf_path()
-        try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(
-                str(gguf.parent), gguf_file=gguf.name
-            )
-            model = transformers.AutoModelForCausalLM.from_pretrained(
-                str(gguf.parent), gguf_file=gguf.name, dtype="float32"
-            )
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise ModelError(f"cannot load GGUF model {gguf}: {exc}") from None
-        _save_converted(model, tokenizer, source.cache_folder, source.cache_key)
+        model, tokenizer, how = load_source(source)
         model.eval()
-        return cls(model, tokenizer), "gguf"
+        return cls(model, tokenizer), how
 
     @classmethod
     def _from_folder(cls, transformers: Any, folder: Path) -> TransformersRunner:

@@ -224,7 +224,20 @@ def _record(state, feature: str, hosted, session_id: str, question: str, reply) 
     }
 
 
-@router.post("/v1/chat/completions", summary="Chat with an assistant (OpenAI-compatible)")
+async def handle_chat(raw: Any, *, state, principal, session_header=None):
+    """The assistant's answer to the shared ``POST /v1/chat/completions`` route
+    (``serve/routes/chat.py``): the raw body checked as a ``ChatRequest``."""
+    from fastapi.exceptions import RequestValidationError
+    from pydantic import ValidationError
+
+    try:
+        body = ChatRequest.model_validate(raw)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+        raise RequestValidationError(errors) from None
+    return await chat_completions(body, state, principal, session_header)
+
+
 async def chat_completions(
     body: ChatRequest,
     state: State,

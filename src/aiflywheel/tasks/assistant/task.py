@@ -54,6 +54,11 @@ class AssistantTask:
 
     predict_route = "/v1/chat/completions"
 
+    def chat_handler(self):
+        from aiflywheel.tasks.assistant.routes import handle_chat
+
+        return handle_chat
+
     def check_recipe(self, recipe) -> None:
         if recipe.assistant is None:
             raise RecipeError(

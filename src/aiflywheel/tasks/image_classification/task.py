@@ -27,6 +27,9 @@ class ImageClassificationTask:
     predict_route = "/v1/predict"
     batch_input = "path"  # `flywheel predict FEATURE --input images.csv`: a column of paths
 
+    def chat_handler(self):
+        return None  # an image classifier answers /v1/predict
+
     def check_recipe(self, recipe) -> None:
         if recipe.image is None:
             raise RecipeError(

@@ -61,6 +61,9 @@ class TextClassificationTask:
     batch_input = "text"
     predict_route = "/v1/classify"
 
+    def chat_handler(self):
+        return None  # a classifier answers /v1/classify
+
     def check_recipe(self, recipe) -> None:
         if recipe.data is None:
             raise RecipeError(

@@ -66,6 +66,9 @@ class TextToTextTask:
     predict_route = "/v1/transform"
     batch_input = "text"
 
+    def chat_handler(self):
+        return None  # a text-to-text model answers its predict route, not a chat
+
     def check_recipe(self, recipe) -> None:
         if recipe.text_to_text is None:
             raise RecipeError(
