@@ -249,11 +249,21 @@ def conclude_retrain(
     metric: str,
     summary: Any = None,
     score_rows: Sequence[tuple[str, str]] | None = None,
+    gate_recorded: bool = False,
 ) -> Any:
-    """The end of every task's retrain: the gate's decision on the candidate, audited with
-    both versions' summaries (``summary(row)``; ``version_summary`` by default), the gate's
-    scores and checks, the data counts; then the ``RetrainResult`` the CLI prints."""
+    """The end of every task's retrain: the gate's result written to the candidate's run
+    (``gate.json``) and metrics (unless ``gate_recorded``: the task did it before its run
+    was committed), its decision on the candidate, audited with both versions' summaries
+    (``summary(row)``; ``version_summary`` by default), the gate's scores and checks, the
+    data counts; then the ``RetrainResult`` the CLI prints."""
     from aiflywheel.core.gate import RetrainResult
+    from aiflywheel.files import write_json_atomic
+
+    if not gate_recorded:
+        write_json_atomic(run_dir / "gate.json", gate.to_json())
+        store.update_model_metrics(
+            feature, candidate_version, {"gate": {"passed": gate.passed, "reason": gate.reason}}
+        )
 
     summary = summary or version_summary
     details: dict[str, Any] = {

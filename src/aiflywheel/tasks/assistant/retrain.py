@@ -500,6 +500,7 @@ def retrain_assistant(
         metric="answer accuracy",
         summary=_summary,
         score_rows=ASSISTANT_SCORE_ROWS,
+        gate_recorded=True,
     )
 
 

@@ -147,10 +147,6 @@ def retrain_image_feature(
         holdout,
         recipe,
     )
-    write_json_atomic(trained.run_dir / "gate.json", gate.to_json())
-    store.update_model_metrics(
-        feature, trained.version, {"gate": {"passed": gate.passed, "reason": gate.reason}}
-    )
     return conclude_retrain(
         store,
         feature,

@@ -24,7 +24,6 @@ from aiflywheel.core.gate import (
 )
 from aiflywheel.core.versions import conclude_retrain
 from aiflywheel.errors import ConflictError, NotFoundError
-from aiflywheel.files import write_json_atomic
 from aiflywheel.metrics.translation import corpus_scores, paired_bootstrap
 from aiflywheel.recipe import Recipe, parse_recipe
 from aiflywheel.tasks.text_to_text.data import Pair, write_pairs
@@ -230,10 +229,6 @@ def retrain_text_to_text(
         parts["test"],
         holdout,
         recipe,
-    )
-    write_json_atomic(trained.run_dir / "gate.json", gate.to_json())
-    store.update_model_metrics(
-        feature, trained.version, {"gate": {"passed": gate.passed, "reason": gate.reason}}
     )
     return conclude_retrain(
         store,
