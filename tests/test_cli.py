@@ -57,11 +57,12 @@ def test_init_schema_and_validate(tmp_path: Path, capsys) -> None:
     _assert_one_line_error(
         code,
         err,
-        "unknown template 'nope'; known: csv, en-reviews, help-center, images, text-to-text, "
-        "zh-reviews",
+        "unknown template 'nope'; known: csv, en-reviews, help-center, images, "
+        "text-generation, text-to-text, zh-reviews",
     )
     code, out, _ = _run(["init", "--list"], capsys)
     assert "zh-reviews" in out and "en-reviews" in out
+    assert "text-generation" in out and "text-to-text" in out
     code, out, _ = _run(["recipe", "schema"], capsys)
     assert code == 0 and json.loads(out)["title"] == "Recipe"
     code, out, _ = _run(["recipe", "validate", str(target)], capsys)
