@@ -6,19 +6,20 @@ among the candidates, summed over those the sentence contains, divided by the su
 all of them. A FAQ answer sentence also scores as well as its FAQ question matches
 (the curated answer answers that question even when it shares no words with it), and
 a document sentence gets a quarter of its heading's coverage on top. Earlier passages
-(better retrieval ranks) get a slight edge: the score is multiplied by
-``1 - 0.05 * position`` (at least 0.75).
+(better retrieval ranks, in the answer's language) weigh more: the score is multiplied by
+``1 - rank_prior * position`` (``RANK_PRIOR`` 0.4, at least ``MIN_PRIOR``), so a later
+passage is quoted only when it covers the question clearly better than the first; the
+retrieval ranks paraphrases better than word overlap does.
 
 When the best sentence's passage is short (its body at most ``whole_passage_chars``: a
 curated FAQ answer, a short document section), the answer is that whole passage: it keeps
 the rule together with the exceptions, limits, amounts and time windows the passage
 attaches to it, which a lone sentence drops. Otherwise the answer is the best sentences
-(at most ``max_sentences``, each scoring at least
-``MIN_SCORE`` and at least half the best score, together at most ``max_chars``),
-quoted verbatim, each followed by its passage number ([n]), grouped by passage in
+(at most ``max_sentences``, each scoring at least half the best score, together at
+most ``max_chars``), quoted verbatim, each followed by its passage number ([n]), grouped by passage in
 order of their best sentence and in reading order inside a passage. When no sentence
-reaches ``MIN_SCORE`` the answer is ``prompts.DONT_KNOW`` for the language, citing
-nothing. When passages in the question's language exist only those are used, so the
+reaches ``MIN_SCORE`` (before the rank prior) the answer is ``prompts.DONT_KNOW`` for
+the language, citing nothing. When passages in the question's language exist only those are used, so the
 answer comes in the customer's language. Deterministic: ties break by position.
 """
 
@@ -44,6 +45,11 @@ from aiflywheel.tasks.assistant.types import Chunk, Generation
 
 # A sentence must cover at least this weighted share of the question to be quoted.
 MIN_SCORE = 0.2
+# Each retrieval rank below the first multiplies a passage's sentence scores by
+# 1 - RANK_PRIOR * rank (at least MIN_PRIOR): word overlap alone picked a passage other
+# than the retrieval's best far too often (benchmarks/assistant_answers.py).
+RANK_PRIOR = 0.4
+MIN_PRIOR = 0.05
 # Verbs that carry no topic in help-center questions ("how long does it take"), on top of
 # the grounding stop words; forms as the tokenizers produce them (bm25 stems).
 QUESTION_VERBS = frozenset(
@@ -100,6 +106,7 @@ class Candidate:
     passage: int
     position: int
     score: float
+    coverage: float = 0.0  # the score before the retrieval-rank prior
 
 
 class ExtractiveGenerator:
@@ -112,8 +119,10 @@ class ExtractiveGenerator:
         max_sentences: int = 3,
         max_chars: int = 600,
         whole_passage_chars: int = 600,
+        rank_prior: float = RANK_PRIOR,
     ) -> None:
         self.name = "extractive"
+        self.rank_prior = rank_prior
         self.whole_passage_chars = whole_passage_chars
         self.max_sentences = max_sentences
         self.max_chars = max_chars
@@ -169,8 +178,8 @@ class ExtractiveGenerator:
                 score = max(own, heading_cov)
             else:
                 score = min(1.0, own + 0.25 * heading_cov)
-            prior = max(0.75, 1.0 - 0.05 * positions[number])
-            scored.append(Candidate(sentence, number, position, round(score * prior, 6)))
+            prior = max(MIN_PRIOR, 1.0 - self.rank_prior * positions[number])
+            scored.append(Candidate(sentence, number, position, round(score * prior, 6), score))
         return scored
 
     @staticmethod
@@ -184,9 +193,9 @@ class ExtractiveGenerator:
     def select(self, candidates: list[Candidate]) -> list[Candidate]:
         """The sentences to quote, in answer order."""
         ranked = sorted(candidates, key=lambda c: (-c.score, c.passage, c.position))
-        if not ranked or ranked[0].score < MIN_SCORE:
+        if not ranked or max(c.coverage for c in ranked) < MIN_SCORE:
             return []
-        floor = max(MIN_SCORE, ranked[0].score / 2)
+        floor = ranked[0].score / 2
         chosen: list[Candidate] = []
         length = 0
         for cand in ranked:
