@@ -15,12 +15,13 @@ When the best sentence's passage is short (its body at most ``whole_passage_char
 curated FAQ answer, a short document section), the answer is that whole passage: it keeps
 the rule together with the exceptions, limits, amounts and time windows the passage
 attaches to it, which a lone sentence drops. Otherwise the answer is the best sentences
-(at most ``max_sentences``, each scoring at least half the best score, together at
-most ``max_chars``), quoted verbatim, each followed by its passage number ([n]), grouped by passage in
-order of their best sentence and in reading order inside a passage. When no sentence
-reaches ``MIN_SCORE`` (before the rank prior) the answer is ``prompts.DONT_KNOW`` for
-the language, citing nothing. When passages in the question's language exist only those are used, so the
-answer comes in the customer's language. Deterministic: ties break by position.
+(at most ``max_sentences``, each scoring at least half the best score, together at most
+``max_chars``), quoted verbatim, each followed by its passage number ([n]), grouped by
+passage in order of their best sentence and in reading order inside a passage. When no
+sentence reaches ``MIN_SCORE`` (read under a mild prior, ``GATE_PRIOR``) the answer is
+``prompts.DONT_KNOW`` for the language, citing nothing. When passages in the question's
+language exist only those are used, so the answer comes in the customer's language.
+Deterministic: ties break by position.
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ MIN_SCORE = 0.2
 # than the retrieval's best far too often (benchmarks/assistant_answers.py).
 RANK_PRIOR = 0.4
 MIN_PRIOR = 0.05
+# Whether any sentence answers at all ("I don't know" below MIN_SCORE) is read under a
+# mild prior, 1 - GATE_PRIOR * rank (at least GATE_MIN_PRIOR), so the strong one above
+# changes which passage is quoted, not how often the assistant hands off.
+GATE_PRIOR = 0.05
+GATE_MIN_PRIOR = 0.75
 # Verbs that carry no topic in help-center questions ("how long does it take"), on top of
 # the grounding stop words; forms as the tokenizers produce them (bm25 stems).
 QUESTION_VERBS = frozenset(
@@ -106,7 +112,7 @@ class Candidate:
     passage: int
     position: int
     score: float
-    coverage: float = 0.0  # the score before the retrieval-rank prior
+    gate_score: float = 0.0  # the score under the mild prior that decides "I don't know"
 
 
 class ExtractiveGenerator:
@@ -179,7 +185,10 @@ class ExtractiveGenerator:
             else:
                 score = min(1.0, own + 0.25 * heading_cov)
             prior = max(MIN_PRIOR, 1.0 - self.rank_prior * positions[number])
-            scored.append(Candidate(sentence, number, position, round(score * prior, 6), score))
+            gate = max(GATE_MIN_PRIOR, 1.0 - GATE_PRIOR * positions[number])
+            scored.append(
+                Candidate(sentence, number, position, round(score * prior, 6), score * gate)
+            )
         return scored
 
     @staticmethod
@@ -193,7 +202,7 @@ class ExtractiveGenerator:
     def select(self, candidates: list[Candidate]) -> list[Candidate]:
         """The sentences to quote, in answer order."""
         ranked = sorted(candidates, key=lambda c: (-c.score, c.passage, c.position))
-        if not ranked or max(c.coverage for c in ranked) < MIN_SCORE:
+        if not ranked or max(c.gate_score for c in ranked) < MIN_SCORE:
             return []
         floor = ranked[0].score / 2
         chosen: list[Candidate] = []
