@@ -15,6 +15,7 @@ prior given (``--rank-prior``, ``extractive.RANK_PRIOR`` by default):
 passages) for the last prior.
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/assistant_answers.py --rank-prior 0.05 0.4
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/assistant_answers.py --judge no_answer
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ def main() -> None:
     parser.add_argument("--index-dir", default="/tmp/aiflywheel-answers-bench/index")
     parser.add_argument("--rank-prior", type=float, nargs="+", default=None)
     parser.add_argument("--dump", default=None, help="per-question JSONL (last prior)")
+    parser.add_argument(
+        "--judge",
+        choices=("none", "no_answer", "confidence"),
+        default="none",
+        help="train the feature judge on the knowledge base and give it this role",
+    )
     args = parser.parse_args()
 
     import torch
@@ -76,10 +83,24 @@ def main() -> None:
     calibration, _ = split_eval_set(questions, 0.5)
     config = AssistantConfig(knowledge_base="demo:help-center", eval_set="demo:help-center-eval")
 
+    judge = None
+    if args.judge != "none":
+        from aiflywheel.tasks.assistant.judge import FeatureJudge
+        from aiflywheel.tasks.assistant.judge_pairs import build_judge_pairs
+
+        started, cpu = time.perf_counter(), time.process_time()
+        judge = FeatureJudge(index).fit(build_judge_pairs(index))
+        print(
+            f"judge trained: {time.perf_counter() - started:.1f} s wall, "
+            f"{time.process_time() - cpu:.1f} s CPU"
+        )
+
     for prior in args.rank_prior or [RANK_PRIOR]:
         started, cpu = time.perf_counter(), time.process_time()
         assistant = assistant_from_parts(index, config, Thresholds(0.0, 1.01), get_settings())
         assistant.generator = ExtractiveGenerator(rank_prior=prior)
+        if judge is not None:
+            assistant.judge, assistant.judge_role = judge, args.judge
         cal = calibrate_thresholds(
             assistant,
             calibration,
@@ -90,7 +111,8 @@ def main() -> None:
         evaluation = evaluate_assistant(assistant, questions, held_out_share=0.5)
         print(
             f"\n== rank prior {prior}: hand off below {cal.thresholds.handoff_below:.3f}, "
-            f"FAQ at {cal.thresholds.faq_at_least:.3f} "
+            f"FAQ at {cal.thresholds.faq_at_least:.3f}, judge answers an 'I don't know' at "
+            f"{cal.thresholds.answer_judge_at_least} "
             f"({time.perf_counter() - started:.1f} s wall, {time.process_time() - cpu:.1f} s CPU)"
         )
         blocks = [

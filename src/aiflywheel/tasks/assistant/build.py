@@ -196,6 +196,7 @@ def build_assistant(
         assistant = assistant_from_parts(index, config, provisional, settings)
         if judge_summary is not None:
             assistant.judge = judge_summary.pop("judge")
+            assistant.judge_role = config.judge.role
         calibration = None
         if not set_in_recipe:
             calibration_set, _ = split_eval_set(questions, config.held_out_share)

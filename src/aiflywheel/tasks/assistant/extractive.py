@@ -219,6 +219,34 @@ class ExtractiveGenerator:
             first.setdefault(cand.passage, i)
         return sorted(chosen, key=lambda c: (first[c.passage], c.position))
 
+    def first_passage(self, passages: Sequence[Chunk], language: str) -> Generation:
+        """The first passage in the answer's language (the retrieval's best) quoted
+        whole, or its first ``max_chars``, whatever the question's words: what the policy
+        answers when a judge says the passages answer although no sentence shares enough
+        words with the question."""
+        start = time.perf_counter()
+        lang = prompt_language(language)
+        same = [n for n, c in enumerate(passages, start=1) if _chunk_language(c) == lang]
+        number = (same or [1])[0]
+        pieces = self._whole(passages, number, limit=self.max_chars)
+        return answer_generation("".join(pieces), len(passages), generator=self.name, started=start)
+
+    def _whole(self, passages: Sequence[Chunk], number: int, *, limit: int) -> list[str]:
+        """Passage ``number``'s body in sentence pieces (up to ``limit`` characters, whole
+        sentences, at least one), its citation after the last."""
+        chunk = passages[number - 1]
+        body = " ".join((chunk.answer if chunk.kind == "faq" else chunk.text).split())
+        zh = text_language(body) == "zh"
+        pieces: list[str] = []
+        for piece in (p for p in _SENTENCE_PIECE_RE.findall(body) if p):
+            if pieces and sum(map(len, pieces)) + len(piece) > limit:
+                break
+            pieces.append(piece)
+        if not pieces:
+            return []
+        pieces[-1] = pieces[-1].rstrip() + (f"[{number}]" if zh else f" [{number}]")
+        return pieces
+
     def _pieces(self, question: str, passages: Sequence[Chunk], language: str) -> list[str]:
         lang = prompt_language(language)
         chosen = self.select(self.candidates(question, passages, language))
