@@ -218,6 +218,7 @@ def build_assistant(
                     else calibration.thresholds.faq_at_least
                 ),
                 origin=calibration.thresholds.origin,
+                answer_judge_at_least=calibration.thresholds.answer_judge_at_least,
             )
             assistant.thresholds = thresholds
             report(
