@@ -287,3 +287,26 @@ def test_no_answer_role_answers_an_i_dont_know_from_the_first_passage_when_the_j
     assistant.judge_role = "confidence"
     plain = calibrate_thresholds(assistant, questions).thresholds
     assert plain.answer_judge_at_least is None and "answer_judge_at_least" not in plain.to_json()
+
+
+def test_train_with_the_no_answer_role_stores_the_judge_cut_and_serves_it(
+    tmp_path: Path, capsys
+) -> None:
+    project = tmp_path / "role"
+    extra = "  judge:\n    kind: features\n    role: no_answer\n"
+    recipe = _recipe(project, knowledge_base=str(KB), extra=extra)
+    _write_eval(project / "eval.jsonl", EVAL_SET)
+    code, _, err = _run(["train", str(recipe)], capsys)
+    assert code == 0, err
+    store = open_store()
+    version = store.get_model_version("helpdesk", 1)
+    metrics = json.loads((Path(version.model_path).parent / "metrics.json").read_text())
+    cut = metrics["thresholds"]["answer_judge_at_least"]
+    assert cut is not None and cut == metrics["calibration"]["thresholds"]["answer_judge_at_least"]
+    loaded = load_assistant(version.model_path, feature="helpdesk", version=1, store=store)
+    assert loaded.assistant.judge_role == "no_answer"
+    assert loaded.assistant.thresholds.answer_judge_at_least == cut
+    bad = _recipe(tmp_path / "bad", knowledge_base=str(KB), extra=extra.replace("no_answer", "x"))
+    _write_eval(tmp_path / "bad" / "eval.jsonl", EVAL_SET)
+    code, _, err = _run(["train", str(bad)], capsys)
+    _one_line_error(code, err, "role", "x")
