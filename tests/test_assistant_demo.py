@@ -47,6 +47,9 @@ def test_the_template_builds_the_documented_assistant(demo: dict[str, Any]) -> N
     kb = metrics["knowledge_base"]
     assert (kb["faq_entries"], kb["problems"]) == (116, [])
     assert metrics["thresholds"]["origin"].startswith("calibrated on ")
+    # the judge's cut for an "I don't know" reaches the version (issue 12's no_answer role)
+    assert metrics["thresholds"]["answer_judge_at_least"] is not None
+    assert metrics["judge"]["kind"] == "features"
     assert len(demo["rows"]) == 253
     assert metrics["evaluation"]["answers"]["unsupported_answers"] == 0
 
@@ -64,10 +67,10 @@ def test_hybrid_retrieval_finds_a_right_passage_in_the_top_5_for_90_percent(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="not met with e5-small + the extractive generator: measured handoff precision "
-    "0.52 at recall 0.86 on the 253 questions (held out: 0.49 at 0.81); a similarity cut "
-    "cannot separate near-domain questions from answerable ones; it needs a learned "
-    "answerability judge",
+    reason="not met with e5-small + the extractive generator + the judge in the no_answer "
+    "role: measured handoff precision 0.61 at recall 0.88 on the 253 questions (held out: "
+    "0.58 at 0.84); the cosine cut cannot separate near-domain questions from answerable "
+    "ones, and English answerable questions score lower than Chinese ones",
 )
 def test_handoffs_reach_recall_90_with_precision_80(demo: dict[str, Any]) -> None:
     answers = demo["metrics"]["evaluation"]["answers"]
@@ -80,8 +83,8 @@ def test_handoffs_and_answers_hold_their_measured_level(demo: dict[str, Any]) ->
     evaluation = demo["metrics"]["evaluation"]
     answers = evaluation["answers"]
     assert answers["handoff_recall"] >= 0.85
-    assert answers["handoff_precision"] >= 0.45
-    assert answers["answer_accuracy"] >= 0.30
+    assert answers["handoff_precision"] >= 0.57
+    assert answers["answer_accuracy"] >= 0.50
     by_kind = evaluation["by_kind"]
     assert by_kind["person_request"]["handoff_reasons"] == {"asked for a person": 15}
     assert by_kind["out_of_scope"]["handoff_recall"] >= 0.80

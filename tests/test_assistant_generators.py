@@ -222,12 +222,30 @@ def test_extractive_quotes_the_answering_sentence_with_its_citation() -> None:
 
 
 def test_extractive_uses_the_faq_answer_when_the_faq_question_matches() -> None:
-    result = ExtractiveGenerator().generate(
+    # with a weak rank prior, the FAQ question's match wins from the third place
+    result = ExtractiveGenerator(rank_prior=0.05).generate(
         "Can I change the delivery address?", EN_PASSAGES, language="en"
     )
     assert "within 1 hour of ordering" in result.text
     assert result.cited == [3]
     assert "Can I change my delivery address?" not in result.text  # questions are not quoted
+
+
+def test_extractive_prefers_the_retrieval_best_passage_over_word_overlap() -> None:
+    # "delivery" and "ship" overlap the shipping passage; the retrieval ranked the FAQ
+    # entry first, and the default rank prior keeps it unless another covers far more
+    ranked = [ADDRESS_FAQ_EN, SHIPPING_EN, REFUND_EN]
+    result = ExtractiveGenerator().generate(
+        "When will the delivery ship if I edit where it goes?", ranked, language="en"
+    )
+    assert "within 1 hour of ordering" in result.text and result.cited == [1]
+    weak = ExtractiveGenerator(rank_prior=0.0).generate(
+        "When will the delivery ship if I edit where it goes?", ranked, language="en"
+    )
+    assert weak.cited == [2]  # word overlap alone quotes the shipping passage
+    # no sentence of any passage covers the question: still "I don't know"
+    none = ExtractiveGenerator().generate("Do you sell garden gnomes?", ranked, language="en")
+    assert none.cited == []
 
 
 def test_extractive_answers_in_the_question_language() -> None:

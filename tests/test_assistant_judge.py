@@ -246,3 +246,67 @@ def test_a_bad_judge_section_is_a_one_line_error(tmp_path: Path, capsys) -> None
     _write_eval(project / "eval.jsonl", EVAL_SET)
     code, _, err = _run(["train", str(recipe)], capsys)
     _one_line_error(code, err, "judge", "cross-encoder")
+
+
+def test_no_answer_role_answers_an_i_dont_know_from_the_first_passage_when_the_judge_says_so(
+    index: KnowledgeIndex, judge: FeatureJudge, tmp_path: Path
+) -> None:
+    from aiflywheel.tasks.assistant.evaluation import calibrate_thresholds, load_eval_set
+    from aiflywheel.tasks.assistant.policy import NO_ANSWER_REASON
+
+    assistant = _assistant(index, judge, 0.0)
+    assistant.judge_role = "no_answer"
+    question = "Do you sell garden gnomes?"  # no passage sentence shares its words
+    reply = assistant.answer(question)
+    assert reply.handoff and reply.reason == NO_ANSWER_REASON
+    probability = reply.details["judge_probability"]
+    assert 0.0 <= probability <= 1.0
+    # the cosine stays the confidence, and the hits keep the retrieval order
+    assert reply.confidence == pytest.approx(max(h.dense_score for h in reply.hits))
+    assert [h.chunk.id for h in reply.hits] == [h.chunk.id for h in index.search(question, 5)]
+    # (the details round the probability to 4 decimals)
+    assistant.thresholds = Thresholds(0.0, 1.01, answer_judge_at_least=probability - 1e-4)
+    answered = assistant.answer(question)
+    assert not answered.handoff and answered.kind == "generated"
+    assert answered.details["judge_answered"] == probability
+    first = assistant.decide(question).passages[0]
+    assert answered.citations[0].chunk_id == first.id
+    assert (
+        answered.text.rsplit(" [", 1)[0].split()[:3]
+        == (first.answer if first.kind == "faq" else first.text).split()[:3]
+    )
+    assistant.thresholds = Thresholds(0.0, 1.01, answer_judge_at_least=probability + 1e-3)
+    assert assistant.answer(question).handoff
+    # calibration sets the judge's cut only in this role
+    questions = load_eval_set(_write_eval(tmp_path / "eval.jsonl", EVAL_SET))
+    assistant.thresholds = Thresholds(0.0, 1.01)
+    calibrated = calibrate_thresholds(assistant, questions).thresholds
+    assert calibrated.answer_judge_at_least is not None
+    assert "answer_judge_at_least" in calibrated.to_json()
+    assert Thresholds(**calibrated.to_json()) == calibrated  # as a version's manifest loads
+    assistant.judge_role = "confidence"
+    plain = calibrate_thresholds(assistant, questions).thresholds
+    assert plain.answer_judge_at_least is None and "answer_judge_at_least" not in plain.to_json()
+
+
+def test_train_with_the_no_answer_role_stores_the_judge_cut_and_serves_it(
+    tmp_path: Path, capsys
+) -> None:
+    project = tmp_path / "role"
+    extra = "  judge:\n    kind: features\n    role: no_answer\n"
+    recipe = _recipe(project, knowledge_base=str(KB), extra=extra)
+    _write_eval(project / "eval.jsonl", EVAL_SET)
+    code, _, err = _run(["train", str(recipe)], capsys)
+    assert code == 0, err
+    store = open_store()
+    version = store.get_model_version("helpdesk", 1)
+    metrics = json.loads((Path(version.model_path).parent / "metrics.json").read_text())
+    cut = metrics["thresholds"]["answer_judge_at_least"]
+    assert cut is not None and cut == metrics["calibration"]["thresholds"]["answer_judge_at_least"]
+    loaded = load_assistant(version.model_path, feature="helpdesk", version=1, store=store)
+    assert loaded.assistant.judge_role == "no_answer"
+    assert loaded.assistant.thresholds.answer_judge_at_least == cut
+    bad = _recipe(tmp_path / "bad", knowledge_base=str(KB), extra=extra.replace("no_answer", "x"))
+    _write_eval(tmp_path / "bad" / "eval.jsonl", EVAL_SET)
+    code, _, err = _run(["train", str(bad)], capsys)
+    _one_line_error(code, err, "role", "x")

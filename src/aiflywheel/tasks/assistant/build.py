@@ -196,6 +196,7 @@ def build_assistant(
         assistant = assistant_from_parts(index, config, provisional, settings)
         if judge_summary is not None:
             assistant.judge = judge_summary.pop("judge")
+            assistant.judge_role = config.judge.role
         calibration = None
         if not set_in_recipe:
             calibration_set, _ = split_eval_set(questions, config.held_out_share)
@@ -217,6 +218,7 @@ def build_assistant(
                     else calibration.thresholds.faq_at_least
                 ),
                 origin=calibration.thresholds.origin,
+                answer_judge_at_least=calibration.thresholds.answer_judge_at_least,
             )
             assistant.thresholds = thresholds
             report(

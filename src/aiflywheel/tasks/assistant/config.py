@@ -111,6 +111,14 @@ class JudgeConfig(BaseModel):
         description="Reorder the top hits by the judge's probability (off: keep the "
         "retrieval order and use the judge for the confidence only).",
     )
+    role: Literal["confidence", "no_answer"] = Field(
+        "confidence",
+        description="'confidence': the judge's best probability replaces the cosine for "
+        "the handoff threshold; 'no_answer': the cosine keeps that role and the judge "
+        "decides only when no passage sentence shares enough words with the question (the "
+        "extractive 'I don't know'): at or above a probability calibrated with the "
+        "handoff threshold the first passage is quoted instead of handing off.",
+    )
 
 
 class AssistantConfig(BaseModel):

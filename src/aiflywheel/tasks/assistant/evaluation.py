@@ -368,6 +368,42 @@ def _best_cut(rows: Sequence[tuple], target_recall: float) -> tuple[float, float
     return best[1], best[2], best[3]
 
 
+def _best_cuts_with_judge(
+    rows: Sequence[tuple], judged: Sequence[tuple], target_recall: float
+) -> tuple[float, float, float, float]:
+    """(cut, precision, recall, judge cut) for a judge in the "no_answer" role: an
+    "I don't know" is handed off only when the judge's probability is below the judge
+    cut. Among the pairs whose handoff recall reaches ``target_recall``, the best
+    precision, then the most right answers (ties: the lowest cuts); when none does, the
+    best F1. ``judged`` gives, per row, the judge's probability when the probe answered
+    an "I don't know" from the first passage (else None) and whether the reply is right."""
+    truth = [q.handoff for q, *_ in rows]
+    scores = sorted({round(c, 6) for _, _, c, *_ in rows})
+    cuts = [0.0] + [(a + b) / 2 for a, b in zip(scores, scores[1:], strict=False)] + [1.01]
+    probabilities = sorted({round(p, 6) for p, _ in judged if p is not None})
+    judge_cuts = [0.0, *probabilities, 1.01]
+    best: tuple[tuple, float, float, float, float] | None = None
+    for judge_cut in judge_cuts:
+        for cut in cuts:
+            predicted = []
+            right = 0
+            for (_q, _, c, person, no_answer, refused), (p, correct) in zip(
+                rows, judged, strict=True
+            ):
+                silent = no_answer and (p is None or p < judge_cut)
+                handoff = person or (not refused and (silent or c < cut))
+                predicted.append(handoff)
+                right += (not handoff) and correct
+            precision, recall = _precision_recall(predicted, truth)
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            met = recall >= target_recall
+            key = (met, precision if met else f1, right, -cut, -judge_cut)
+            if best is None or key > best[0]:
+                best = (key, cut, precision, recall, judge_cut)
+    assert best is not None
+    return best[1], best[2], best[3], best[4]
+
+
 def calibrate_thresholds(
     assistant: Assistant,
     questions: Sequence[EvalQuestion],
@@ -395,17 +431,39 @@ def calibrate_thresholds(
     """
     if not questions:
         raise DataError("calibration needs at least one evaluation question")
-    probe = dataclasses.replace(assistant, thresholds=Thresholds(0.0, 1.01, origin="probe"))
+    judging = assistant.judge is not None and assistant.judge_role == "no_answer"
+    probe = dataclasses.replace(
+        assistant,
+        thresholds=Thresholds(
+            0.0, 1.01, origin="probe", answer_judge_at_least=0.0 if judging else None
+        ),
+    )
     rows = []
+    judged = []  # (judge probability of an "I don't know", its override right, answer right)
     for q in questions:
         reply = ask(probe, q)
         person = reply.handoff and (
             reply.reason == PERSON_REASON or (reply.reason or "").startswith(THIRD_LANGUAGE_REASON)
         )
-        no_answer = reply.handoff and (reply.reason or "").startswith(NO_ANSWER_REASON)
+        overridden = "judge_answered" in reply.details
+        no_answer = overridden or (
+            reply.handoff and (reply.reason or "").startswith(NO_ANSWER_REASON)
+        )
         refused = reply.kind in NOT_ANSWERS and not reply.handoff
         rows.append((q, reply.hits, reply.confidence, person, no_answer, refused))
-    handoff_below, precision, recall = _best_cut(rows, target_recall)
+        judged.append(
+            (
+                float(reply.details["judge_answered"]) if overridden else None,
+                q.answerable and is_correct_answer(q, reply),
+            )
+        )
+    answer_judge_at_least = None
+    if judging:
+        handoff_below, precision, recall, answer_judge_at_least = _best_cuts_with_judge(
+            rows, judged, target_recall
+        )
+    else:
+        handoff_below, precision, recall = _best_cut(rows, target_recall)
     notes: list[str] = []
     if recall < target_recall:
         notes.append(
@@ -438,6 +496,9 @@ def calibrate_thresholds(
         handoff_below=round(float(handoff_below), 6),
         faq_at_least=round(float(faq_at_least), 6),
         origin=f"calibrated on {len(questions)} evaluation questions",
+        answer_judge_at_least=(
+            None if answer_judge_at_least is None else round(float(answer_judge_at_least), 6)
+        ),
     )
     return Calibration(
         thresholds=thresholds,

@@ -6,20 +6,22 @@ among the candidates, summed over those the sentence contains, divided by the su
 all of them. A FAQ answer sentence also scores as well as its FAQ question matches
 (the curated answer answers that question even when it shares no words with it), and
 a document sentence gets a quarter of its heading's coverage on top. Earlier passages
-(better retrieval ranks) get a slight edge: the score is multiplied by
-``1 - 0.05 * position`` (at least 0.75).
+(better retrieval ranks, in the answer's language) weigh more: the score is multiplied by
+``1 - rank_prior * position`` (``RANK_PRIOR`` 0.4, at least ``MIN_PRIOR``), so a later
+passage is quoted only when it covers the question clearly better than the first; the
+retrieval ranks paraphrases better than word overlap does.
 
 When the best sentence's passage is short (its body at most ``whole_passage_chars``: a
 curated FAQ answer, a short document section), the answer is that whole passage: it keeps
 the rule together with the exceptions, limits, amounts and time windows the passage
 attaches to it, which a lone sentence drops. Otherwise the answer is the best sentences
-(at most ``max_sentences``, each scoring at least
-``MIN_SCORE`` and at least half the best score, together at most ``max_chars``),
-quoted verbatim, each followed by its passage number ([n]), grouped by passage in
-order of their best sentence and in reading order inside a passage. When no sentence
-reaches ``MIN_SCORE`` the answer is ``prompts.DONT_KNOW`` for the language, citing
-nothing. When passages in the question's language exist only those are used, so the
-answer comes in the customer's language. Deterministic: ties break by position.
+(at most ``max_sentences``, each scoring at least half the best score, together at most
+``max_chars``), quoted verbatim, each followed by its passage number ([n]), grouped by
+passage in order of their best sentence and in reading order inside a passage. When no
+sentence reaches ``MIN_SCORE`` (read under a mild prior, ``GATE_PRIOR``) the answer is
+``prompts.DONT_KNOW`` for the language, citing nothing. When passages in the question's
+language exist only those are used, so the answer comes in the customer's language.
+Deterministic: ties break by position.
 """
 
 from __future__ import annotations
@@ -44,6 +46,16 @@ from aiflywheel.tasks.assistant.types import Chunk, Generation
 
 # A sentence must cover at least this weighted share of the question to be quoted.
 MIN_SCORE = 0.2
+# Each retrieval rank below the first multiplies a passage's sentence scores by
+# 1 - RANK_PRIOR * rank (at least MIN_PRIOR): word overlap alone picked a passage other
+# than the retrieval's best far too often (benchmarks/assistant_answers.py).
+RANK_PRIOR = 0.4
+MIN_PRIOR = 0.05
+# Whether any sentence answers at all ("I don't know" below MIN_SCORE) is read under a
+# mild prior, 1 - GATE_PRIOR * rank (at least GATE_MIN_PRIOR), so the strong one above
+# changes which passage is quoted, not how often the assistant hands off.
+GATE_PRIOR = 0.05
+GATE_MIN_PRIOR = 0.75
 # Verbs that carry no topic in help-center questions ("how long does it take"), on top of
 # the grounding stop words; forms as the tokenizers produce them (bm25 stems).
 QUESTION_VERBS = frozenset(
@@ -100,6 +112,7 @@ class Candidate:
     passage: int
     position: int
     score: float
+    gate_score: float = 0.0  # the score under the mild prior that decides "I don't know"
 
 
 class ExtractiveGenerator:
@@ -112,8 +125,10 @@ class ExtractiveGenerator:
         max_sentences: int = 3,
         max_chars: int = 600,
         whole_passage_chars: int = 600,
+        rank_prior: float = RANK_PRIOR,
     ) -> None:
         self.name = "extractive"
+        self.rank_prior = rank_prior
         self.whole_passage_chars = whole_passage_chars
         self.max_sentences = max_sentences
         self.max_chars = max_chars
@@ -169,8 +184,11 @@ class ExtractiveGenerator:
                 score = max(own, heading_cov)
             else:
                 score = min(1.0, own + 0.25 * heading_cov)
-            prior = max(0.75, 1.0 - 0.05 * positions[number])
-            scored.append(Candidate(sentence, number, position, round(score * prior, 6)))
+            prior = max(MIN_PRIOR, 1.0 - self.rank_prior * positions[number])
+            gate = max(GATE_MIN_PRIOR, 1.0 - GATE_PRIOR * positions[number])
+            scored.append(
+                Candidate(sentence, number, position, round(score * prior, 6), score * gate)
+            )
         return scored
 
     @staticmethod
@@ -184,9 +202,9 @@ class ExtractiveGenerator:
     def select(self, candidates: list[Candidate]) -> list[Candidate]:
         """The sentences to quote, in answer order."""
         ranked = sorted(candidates, key=lambda c: (-c.score, c.passage, c.position))
-        if not ranked or ranked[0].score < MIN_SCORE:
+        if not ranked or max(c.gate_score for c in ranked) < MIN_SCORE:
             return []
-        floor = max(MIN_SCORE, ranked[0].score / 2)
+        floor = ranked[0].score / 2
         chosen: list[Candidate] = []
         length = 0
         for cand in ranked:
@@ -200,6 +218,34 @@ class ExtractiveGenerator:
         for i, cand in enumerate(chosen):
             first.setdefault(cand.passage, i)
         return sorted(chosen, key=lambda c: (first[c.passage], c.position))
+
+    def first_passage(self, passages: Sequence[Chunk], language: str) -> Generation:
+        """The first passage in the answer's language (the retrieval's best) quoted
+        whole, or its first ``max_chars``, whatever the question's words: what the policy
+        answers when a judge says the passages answer although no sentence shares enough
+        words with the question."""
+        start = time.perf_counter()
+        lang = prompt_language(language)
+        same = [n for n, c in enumerate(passages, start=1) if _chunk_language(c) == lang]
+        number = (same or [1])[0]
+        pieces = self._whole(passages, number, limit=self.max_chars)
+        return answer_generation("".join(pieces), len(passages), generator=self.name, started=start)
+
+    def _whole(self, passages: Sequence[Chunk], number: int, *, limit: int) -> list[str]:
+        """Passage ``number``'s body in sentence pieces (up to ``limit`` characters, whole
+        sentences, at least one), its citation after the last."""
+        chunk = passages[number - 1]
+        body = " ".join((chunk.answer if chunk.kind == "faq" else chunk.text).split())
+        zh = text_language(body) == "zh"
+        pieces: list[str] = []
+        for piece in (p for p in _SENTENCE_PIECE_RE.findall(body) if p):
+            if pieces and sum(map(len, pieces)) + len(piece) > limit:
+                break
+            pieces.append(piece)
+        if not pieces:
+            return []
+        pieces[-1] = pieces[-1].rstrip() + (f"[{number}]" if zh else f" [{number}]")
+        return pieces
 
     def _pieces(self, question: str, passages: Sequence[Chunk], language: str) -> list[str]:
         lang = prompt_language(language)

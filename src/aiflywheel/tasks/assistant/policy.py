@@ -77,6 +77,7 @@ from aiflywheel.tasks.assistant.conversation import (
     third_language,
     trim_history,
 )
+from aiflywheel.tasks.assistant.extractive import ExtractiveGenerator
 from aiflywheel.tasks.assistant.generators import AnswerGenerator, answer_generation, cited_passages
 from aiflywheel.tasks.assistant.glossary import Glossary
 from aiflywheel.tasks.assistant.grounding import check_support, strip_citations
@@ -131,13 +132,19 @@ class Thresholds:
     handoff_below: float
     faq_at_least: float
     origin: str = "recipe"
+    # with a judge in the "no_answer" role: its best probability at or above which an
+    # extractive "I don't know" becomes the first passage quoted (None: always hand off)
+    answer_judge_at_least: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "handoff_below": self.handoff_below,
             "faq_at_least": self.faq_at_least,
             "origin": self.origin,
         }
+        if self.answer_judge_at_least is not None:
+            out["answer_judge_at_least"] = self.answer_judge_at_least
+        return out
 
 
 @dataclass
@@ -224,6 +231,7 @@ class Assistant:
     mode: str = "hybrid"
     fallback: AnswerGenerator | None = None
     judge: Any = None  # judge.FeatureJudge: reorders the hits; its best probability = confidence
+    judge_role: str = "confidence"  # or "no_answer": see config.JudgeConfig.role
     max_history_chars: int = 4000
     _lexicon: EntityLexicon | None = field(default=None, init=False, repr=False, compare=False)
     _lexicon_size: int = field(default=-1, init=False, repr=False, compare=False)
@@ -370,7 +378,11 @@ class Assistant:
 
     def _retrieve_and_decide(self, text: str, language: str) -> AssistantReply | _Compose:
         hits = self.search(text)
-        if self.judge is not None and hits:
+        judged = None
+        if self.judge is not None and hits and self.judge_role == "no_answer":
+            judged = float(self.judge.score_hits(text, hits).max())
+            confidence = self.confidence(hits)
+        elif self.judge is not None and hits:
             hits, probabilities = self.judge.rerank(text, hits)
             confidence = float(probabilities.max())
         else:
@@ -397,7 +409,7 @@ class Assistant:
                 details={"faq_id": chunk.anchor, "faq_score": round(faq.dense_score or 0, 4)},
             )
         passages = self._passages(hits, language)
-        return _Compose(text, language, confidence, hits, passages)
+        return _Compose(text, language, confidence, hits, passages, judged=judged)
 
     def answer(self, message: str, history: Sequence[dict] = ()) -> AssistantReply:
         started = time.perf_counter()
@@ -447,6 +459,8 @@ class Assistant:
         cited = generation.cited or cited_passages(generation.text, len(passages))
         check = check_support(generation.text, passages, cited)
         details: dict[str, Any] = {}
+        if decided.judged is not None:
+            details["judge_probability"] = round(decided.judged, 4)
         used, used_cited = generation, cited
         if not check.supported and self.fallback is not None and generation.text.strip():
             details["replaced"] = {
@@ -458,6 +472,17 @@ class Assistant:
                 decided.question, passages, language=decided.language, history=()
             )
             used_cited = used.cited or cited_passages(used.text, len(passages))
+            check = check_support(used.text, passages, used_cited)
+        if (
+            is_dont_know(used.text)
+            and decided.judged is not None
+            and self.thresholds.answer_judge_at_least is not None
+            and decided.judged >= self.thresholds.answer_judge_at_least
+            and passages
+        ):
+            details["judge_answered"] = round(decided.judged, 4)
+            used = ExtractiveGenerator().first_passage(passages, decided.language)
+            used_cited = used.cited
             check = check_support(used.text, passages, used_cited)
         if not used.text.strip() or is_dont_know(used.text):
             reason = (
@@ -550,6 +575,7 @@ class _Compose:
     hits: list[RetrievalHit]
     passages: list[Chunk]
     notes: dict[str, Any] = field(default_factory=dict)
+    judged: float | None = None  # the judge's best probability, in the "no_answer" role
 
 
 __all__ = [

@@ -171,6 +171,7 @@ def load_assistant(
 
         assistant.judge = FeatureJudge.load(model_dir / JUDGE_DIR, index)
         assistant.judge.reorder = config.judge.reorder
+        assistant.judge_role = config.judge.role
     return LoadedAssistant(feature, version, assistant, config, model_dir)
 
 
